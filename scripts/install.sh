@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs everything cordon needs on Debian 12: the Debian packages (QEMU,
+# image-building tools, bubblewrap) through apt-get, and the npm packages, then
+# builds the TypeScript sources. Safe to run again: it only adds what is missing.
+#
+# Usage: scripts/install.sh            (as root, or with sudo available)
+#        CORDON_SKIP_APT=1 scripts/install.sh   (npm part only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages cordon uses. Each line: package — what for.
+APT_PACKAGES=(
+  qemu-system-x86   # microvm sandboxes
+  qemu-utils        # qemu-img: copy-on-write sandbox disks
+  debootstrap       # guest root file system
+  e2fsprogs         # mkfs.ext4 -d: guest disk image
+  busybox-static    # guest initramfs
+  musl-tools        # static guest agent
+  make
+  cpio
+  xz-utils
+  zstd
+  bubblewrap        # bubblewrap back end, confining local tool servers
+  ca-certificates
+  git
+  curl
+)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "cordon needs Node.js 20 or newer (found: $(node --version 2>/dev/null || echo none))." >&2
+  echo "fix: install Node.js 20 (e.g. from the NodeSource or Debian backports packages) and run this again." >&2
+  exit 1
+fi
+
+if [ "${CORDON_SKIP_APT:-0}" != "1" ]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+      command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+      SUDO="sudo"
+    fi
+    say "apt-get install ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    say "Debian packages: all present"
+  fi
+fi
+
+say "npm packages"
+if [ -f package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+else
+  npm install --no-audit --no-fund --loglevel=error
+fi
+
+say "build"
+npm run build --silent
+say "done: run ./bin/cordon.js doctor to see what this machine offers"

@@ -1,0 +1,4 @@
+/**
+ * approvals/: high-risk actions held for a human decision. Not built yet.
+ */
+export {};

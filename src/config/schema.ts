@@ -1,0 +1,252 @@
+/**
+ * The zod schema of `cordon.yaml` (version 1). Every object is `.strict()`, so
+ * a misspelt key is an error rather than a silently ignored setting, and every
+ * field is `.describe()`d: the descriptions are the field reference and are
+ * used in error fixes. Types are inferred from the schema (`z.infer`).
+ */
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+import {
+  addProblem, cidrRange, durationString, hostPattern, httpUrl, intRange, patternString, port, secretTemplate,
+} from './fields.js';
+import { SECRET_NAME } from './templates.js';
+
+export const MiB = 1024 * 1024;
+/** Name of the agent that always exists; a file may redefine it. */
+export const DEFAULT_AGENT = 'default';
+export const AGENT_NAME = /^[a-z][a-z0-9-]{0,62}$/;
+export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'TRACE'] as const;
+/** Variables cordon sets in every guest; an agent cannot override them. */
+export const RESERVED_ENV = ['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'ALL_PROXY'] as const;
+
+const agentName = patternString(AGENT_NAME, 'agent name', 'use 1-63 lowercase letters, digits and "-", starting with a letter, e.g. "code-reviewer"');
+const simpleName = (what: string) =>
+  patternString(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, what, 'use letters, digits, "_", "-" and "."; start with a letter or digit');
+const secretName = patternString(SECRET_NAME, 'secret name', 'use letters, digits, "_" and "-", starting with a letter or "_", e.g. "github_token"');
+const headerName = patternString(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'HTTP header name', 'use a header name such as "authorization" or "x-api-key"');
+const envName = z.string().superRefine((name, ctx) => {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+    addProblem(ctx, `"${name}" is not a valid environment variable name`, 'use letters, digits and "_", not starting with a digit');
+  } else if ((RESERVED_ENV as readonly string[]).includes(name.toUpperCase())) {
+    addProblem(ctx, `"${name}" is set by cordon to route traffic through the egress proxy`, `remove ${name}; egress is configured with egress: rules`);
+  }
+});
+const toolPattern = patternString(/^[A-Za-z0-9_.*-]+$/, 'tool name pattern', 'use a tool name such as "create_issue", or "*" for every tool');
+
+export const ResourcesSchema = z
+  .object({
+    vcpus: intRange(1, 16).default(1).describe('Virtual CPUs of the sandbox, 1 to 16'),
+    memoryMiB: intRange(64, 65536).default(512).describe('Guest memory in MiB, 64 to 65536'),
+    diskMiB: intRange(128, 1048576).default(2048).describe('Size of the writable disk layer in MiB, 128 to 1048576'),
+    timeout: durationString(1000).default('30m').describe('Longest a sandbox may live before it is destroyed, e.g. "30s", "10m", "2h"'),
+    maxOutputBytes: intRange(1024, 1024 * MiB).default(10 * MiB).describe('Most bytes of stdout+stderr kept per command, 1024 to 1 GiB'),
+  })
+  .strict()
+  .describe('CPU, memory, disk and time limits of each sandbox of this agent')
+  .transform((r) => ({ ...r, timeoutMs: parseDuration(r.timeout) }));
+
+export const HttpRuleSchema = z
+  .object({
+    method: z
+      .string()
+      .transform((m, ctx) => {
+        const upper = m.toUpperCase();
+        if (!(HTTP_METHODS as readonly string[]).includes(upper)) {
+          addProblem(ctx, `"${m}" is not an HTTP method`, `use one of ${HTTP_METHODS.join(', ')}, or leave method out to match every method`);
+          return z.NEVER;
+        }
+        return upper as (typeof HTTP_METHODS)[number];
+      })
+      .optional()
+      .describe('HTTP method this rule applies to; every method when left out'),
+    path: z
+      .string()
+      .superRefine((p, ctx) => {
+        if (!p.startsWith('/')) addProblem(ctx, `"${p}" does not start with "/"`, `write the path from the root, e.g. "/${p.replace(/^\/*/, '')}"`);
+        else if (/[\s\x00-\x1f\x7f]/.test(p)) addProblem(ctx, `"${p}" contains whitespace or control characters`, 'remove them; percent-encode characters that need it');
+      })
+      .optional()
+      .describe('URL path glob ("*" matches one segment, "**" any number); every path when left out'),
+    action: z.enum(['allow', 'deny', 'approve']).describe('What happens to a matching request: allow, deny, or hold for a human approval'),
+  })
+  .strict()
+  .describe('An HTTP-level rule; the first matching rule decides. Needs TLS interception of the host');
+
+export const EgressRuleSchema = z
+  .object({
+    host: hostPattern.optional().describe('Host name or "*.domain" wildcard the agent may reach (exactly one of host or cidr)'),
+    cidr: cidrRange.optional().describe('IP range the agent may reach, e.g. "10.1.2.0/24" (exactly one of host or cidr)'),
+    ports: z.array(port).min(1).default([443, 80]).describe('TCP ports allowed on the host, 1 to 65535'),
+    secrets: z
+      .record(headerName, secretTemplate('header template'))
+      .optional()
+      .describe('Headers to set on requests to this host, with {{secret.NAME}} swapped in by the proxy'),
+    rules: z.array(HttpRuleSchema).optional().describe('Method and path rules, checked in order; the connection is allowed when left out'),
+  })
+  .strict()
+  .describe('One destination the agent may reach')
+  .superRefine((rule, ctx) => {
+    if (rule.host !== undefined && rule.cidr !== undefined) {
+      addProblem(ctx, 'the rule has both host and cidr', 'split it into two rules, one with host: and one with cidr:');
+    } else if (rule.host === undefined && rule.cidr === undefined) {
+      addProblem(ctx, 'the rule has neither host nor cidr', 'add host: "api.example.com" (or cidr: "10.0.0.0/8" for an IP range)');
+    }
+    if (rule.cidr !== undefined && rule.secrets !== undefined) {
+      addProblem(ctx, 'secrets can only be bound to a host name, not to a cidr', 'move the secrets to a rule with host:', ['secrets']);
+    }
+  });
+
+export const LlmSchema = z
+  .object({
+    models: z.array(z.string().min(1)).min(1).describe('Model names the agent may call through the gateway, e.g. "gpt-4.1-mini"'),
+    limits: z
+      .object({
+        requestsPerMinute: intRange(1, 1_000_000).default(60).describe('Model requests per minute'),
+        tokensPerMinute: intRange(1, 1_000_000_000).default(100_000).describe('Prompt plus completion tokens per minute'),
+        tokensPerDay: intRange(1, 1_000_000_000_000).default(2_000_000).describe('Prompt plus completion tokens per day'),
+        concurrentRequests: intRange(1, 1000).default(4).describe('Model requests in flight at once'),
+      })
+      .strict()
+      .default({})
+      .describe('Per-agent limits enforced by the gateway'),
+  })
+  .strict()
+  .describe('Model access through the LLM gateway; no model access when left out');
+
+export const ToolPolicySchema = z
+  .object({
+    allow: z.array(toolPattern).describe('Tools the agent may call ("*" for all)'),
+    deny: z.array(toolPattern).optional().describe('Tools the agent may never call; wins over allow'),
+    approve: z.array(toolPattern).optional().describe('Tools whose calls wait for a human approval'),
+  })
+  .strict()
+  .describe('Which tools of one MCP server the agent may call');
+
+export const AgentSchema = z
+  .object({
+    isolation: z.enum(['microvm', 'gvisor', 'bubblewrap']).default('microvm').describe('Sandbox back end: microvm, gvisor, or bubblewrap (development only)'),
+    resources: ResourcesSchema.default({}),
+    egress: z.array(EgressRuleSchema).default([]).describe('Destinations the agent may reach; nothing else is reachable'),
+    egressMode: z.enum(['enforce', 'report']).default('enforce').describe('enforce blocks what the rules do not allow; report only logs what would be blocked'),
+    llm: LlmSchema.optional(),
+    tools: z.record(simpleName('MCP server name'), ToolPolicySchema).default({}).describe('MCP servers and the tools the agent may call on each'),
+    env: z.record(envName, z.string()).default({}).describe('Environment variables in the guest; {{secret.NAME}} becomes a placeholder'),
+  })
+  .strict()
+  .describe('One kind of agent: its sandbox, network, models and tools');
+
+const StoreSecretSchema = z
+  .object({ from: z.literal('store').describe('Read the secret from cordon\'s encrypted secret store') })
+  .strict();
+const EnvSecretSchema = z
+  .object({
+    from: z.literal('env').describe('Read the secret from an environment variable of the cordon daemon'),
+    name: patternString(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable name', 'use letters, digits and "_", e.g. "GITHUB_TOKEN"').describe('Name of the environment variable'),
+  })
+  .strict();
+const CommandSecretSchema = z
+  .object({
+    from: z.literal('command').describe('Run a command and use its standard output as the secret'),
+    command: z.array(z.string().min(1)).min(1).describe('Program and arguments, e.g. ["op", "read", "op://vault/item/field"]'),
+    timeoutMs: intRange(100, 300_000).default(10_000).describe('Longest the command may run, in milliseconds'),
+  })
+  .strict();
+
+export const SecretSourceSchema = z
+  .discriminatedUnion('from', [StoreSecretSchema, EnvSecretSchema, CommandSecretSchema])
+  .describe('Where a secret comes from: {from: store}, {from: env, name}, or {from: command, command: [...]}');
+
+export const PROVIDER_TYPES = ['openai', 'anthropic', 'openai-compatible'] as const;
+export type ProviderType = (typeof PROVIDER_TYPES)[number];
+
+export const ProviderSchema = z
+  .object({
+    type: z.enum(PROVIDER_TYPES).optional().describe('API dialect; taken from the provider name when that is openai or anthropic, else openai-compatible'),
+    baseUrl: httpUrl('provider base URL').describe('Base URL of the provider API, e.g. "https://api.openai.com/v1"'),
+    apiKey: secretTemplate('apiKey').optional().describe('API key as a secret reference, e.g. "{{secret.openai_key}}"'),
+  })
+  .strict()
+  .describe('A model provider the gateway forwards to');
+
+export const ApprovalsSchema = z
+  .object({
+    ttl: durationString(1000).default('15m').describe('How long a granted approval stays valid'),
+    holdTimeout: durationString(1000).default('60s').describe('How long a request waits for a decision before it is denied'),
+    webhook: z.object({ url: httpUrl('webhook URL').describe('URL that receives a POST for each pending approval') }).strict().optional().describe('Notify this URL of pending approvals'),
+    twoApprovers: z.boolean().default(false).describe('Require two different people to approve'),
+  })
+  .strict()
+  .describe('Human approval of high-risk actions')
+  .transform((a) => ({ ...a, ttlMs: parseDuration(a.ttl), holdTimeoutMs: parseDuration(a.holdTimeout) }));
+
+export const ServerSchema = z
+  .object({
+    host: z.string().min(1).default('127.0.0.1').describe('Address the control plane listens on'),
+    port: port.default(8787).describe('Port the control plane listens on'),
+  })
+  .strict()
+  .describe('Where the control-plane API and dashboard listen');
+
+export const AuditSchema = z
+  .object({
+    checkpointEvery: intRange(1, 1_000_000).default(1000).describe('Events between signed checkpoints of the audit log'),
+  })
+  .strict()
+  .describe('Audit log settings');
+
+export const StoreSchema = z
+  .object({
+    kind: z.enum(['sqlite', 'postgres']).default('sqlite').describe('sqlite (embedded, the default) or postgres'),
+    url: z.string().min(1).optional().describe('postgres:// connection URL, or a file path for sqlite (default: $CORDON_HOME/cordon.db)'),
+  })
+  .strict()
+  .describe('Where cordon keeps its state')
+  .superRefine((s, ctx) => {
+    if (s.kind === 'postgres' && s.url === undefined) {
+      addProblem(ctx, 'kind is postgres but no url is given', 'add url: "postgres://user@host:5432/cordon"', ['url']);
+    } else if (s.kind === 'postgres' && !/^postgres(ql)?:\/\//.test(s.url ?? '')) {
+      addProblem(ctx, `"${s.url}" is not a postgres:// URL`, 'use a URL such as "postgres://user@host:5432/cordon"', ['url']);
+    }
+  });
+
+export const ConfigSchema = z
+  .object({
+    version: z.literal(1).describe('Version of the config format; only 1 exists'),
+    agents: z.record(agentName, AgentSchema).default({}).describe('Agents by name; a built-in "default" agent is added unless you define one'),
+    secrets: z.record(secretName, SecretSourceSchema).default({}).describe('Secrets by name, referred to as {{secret.NAME}}'),
+    providers: z.record(simpleName('provider name'), ProviderSchema).default({}).describe('Model providers by name'),
+    approvals: ApprovalsSchema.default({}),
+    server: ServerSchema.default({}),
+    audit: AuditSchema.default({}),
+    store: StoreSchema.default({}),
+  })
+  .strict()
+  .describe('cordon.yaml')
+  .transform((config) => ({
+    ...config,
+    agents: Object.hasOwn(config.agents, DEFAULT_AGENT) ? config.agents : { ...config.agents, [DEFAULT_AGENT]: AgentSchema.parse({}) },
+    providers: Object.fromEntries(
+      Object.entries(config.providers).map(([name, p]) => [name, { ...p, type: p.type ?? providerTypeFor(name) }]),
+    ),
+  }));
+
+/** The API dialect of a provider whose `type` is left out. */
+function providerTypeFor(name: string): ProviderType {
+  return name === 'openai' || name === 'anthropic' ? name : 'openai-compatible';
+}
+
+export type CordonConfig = z.infer<typeof ConfigSchema>;
+export type CordonConfigInput = z.input<typeof ConfigSchema>;
+export type AgentConfig = z.infer<typeof AgentSchema>;
+export type ResourcesConfig = z.infer<typeof ResourcesSchema>;
+export type EgressRule = z.infer<typeof EgressRuleSchema>;
+export type HttpRule = z.infer<typeof HttpRuleSchema>;
+export type LlmConfig = z.infer<typeof LlmSchema>;
+export type ToolPolicy = z.infer<typeof ToolPolicySchema>;
+export type SecretSource = z.infer<typeof SecretSourceSchema>;
+/** A provider as loaded: `type` is always set. */
+export type ProviderConfig = CordonConfig['providers'][string];
+export type ApprovalsConfig = z.infer<typeof ApprovalsSchema>;
+export type ServerConfig = z.infer<typeof ServerSchema>;
+export type AuditConfig = z.infer<typeof AuditSchema>;
+export type StoreConfig = z.infer<typeof StoreSchema>;

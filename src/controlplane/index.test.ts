@@ -1,0 +1,96 @@
+/**
+ * The control plane over real HTTP on loopback: token file, one daemon per
+ * home, every request audited, a shutdown checkpoint that seals the log.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startControlPlane, acquireHomeLock, keyDir } from './index.js';
+import { defaultConfig } from '../config/index.js';
+import { verifyAudit } from '../audit/index.js';
+import { openStore } from '../store/index.js';
+import { EnvironmentError } from '../errors/index.js';
+import { tempDir } from '../testkit/index.js';
+
+test('cordon up: token 0600, audited requests, second daemon refused, sealed on stop', async () => {
+  const d = tempDir();
+  try {
+    const cp = await startControlPlane({ home: d.path, config: defaultConfig(), port: 0 });
+    let stopped = false;
+    try {
+      assert.match(cp.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+      assert.equal(cp.operatorToken.created, true);
+      assert.equal(statSync(cp.operatorToken.path).mode & 0o777, 0o600);
+      assert.equal(statSync(join(d.path, 'keys', 'audit-ed25519.key')).mode & 0o777, 0o600);
+
+      await assert.rejects(startControlPlane({ home: d.path, config: defaultConfig(), port: 0 }), (err: unknown) => {
+        assert.ok(err instanceof EnvironmentError);
+        assert.equal(err.code, 'env-already-running');
+        assert.match(err.fix ?? '', /kill \d+/);
+        return true;
+      });
+
+      const anon = await fetch(cp.url + '/v1/health');
+      assert.equal(anon.status, 401);
+      const res = await fetch(cp.url + '/v1/health', { headers: { authorization: `Bearer ${cp.operatorToken.token}` } });
+      assert.equal(res.status, 200);
+      const health = (await res.json()) as { status: string; store: string; auditHead: number };
+      assert.equal(health.status, 'ok');
+      assert.equal(health.store, 'sqlite');
+      assert.ok(health.auditHead >= 3, `daemon.start, api.auth and api.request are logged (head ${health.auditHead})`);
+      await cp.stop();
+      stopped = true;
+    } finally {
+      if (!stopped) await cp.stop();
+    }
+
+    const store = await openStore({ kind: 'sqlite', path: join(d.path, 'cordon.db') });
+    try {
+      const report = await verifyAudit(store, { keyDir: keyDir(d.path) });
+      assert.equal(report.ok, true, report.message);
+      assert.equal(report.unsealedEvents ?? 0, 0, 'the shutdown checkpoint covers every event');
+      const types = (await store.audit.query({ limit: 100, order: 'asc' })).map((e) => e.type);
+      assert.deepEqual(types, ['daemon.start', 'api.auth', 'api.request', 'daemon.stop']);
+    } finally {
+      await store.close();
+    }
+
+    // A restart continues the same chain with the same token.
+    const cp2 = await startControlPlane({ home: d.path, config: defaultConfig(), port: 0 });
+    assert.equal(cp2.operatorToken.created, false);
+    await cp2.stop();
+  } finally {
+    d.cleanup();
+  }
+});
+
+test('a stale lock left by a dead process is taken over', () => {
+  const d = tempDir();
+  try {
+    writeFileSync(join(d.path, 'cordon.lock'), '999999999');
+    const lock = acquireHomeLock(d.path);
+    lock.release();
+  } finally {
+    d.cleanup();
+  }
+});
+
+test('a port already in use gives a clear error and releases the lock', async () => {
+  const d = tempDir();
+  const first = await startControlPlane({ home: d.path + '/a', config: defaultConfig(), port: 0 });
+  try {
+    const port = Number(new URL(first.url).port);
+    await assert.rejects(startControlPlane({ home: d.path + '/b', config: defaultConfig(), port }), (err: unknown) => {
+      assert.ok(err instanceof EnvironmentError);
+      assert.equal(err.code, 'env-port-in-use');
+      assert.match(err.fix ?? '', /server\.port|--port/);
+      return true;
+    });
+    // The failed start left no lock behind.
+    acquireHomeLock(d.path + '/b').release();
+  } finally {
+    await first.stop();
+    d.cleanup();
+  }
+});

@@ -1,0 +1,128 @@
+/**
+ * The control plane that `cordon up` runs: store, audit log, operator token and
+ * the HTTP API on a loopback address. One per `$CORDON_HOME` (a lock file keeps
+ * a second one out). Stopping it writes a shutdown checkpoint to the audit log.
+ */
+import { serve } from '@hono/node-server';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { createApi, operatorTokenChecker, loadOrCreateOperatorToken } from '../api/index.js';
+import { AuditLog, verifyAudit } from '../audit/index.js';
+import type { CordonConfig } from '../config/index.js';
+import { CordonError, EnvironmentError } from '../errors/index.js';
+import { openStore, type Store } from '../store/index.js';
+import { ensurePrivateDir } from '../util/index.js';
+import { acquireHomeLock, type HomeLock } from './lock.js';
+import { CORDON_VERSION } from '../version.js';
+
+export { acquireHomeLock } from './lock.js';
+
+export interface ControlPlaneOptions {
+  /** State directory (`$CORDON_HOME`). */
+  home: string;
+  config: CordonConfig;
+  /** Overrides `config.server.port`; 0 picks a free port. */
+  port?: number;
+  /** Overrides `config.server.host`. @default config.server.host (127.0.0.1) */
+  host?: string;
+}
+
+export interface ControlPlane {
+  readonly url: string;
+  readonly store: Store;
+  readonly audit: AuditLog;
+  /** The operator token, and whether it was created by this start (show it once). */
+  readonly operatorToken: { token: string; created: boolean; path: string };
+  stop(): Promise<void>;
+}
+
+/** Where the embedded SQLite store lives. */
+export function storePath(home: string): string {
+  return join(home, 'cordon.db');
+}
+
+export function keyDir(home: string): string {
+  return join(home, 'keys');
+}
+
+/** Open the store named by the config (SQLite in `$CORDON_HOME` by default). */
+export async function openConfiguredStore(home: string, config: CordonConfig): Promise<Store> {
+  const s = config.store;
+  if (s.kind === 'postgres') return openStore({ kind: 'postgres', url: s.url ?? '' });
+  return openStore({ kind: 'sqlite', path: storePath(home) });
+}
+
+/** Start the control plane. Rejects (and leaves nothing running) if any part fails. */
+export async function startControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
+  const { home, config } = opts;
+  ensurePrivateDir(home);
+  const lock: HomeLock = acquireHomeLock(home);
+  let store: Store | undefined;
+  let audit: AuditLog | undefined;
+  try {
+    store = await openConfiguredStore(home, config);
+    audit = await AuditLog.open({ store, keyDir: keyDir(home), checkpointEvery: config.audit.checkpointEvery });
+    const operatorToken = loadOrCreateOperatorToken(home);
+    const auditLog = audit;
+    const openedStore = store;
+    const app = createApi({
+      audit: auditLog,
+      isOperatorToken: operatorTokenChecker(operatorToken.token),
+      version: CORDON_VERSION,
+      health: async () => ({ store: openedStore.kind, auditHead: (await openedStore.audit.head())?.seq ?? 0 }),
+      verifyAudit: async () => ({ ...(await verifyAudit(openedStore, { keyDir: keyDir(home) })) }),
+    });
+    const host = opts.host ?? config.server.host;
+    const port = opts.port ?? config.server.port;
+    const server = await listen(app.fetch, host, port);
+    const addr = server.address() as AddressInfo;
+    const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+    await auditLog.append({ type: 'daemon.start', actor: 'system', data: { url, version: CORDON_VERSION, pid: process.pid } });
+
+    let stopping: Promise<void> | undefined;
+    return {
+      url,
+      store: openedStore,
+      audit: auditLog,
+      operatorToken,
+      stop() {
+        stopping ??= (async function stopControlPlane() {
+          await new Promise<void>((resolve) => server.close(() => resolve()));
+          server.closeAllConnections?.();
+          try {
+            await auditLog.append({ type: 'daemon.stop', actor: 'system', data: { pid: process.pid } });
+          } finally {
+            await auditLog.close();
+            await openedStore.close();
+            lock.release();
+          }
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await audit?.close().catch(() => undefined);
+    await store?.close().catch(() => undefined);
+    lock.release();
+    throw err;
+  }
+}
+
+function listen(fetch: (req: Request, env?: unknown) => Response | Promise<Response>, host: string, port: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch, hostname: host, port }) as Server;
+    server.once('listening', () => resolve(server));
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE') {
+        reject(new EnvironmentError('env-port-in-use', `${host}:${port} is already in use`, {
+          fix: 'stop the other process, or set server.port in cordon.yaml (or pass --port)',
+        }));
+      } else if (err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') {
+        reject(new EnvironmentError('env-bind-failed', `cannot listen on ${host}:${port}: ${err.message}`, {
+          fix: 'use a local address such as 127.0.0.1 and a port above 1024',
+        }));
+      } else reject(err instanceof CordonError ? err : err);
+    });
+  });
+}

@@ -1,0 +1,4 @@
+/**
+ * dashboard/: the operator web UI served by `cordon up`. Not built yet.
+ */
+export {};

@@ -1,0 +1,4 @@
+/**
+ * detect/: behaviour baselines and anomaly alerts from the audit stream. Not built yet.
+ */
+export {};

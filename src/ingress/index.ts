@@ -1,0 +1,4 @@
+/**
+ * ingress/: temporary authenticated tunnels into a sandbox. Not built yet.
+ */
+export {};

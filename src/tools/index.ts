@@ -1,0 +1,4 @@
+/**
+ * tools/: the MCP tools gateway. Not built yet: see the tools and approvals issue.
+ */
+export {};

@@ -1,0 +1,87 @@
+/**
+ * Small shared helpers with no policy in them: where cordon keeps its state,
+ * writing private files atomically, canonical JSON.
+ */
+import { mkdirSync, writeFileSync, renameSync, chmodSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+/**
+ * The state directory: `$CORDON_HOME`, or `~/.cordon`.
+ * @default `~/.cordon`
+ */
+export function cordonHome(env: NodeJS.ProcessEnv = process.env): string {
+  const h = env.CORDON_HOME;
+  return h && h.length > 0 ? resolve(h) : join(homedir(), '.cordon');
+}
+
+/** Create a directory (and parents) readable only by the owner. */
+export function ensurePrivateDir(dir: string): string {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return dir;
+}
+
+/**
+ * Write a file atomically (temp file, fsync, rename) with the given mode.
+ * @param mode file mode @default 0o600
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
+  ensurePrivateDir(dirname(path));
+  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  writeFileSync(tmp, data, { mode, flag: 'wx' });
+  chmodSync(tmp, mode);
+  const fd = openSync(tmp, 'r');
+  try { fsyncSync(fd); } finally { closeSync(fd); }
+  renameSync(tmp, path);
+}
+
+/**
+ * Canonical JSON: object keys sorted by code unit, no whitespace, `undefined`
+ * members dropped. Numbers must be finite. Two equal values always give the
+ * same string, which is what the audit hash chain needs.
+ */
+export function canonicalJson(value: unknown): string {
+  switch (typeof value) {
+    case 'string':
+      return JSON.stringify(value);
+    case 'number':
+      if (!Number.isFinite(value)) throw new TypeError(`canonicalJson: non-finite number ${value}`);
+      return JSON.stringify(value);
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'bigint':
+      throw new TypeError('canonicalJson: bigint is not representable; convert it to a string');
+    case 'object': {
+      if (value === null) return 'null';
+      if (Array.isArray(value)) {
+        let out = '[';
+        for (let i = 0; i < value.length; i++) {
+          if (i > 0) out += ',';
+          const v = value[i];
+          out += v === undefined ? 'null' : canonicalJson(v);
+        }
+        return out + ']';
+      }
+      const obj = value as Record<string, unknown>;
+      const keys = Object.keys(obj).sort();
+      let out = '{';
+      let first = true;
+      for (const k of keys) {
+        const v = obj[k];
+        if (v === undefined || typeof v === 'function' || typeof v === 'symbol') continue;
+        if (!first) out += ',';
+        first = false;
+        out += JSON.stringify(k) + ':' + canonicalJson(v);
+      }
+      return out + '}';
+    }
+    default:
+      throw new TypeError(`canonicalJson: cannot encode ${typeof value}`);
+  }
+}
+
+/** Sleep for `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
