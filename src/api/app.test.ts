@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { createApi, operatorTokenChecker } from './index.js';
-import { AuditLog } from '../audit/index.js';
+import { AuditLog, queryEvents } from '../audit/index.js';
 import { openStore, type Store } from '../store/index.js';
 import { tempDir } from '../testkit/index.js';
 
@@ -49,7 +49,7 @@ async function setup(opts: { failWrites?: () => boolean } = {}) {
 }
 
 async function lastEvents(store: Store, n: number) {
-  return store.audit.query({ limit: n, order: 'desc' });
+  return queryEvents(store, { limit: n, order: 'desc' });
 }
 
 test('GET /healthz needs no token and reveals nothing', async () => {

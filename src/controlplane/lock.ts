@@ -40,7 +40,7 @@ export function acquireHomeLock(home: string): HomeLock {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const pid = Number.parseInt(readFileSync(path, 'utf8'), 10);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+      if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
         throw new EnvironmentError('env-already-running', `a control plane (pid ${pid}) already runs on ${home}`, {
           fix: `stop it first (kill ${pid}), or use another CORDON_HOME`,
         });

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { openConfiguredStore, storePath } from '../../controlplane/index.js';
 import { formatDoctor, runDoctor, type DoctorCheck } from '../../doctor/index.js';
 import { describeError } from '../../errors/index.js';
-import { loadConfig } from '../../config/index.js';
+import { loadConfig, type CordonConfig } from '../../config/index.js';
 import { cliHome, printJson } from '../context.js';
 
 export function registerDoctor(program: Command): void {
@@ -16,7 +16,7 @@ export function registerDoctor(program: Command): void {
       const home = cliHome(cmd);
       const root = cmd.parent!;
       const extra: DoctorCheck[] = [];
-      let config;
+      let config: CordonConfig | undefined;
       try {
         config = loadConfig(root.opts<{ config?: string }>().config);
         extra.push({ name: 'config', status: 'ok', detail: `${Object.keys(config.agents).length} agent(s)`, required: true });
