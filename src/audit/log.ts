@@ -1,0 +1,386 @@
+/**
+ * The append side of the audit log, with group commit.
+ *
+ * `append` validates an event and queues it; one flush (on the next
+ * `setImmediate`) numbers, chains and hashes the whole queue from the last
+ * committed head and writes it in one transaction. An append resolves only
+ * once its event is committed (SQLite WAL with synchronous=NORMAL: it survives
+ * a crash of cordon; a power loss may drop the last commits). If the write
+ * fails, every append of that batch rejects with `audit-write-failed` and the
+ * head stays where it was, so a failed batch leaves neither a gap nor a fork.
+ * A checkpoint sealing the head is signed once `checkpointEvery` events are
+ * unsealed, every `checkpointIntervalMs` while any are, and on `close()`.
+ */
+import { join } from 'node:path';
+import { AuditError, KeyError } from '../errors/index.js';
+import type { AuditRow, CheckpointRow, Store } from '../store/index.js';
+import { signCheckpoint } from './checkpoint.js';
+import {
+  GENESIS_HASH,
+  composeBody,
+  prepareEvent,
+  sha256Hex,
+  toEvent,
+  type AuditEvent,
+  type AuditEventInput,
+  type PreparedEvent,
+} from './event.js';
+import { loadOrCreateSigningKey, PRIVATE_KEY_FILE, type AuditSigningKey } from './keys.js';
+import { queryEvents, type AuditEventQuery } from './query.js';
+import { ChainChecker } from './verify.js';
+
+export interface AuditLogOptions {
+  store: Store;
+  /** Directory of the checkpoint signing key (created mode 0700). */
+  keyDir: string;
+  /** Sign a checkpoint (at the head) once this many events are unsealed. @default 1000 */
+  checkpointEvery?: number;
+  /** Sign a checkpoint this often while some events are unsealed. @default 1000 */
+  checkpointIntervalMs?: number;
+  /** Clock for event and checkpoint timestamps. @default () => new Date() */
+  now?: () => Date;
+  /** Events written per transaction at most. @default 5000 */
+  maxBatch?: number;
+  /** Appends waiting to be written at most; beyond it appends are refused. @default 100000 */
+  maxQueued?: number;
+  /**
+   * Create a new signing key even though the store holds checkpoints signed by
+   * a key that is missing now (older checkpoints then verify only with the old .pub).
+   * @default false
+   */
+  allowNewKey?: boolean;
+}
+
+/** Writes of one batch when another writer keeps taking its seqs. */
+const MAX_WRITE_ATTEMPTS = 3;
+
+type Resolved = Required<Pick<AuditLogOptions, 'store' | 'checkpointEvery' | 'checkpointIntervalMs' | 'now' | 'maxBatch' | 'maxQueued'>>;
+
+function resolveOptions(o: AuditLogOptions): Resolved {
+  return {
+    store: o.store,
+    now: o.now ?? (() => new Date()),
+    checkpointEvery: positiveInt(o.checkpointEvery ?? 1000, 'checkpointEvery'),
+    checkpointIntervalMs: positiveInt(o.checkpointIntervalMs ?? 1000, 'checkpointIntervalMs'),
+    maxBatch: positiveInt(o.maxBatch ?? 5000, 'maxBatch'),
+    maxQueued: positiveInt(o.maxQueued ?? 100_000, 'maxQueued'),
+  };
+}
+
+interface Pending {
+  event: PreparedEvent;
+  resolve: (e: AuditEvent) => void;
+  reject: (err: unknown) => void;
+}
+
+export class AuditLog {
+  readonly #store: Store;
+  readonly #key: AuditSigningKey;
+  readonly #now: () => Date;
+  readonly #every: number;
+  readonly #maxBatch: number;
+  readonly #maxQueued: number;
+  #queue: Pending[] = [];
+  #draining: Promise<void> | undefined;
+  #head: { seq: number; hash: string };
+  #sealedSeq: number;
+  #checkpointWanted = false;
+  #checkpointFailedAt = -1;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  #timer: NodeJS.Timeout;
+
+  private constructor(c: Resolved, key: AuditSigningKey, head: { seq: number; hash: string }, sealedSeq: number) {
+    this.#store = c.store;
+    this.#key = key;
+    this.#now = c.now;
+    this.#every = c.checkpointEvery;
+    this.#maxBatch = c.maxBatch;
+    this.#maxQueued = c.maxQueued;
+    this.#head = head;
+    this.#sealedSeq = sealedSeq;
+    this.#timer = setInterval(() => {
+      if (this.#head.seq > this.#sealedSeq) {
+        this.#checkpointWanted = true;
+        this.#kick();
+      }
+    }, c.checkpointIntervalMs);
+    this.#timer.unref();
+  }
+
+  /**
+   * Open the log on a store: load (or create) the signing key, read the head,
+   * and check the events a previous run left unsealed before sealing them.
+   * @throws KeyError for a missing, corrupt or too-open key; AuditError
+   *   `audit-chain-broken` when the unsealed tail does not chain to the last checkpoint
+   */
+  static async open(o: AuditLogOptions): Promise<AuditLog> {
+    const c = resolveOptions(o);
+    const head = (await o.store.audit.head()) ?? { seq: 0, hash: GENESIS_HASH };
+    const last = await o.store.audit.lastCheckpoint();
+    const key = loadKey(o, last);
+    if (last !== undefined && last.keyId !== key.keyId && o.allowNewKey !== true) {
+      // Not an error by itself (keys can be rotated), but say which key sealed what.
+      process.emitWarning(
+        `audit checkpoints up to seq ${last.seq} were signed by key ${last.keyId}; ${join(o.keyDir, PRIVATE_KEY_FILE)} is key ${key.keyId}`,
+        { code: 'CORDON_AUDIT_KEY_CHANGED' },
+      );
+    }
+    await checkUnsealedTail(o.store, last, head);
+    return new AuditLog(c, key, head, last?.seq ?? 0);
+  }
+
+  /** The last committed event (seq 0 and the genesis hash for an empty log). */
+  get head(): { seq: number; hash: string } {
+    return { ...this.#head };
+  }
+
+  /** keyId of the checkpoint signing key. */
+  get keyId(): string {
+    return this.#key.keyId;
+  }
+
+  /** Public key (SPKI PEM) that verifies this log's checkpoints. */
+  get publicKeyPem(): string {
+    return this.#key.publicKeyPem;
+  }
+
+  /**
+   * Record an event. Resolves once it is durable in the store.
+   * @throws AuditError `audit-invalid-event`, `audit-write-failed`, `audit-overloaded`, `audit-closed`
+   */
+  append(input: AuditEventInput): Promise<AuditEvent> {
+    if (this.#closed) {
+      return Promise.reject(
+        new AuditError('audit-closed', 'the audit log is closed; the event was not recorded', {
+          fix: 'open the audit log again (restart cordon) before recording events',
+        }),
+      );
+    }
+    if (this.#queue.length >= this.#maxQueued) {
+      return Promise.reject(
+        new AuditError('audit-overloaded', `${this.#queue.length} audit events are waiting to be written; refusing more`, {
+          fix: 'the store is too slow or stuck: check the disk, or raise maxQueued',
+        }),
+      );
+    }
+    let event: PreparedEvent;
+    try {
+      event = prepareEvent(input, this.#now().toISOString());
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<AuditEvent>((resolve, reject) => {
+      this.#queue.push({ event, resolve, reject });
+      this.#kick();
+    });
+  }
+
+  /** Events matching a filter (see {@link queryEvents}). */
+  query(filter: AuditEventQuery = {}): Promise<AuditEvent[]> {
+    return queryEvents(this.#store, filter);
+  }
+
+  /** Seal every committed event now (after pending appends are written). */
+  async checkpoint(): Promise<void> {
+    this.#checkpointWanted = true;
+    this.#kick();
+    while (this.#draining) await this.#draining;
+  }
+
+  /**
+   * Write every queued event, sign a final checkpoint and stop. Appends made
+   * afterwards reject with `audit-closed`. The store stays open.
+   * @throws AuditError `audit-checkpoint-failed` when the final checkpoint cannot be written
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      clearInterval(this.#timer);
+      while (this.#draining !== undefined || this.#queue.length > 0) {
+        if (this.#draining === undefined) this.#kick();
+        await this.#draining;
+      }
+      if (this.#head.seq > this.#sealedSeq && !(await this.#writeCheckpoint())) {
+        throw new AuditError('audit-checkpoint-failed', `could not sign the shutdown checkpoint at seq ${this.#head.seq}`, {
+          fix: 'the events are stored; the next start seals them. Check the store if this repeats',
+        });
+      }
+    })();
+    return this.#closing;
+  }
+
+  /** Start a drain on the next turn of the event loop unless one is running. */
+  #kick(): void {
+    if (this.#draining !== undefined) return;
+    this.#draining = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.#drain())
+      .catch((cause: unknown) => {
+        // Not expected (writes catch their own errors); fail closed all the same.
+        const err = new AuditError('audit-write-failed', `the audit writer failed: ${String(cause)}`, {
+          fix: 'restart cordon; report this as a bug',
+          cause,
+        });
+        for (const p of this.#queue.splice(0)) p.reject(err);
+      })
+      .finally(() => {
+        this.#draining = undefined;
+        if (this.#queue.length > 0 || this.#checkpointDue()) this.#kick();
+      });
+  }
+
+  async #drain(): Promise<void> {
+    for (;;) {
+      if (this.#queue.length > 0) await this.#writeBatch(this.#queue.splice(0, this.#maxBatch));
+      if (this.#checkpointDue()) await this.#writeCheckpoint();
+      if (this.#queue.length === 0) return;
+    }
+  }
+
+  #checkpointDue(): boolean {
+    const unsealed = this.#head.seq - this.#sealedSeq;
+    if (unsealed <= 0) return false;
+    if (this.#checkpointWanted) return true;
+    // After a failed checkpoint, wait for new events (or the timer) before retrying.
+    return unsealed >= this.#every && this.#checkpointFailedAt !== this.#head.seq;
+  }
+
+  async #writeBatch(batch: Pending[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      let rows: AuditRow[];
+      try {
+        rows = this.#chain(batch);
+        await this.#store.audit.insertEvents(rows);
+      } catch (cause) {
+        // Another writer on the same store took these seqs: chain again on its head (bounded).
+        if (attempt < MAX_WRITE_ATTEMPTS && (await this.#refreshHead())) continue;
+        const err = new AuditError(
+          'audit-write-failed',
+          `could not write ${batch.length} audit event(s): ${(cause as Error)?.message ?? String(cause)}; the actions they record must not proceed`,
+          { fix: 'check the store (disk space, permissions, locks held by another process); later events are retried', cause },
+        );
+        for (const p of batch) p.reject(err);
+        return;
+      }
+      const last = rows[rows.length - 1]!;
+      this.#head = { seq: last.seq, hash: last.hash };
+      for (let i = 0; i < batch.length; i++) {
+        const r = rows[i]!;
+        batch[i]!.resolve(toEvent(batch[i]!.event, r.seq, r.prevHash, r.hash));
+      }
+      return;
+    }
+  }
+
+  /** Number, link and hash a batch from the committed head. */
+  #chain(batch: Pending[]): AuditRow[] {
+    let seq = this.#head.seq;
+    let prevHash = this.#head.hash;
+    const rows: AuditRow[] = new Array(batch.length);
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i]!.event;
+      seq++;
+      const body = composeBody(p, seq, prevHash);
+      const hash = sha256Hex(body);
+      const { input } = p;
+      rows[i] = {
+        seq,
+        ts: p.ts,
+        type: input.type,
+        sandbox: input.sandbox ?? null,
+        agent: input.agent ?? null,
+        actor: input.actor,
+        decision: input.decision ?? null,
+        prevHash,
+        hash,
+        body,
+      };
+      prevHash = hash;
+    }
+    return rows;
+  }
+
+  /** After a failed write, take the store's head if another writer moved it on. */
+  async #refreshHead(): Promise<boolean> {
+    try {
+      const h = await this.#store.audit.head();
+      if (h === undefined || h.seq <= this.#head.seq) return false;
+      this.#head = h;
+      return true;
+    } catch {
+      return false; // the store is still failing; keep the last committed head
+    }
+  }
+
+  /** Sign and store a checkpoint at the head. Resolves to false when it could not be stored. */
+  async #writeCheckpoint(): Promise<boolean> {
+    const { seq, hash } = this.#head;
+    this.#checkpointWanted = false;
+    if (seq <= this.#sealedSeq) return true;
+    try {
+      const cp: CheckpointRow = signCheckpoint(this.#key, seq, hash, this.#now().toISOString());
+      await this.#store.audit.insertCheckpoint(cp);
+    } catch {
+      this.#checkpointFailedAt = seq;
+      return false;
+    }
+    this.#sealedSeq = seq;
+    return true;
+  }
+}
+
+/** Load the signing key; a missing one is created only if nothing was signed yet (or allowNewKey). */
+function loadKey(o: AuditLogOptions, last: CheckpointRow | undefined): AuditSigningKey {
+  try {
+    return loadOrCreateSigningKey(o.keyDir, { create: last === undefined || o.allowNewKey === true });
+  } catch (err) {
+    if (err instanceof KeyError && err.code === 'key-missing' && last !== undefined) {
+      const path = join(o.keyDir, PRIVATE_KEY_FILE);
+      throw new KeyError('key-missing', `the audit signing key ${path} is missing, but the store holds checkpoints signed by key ${last.keyId}`, {
+        fix: `restore ${path} from backup; if it is lost for good, start with allowNewKey (checkpoints of key ${last.keyId} then verify only with its .pub file)`,
+        details: { path, keyId: last.keyId },
+      });
+    }
+    throw err;
+  }
+}
+
+/** Check that the events after the last checkpoint chain to it before they get sealed. */
+async function checkUnsealedTail(
+  store: Store,
+  last: CheckpointRow | undefined,
+  head: { seq: number; hash: string },
+): Promise<void> {
+  const from = last?.seq ?? 0;
+  if (head.seq <= from && last === undefined) return;
+  const checker = new ChainChecker(from, last?.hash ?? GENESIS_HASH);
+  if (last !== undefined) {
+    const [sealedRow] = await store.audit.query({ afterSeq: last.seq - 1, beforeSeq: last.seq + 1, limit: 1 });
+    if (sealedRow === undefined || sealedRow.hash !== last.hash) throw chainBroken(last.seq, 'it no longer matches its signed checkpoint');
+  }
+  for (let after = from; after < head.seq; ) {
+    const page = await store.audit.readAfter(after, 5000);
+    if (page.length === 0) break;
+    for (const row of page) {
+      const finding = checker.check(row);
+      if (finding !== undefined) throw chainBroken(finding.seq, finding.message);
+    }
+    after = page[page.length - 1]!.seq;
+  }
+}
+
+function chainBroken(seq: number, why: string): AuditError {
+  return new AuditError('audit-chain-broken', `the audit log is damaged at seq ${seq}: ${why}; refusing to append to it`, {
+    fix: 'run `cordon audit verify` for the full report, keep a copy of the store as evidence, and start on a new store path',
+    details: { seq },
+  });
+}
+
+function positiveInt(n: number, name: string): number {
+  if (!Number.isInteger(n) || n < 1) {
+    throw new AuditError('audit-invalid-option', `${name} must be a positive integer (got ${n})`, {
+      fix: `set ${name} to an integer ≥ 1`,
+    });
+  }
+  return n;
+}

@@ -1,0 +1,103 @@
+/**
+ * Read-side tests: JSONL export and following new events.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import { openStore } from '../store/index.js';
+import { canonicalJson } from '../util/index.js';
+import { AuditLog, exportJsonl, followAudit, queryEvents, type AuditEvent } from './index.js';
+import { sha256Hex } from './event.js';
+
+async function fixture() {
+  const dir = mkdtempSync(join(tmpdir(), 'cordon-query-'));
+  const store = await openStore({ kind: 'sqlite', path: join(dir, 'cordon.db') });
+  const log = await AuditLog.open({ store, keyDir: join(dir, 'keys') });
+  const cleanup = async () => {
+    await log.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { store, log, cleanup };
+}
+
+test('exportJsonl writes one event per line, each with its hash, honouring back-pressure', async () => {
+  const { store, log, cleanup } = await fixture();
+  try {
+    const appended = await Promise.all(
+      Array.from({ length: 25 }, (_, i) => log.append({ type: 'tool.call', actor: 'agent:r', data: { i, note: 'a\nb' } })),
+    );
+    let text = '';
+    const out = new Writable({
+      highWaterMark: 64,
+      write(chunk, _enc, cb) {
+        text += String(chunk);
+        setImmediate(cb); // slow consumer
+      },
+    });
+    const lines = await exportJsonl(store, out, { pageSize: 10 });
+    assert.equal(lines, 25);
+    const parsed = text.trimEnd().split('\n').map((l) => JSON.parse(l) as AuditEvent);
+    assert.deepEqual(parsed, appended);
+    for (const e of parsed) {
+      const { hash, ...body } = e;
+      assert.equal(hash, sha256Hex(canonicalJson(body)), 'each line can be checked on its own');
+    }
+    const tail = new PassThrough();
+    let tailText = '';
+    tail.on('data', (d) => (tailText += String(d)));
+    assert.equal(await exportJsonl(store, tail, { afterSeq: 23 }), 2);
+    assert.deepEqual(tailText.trimEnd().split('\n').map((l) => (JSON.parse(l) as AuditEvent).seq), [24, 25]);
+  } finally {
+    await cleanup();
+  }
+});
+
+test('followAudit yields new events in order and stops on abort', async () => {
+  const { store, log, cleanup } = await fixture();
+  try {
+    await log.append({ type: 'old', actor: 'a' });
+    const ac = new AbortController();
+    const seen: number[] = [];
+    const follower = (async () => {
+      for await (const e of followAudit(store, { pollIntervalMs: 10, signal: ac.signal, filter: { type: 'new' } })) {
+        seen.push(e.seq);
+        if (seen.length === 3) ac.abort();
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 30));
+    await log.append({ type: 'new', actor: 'a' });
+    await log.append({ type: 'other', actor: 'a' });
+    await Promise.all([log.append({ type: 'new', actor: 'a' }), log.append({ type: 'new', actor: 'a' })]);
+    await follower;
+    assert.deepEqual(seen, [2, 4, 5], 'only events after the head at start, matching the filter');
+  } finally {
+    await cleanup();
+  }
+});
+
+test('queryEvents validates its filter', async (t) => {
+  const { store, cleanup } = await fixture();
+  const cases: { name: string; filter: unknown; message: RegExp }[] = [
+    { name: 'limit above the maximum', filter: { limit: 10_001 }, message: /limit/ },
+    { name: 'negative afterSeq', filter: { afterSeq: -1 }, message: /afterSeq/ },
+    { name: 'unknown order', filter: { order: 'random' }, message: /order/ },
+    { name: 'unknown field', filter: { where: '1=1' }, message: /Unrecognized key/ },
+  ];
+  try {
+    for (const c of cases) {
+      await t.test(c.name, async () => {
+        await assert.rejects(queryEvents(store, c.filter as never), (err: unknown) => {
+          assert.equal((err as { code?: string }).code, 'invalid-input');
+          assert.match((err as Error).message, c.message);
+          return true;
+        });
+      });
+    }
+  } finally {
+    await cleanup();
+  }
+});
