@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchAudit } from '../../bench/audit.js';
+import { benchAudit } from '../../bench/index.js';
 import { InvalidInputError } from '../../errors/index.js';
 import { printJson } from '../context.js';
 
