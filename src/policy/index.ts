@@ -22,8 +22,8 @@ export const DEFAULT_DENY: Decision = Object.freeze({ result: 'deny', reason: 'n
  * Wraps a decider so that a throw means deny (fail closed).
  * @example const safe = failClosed(decideEgress); safe(req) // never throws
  */
-export function failClosed<A extends unknown[]>(decide: (...args: A) => Decision): (...args: A) => Decision {
-  return function decideOrDeny(...args: A): Decision {
+export function failClosed<A extends unknown[], D extends Decision = Decision>(decide: (...args: A) => D): (...args: A) => D | Decision {
+  return function decideOrDeny(...args: A): D | Decision {
     try {
       const d = decide(...args);
       if (!d || (d.result !== 'allow' && d.result !== 'deny' && d.result !== 'approve')) {
@@ -35,3 +35,15 @@ export function failClosed<A extends unknown[]>(decide: (...args: A) => Decision
     }
   };
 }
+
+export {
+  decideEgress, createEgressDecider, EGRESS_REASONS,
+  type EgressRequest, type EgressDecision, type EgressReason,
+} from './egress.js';
+export {
+  decideEgressAddress, createAddressDecider, UNOVERRIDABLE_ADDRESS_REASONS,
+  type AddressRequest, type AddressDecision, type AddressDeciderOptions,
+} from './egress-address.js';
+export { compileEgress, DEFAULT_EGRESS_PORTS, type EgressPolicy, type EgressRuleInput } from './egress-rules.js';
+export { normalizeDestination, INTERNAL_SERVICES, type Destination, type InternalService } from './egress-host.js';
+export { normalizeRequestPath, compilePathGlob, MAX_PATH_CHARS, type PathMatcher } from './egress-path.js';
