@@ -21,6 +21,7 @@ APT_PACKAGES=(
   xz-utils
   zstd
   bubblewrap        # bubblewrap back end, confining local tool servers
+  runsc             # gvisor back end (development tier)
   ca-certificates
   git
   curl
@@ -63,4 +64,6 @@ fi
 
 say "build"
 npm run build --silent
+say "guest agent (static C binaries)"
+make -s -C guest/agent
 say "done: run ./bin/cordon.js doctor to see what this machine offers"

@@ -11,6 +11,8 @@ import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import type { AuditEventInput } from '../audit/index.js';
 import { AuthError, CordonError, InvalidInputError, httpStatusFor } from '../errors/index.js';
+import type { SandboxManager } from '../sandbox/types.js';
+import { sandboxRoutes } from './sandboxes.js';
 
 /** The parts of the audit log the API needs. */
 export interface ApiAudit {
@@ -39,6 +41,10 @@ export interface ApiOptions {
   health?: () => Promise<Record<string, unknown>>;
   /** Runs the audit chain verification (may be slow on large logs). */
   verifyAudit?: () => Promise<Record<string, unknown>>;
+  /** The sandbox manager; when given, `/v1/sandboxes` is served (see sandboxes.ts). */
+  sandboxes?: SandboxManager;
+  /** Largest file moved through `/v1/sandboxes/:id/files`, in bytes. @default 64 MiB */
+  maxFileBytes?: number;
 }
 
 type Vars = { Variables: { actor: string } };
@@ -136,6 +142,13 @@ export function createApi(opts: ApiOptions): Hono<Vars> {
     if (!opts.verifyAudit) return c.json({ error: 'not-available', message: 'verification is not wired' }, 503);
     return c.json(await opts.verifyAudit());
   });
+
+  if (opts.sandboxes) {
+    app.route('/v1/sandboxes', sandboxRoutes({
+      manager: opts.sandboxes,
+      ...(opts.maxFileBytes !== undefined ? { maxFileBytes: opts.maxFileBytes } : {}),
+    }));
+  }
 
   return app;
 }

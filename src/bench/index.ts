@@ -3,3 +3,4 @@
  * by the system measured, with units in the key names.
  */
 export { benchAudit } from './audit.js';
+export { benchSandbox, type SandboxBenchOptions, type SandboxBenchResult, type BackendFigures } from './sandbox.js';

@@ -13,6 +13,9 @@ import { registerAudit } from './commands/audit.js';
 import { registerConfig } from './commands/config.js';
 import { registerBench } from './commands/bench.js';
 import { registerVersion } from './commands/version.js';
+import { registerRun } from './commands/run.js';
+import { registerSandbox } from './commands/sandbox.js';
+import { registerImage } from './commands/image.js';
 
 /** Exit codes used by every command. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, internal: 70 } as const;
@@ -26,7 +29,9 @@ export function buildProgram(): Command {
     .option('-c, --config <file>', 'config file (default: $CORDON_CONFIG or ./cordon.yaml)')
     .showHelpAfterError()
     .exitOverride();
-  for (const register of [registerUp, registerDoctor, registerAudit, registerConfig, registerBench, registerVersion]) {
+  for (const register of [
+    registerUp, registerRun, registerSandbox, registerImage, registerDoctor, registerAudit, registerConfig, registerBench, registerVersion,
+  ]) {
     register(program);
   }
   return program;

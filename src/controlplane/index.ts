@@ -11,6 +11,8 @@ import { createApi, operatorTokenChecker, loadOrCreateOperatorToken } from '../a
 import { AuditLog, verifyAudit } from '../audit/index.js';
 import type { CordonConfig } from '../config/index.js';
 import { CordonError, EnvironmentError } from '../errors/index.js';
+import { removeDaemonFile, writeDaemonFile } from '../sdk/index.js';
+import { createBackends, createSandboxManager, type SandboxManager } from '../sandbox/index.js';
 import { openStore, type Store } from '../store/index.js';
 import { ensurePrivateDir } from '../util/index.js';
 import { acquireHomeLock, type HomeLock } from './lock.js';
@@ -26,12 +28,20 @@ export interface ControlPlaneOptions {
   port?: number;
   /** Overrides `config.server.host`. @default config.server.host (127.0.0.1) */
   host?: string;
+  /**
+   * Started by one CLI command for its own duration (`cordon run` without
+   * `cordon up`); recorded in daemon.json so other commands do not rely on it.
+   * @default false
+   */
+  transient?: boolean;
 }
 
 export interface ControlPlane {
   readonly url: string;
   readonly store: Store;
   readonly audit: AuditLog;
+  /** The sandbox manager behind `/v1/sandboxes`. */
+  readonly sandboxes: SandboxManager;
   /** The operator token, and whether it was created by this start (show it once). */
   readonly operatorToken: { token: string; created: boolean; path: string };
   stop(): Promise<void>;
@@ -60,13 +70,17 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const lock: HomeLock = acquireHomeLock(home);
   let store: Store | undefined;
   let audit: AuditLog | undefined;
+  let sandboxes: SandboxManager | undefined;
   try {
     store = await openConfiguredStore(home, config);
     audit = await AuditLog.open({ store, keyDir: keyDir(home), checkpointEvery: config.audit.checkpointEvery });
     const operatorToken = loadOrCreateOperatorToken(home);
     const auditLog = audit;
     const openedStore = store;
+    const manager = createSandboxManager({ home, config, audit: auditLog, backends: createBackends({ home }) });
+    sandboxes = manager;
     const app = createApi({
+      sandboxes: manager,
       audit: auditLog,
       isOperatorToken: operatorTokenChecker(operatorToken.token),
       version: CORDON_VERSION,
@@ -79,16 +93,25 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const addr = server.address() as AddressInfo;
     const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
     await auditLog.append({ type: 'daemon.start', actor: 'system', data: { url, version: CORDON_VERSION, pid: process.pid } });
+    // Tell the SDK and CLI where the API is; removed again on stop.
+    writeDaemonFile(home, { url, pid: process.pid, cordonVersion: CORDON_VERSION, startedAt: new Date().toISOString(), transient: opts.transient ?? false });
 
     let stopping: Promise<void> | undefined;
     return {
       url,
       store: openedStore,
       audit: auditLog,
+      sandboxes: manager,
       operatorToken,
       stop() {
         stopping ??= (async function stopControlPlane() {
-          await new Promise<void>((resolve) => server.close(() => resolve()));
+          removeDaemonFile(home);
+          const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+          server.closeIdleConnections?.();
+          // Destroy every sandbox (audited) while the log is still open; running
+          // command streams end with an error line, then their connections close.
+          const managerFailure = await manager.close().then(() => undefined, (err: unknown) => ({ err }));
+          await Promise.race([closed, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
           server.closeAllConnections?.();
           try {
             await auditLog.append({ type: 'daemon.stop', actor: 'system', data: { pid: process.pid } });
@@ -97,11 +120,14 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
             await openedStore.close();
             lock.release();
           }
+          if (managerFailure) throw managerFailure.err;
         })();
         return stopping;
       },
     };
   } catch (err) {
+    removeDaemonFile(home);
+    await sandboxes?.close().catch(() => undefined);
     await audit?.close().catch(() => undefined);
     await store?.close().catch(() => undefined);
     lock.release();

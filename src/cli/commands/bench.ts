@@ -6,11 +6,20 @@ import type { Command } from 'commander';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchAudit } from '../../bench/index.js';
+import { benchAudit, benchSandbox } from '../../bench/index.js';
 import { InvalidInputError } from '../../errors/index.js';
-import { printJson } from '../context.js';
+import { createBackends } from '../../sandbox/index.js';
+import { cliHome, printJson } from '../context.js';
 
-const PARTS = ['audit'] as const;
+const PARTS = ['audit', 'sandbox'] as const;
+
+function wholeNumber(s: string, name: string, max: number): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1 || n > max) {
+    throw new InvalidInputError(`${name} ${JSON.stringify(s)} is out of range`, { fix: `use a whole number from 1 to ${max}` });
+  }
+  return n;
+}
 
 export function registerBench(program: Command): void {
   program
@@ -18,17 +27,25 @@ export function registerBench(program: Command): void {
     .description(`run a benchmark (${PARTS.join(', ')})`)
     .option('--json', 'print JSON')
     .option('--events <n>', 'audit: how many events to append', '200000')
-    .action(async function benchCommand(part: string, opts: { json?: boolean; events: string }) {
+    .option('--cycles <n>', 'sandbox: create → exec → destroy cycles per back end', '50')
+    .action(async function benchCommand(part: string, opts: { json?: boolean; events: string; cycles: string }, cmd: Command) {
       if (!(PARTS as readonly string[]).includes(part)) {
         throw new InvalidInputError(`unknown benchmark ${JSON.stringify(part)}`, { fix: `choose one of: ${PARTS.join(', ')}` });
       }
-      const events = Number(opts.events);
-      if (!Number.isInteger(events) || events < 1 || events > 10_000_000) {
-        throw new InvalidInputError(`--events ${JSON.stringify(opts.events)} is out of range`, { fix: 'use a whole number from 1 to 10000000' });
+      const log = (line: string) => { if (!opts.json) process.stderr.write(line + '\n'); };
+      if (part === 'sandbox') {
+        const cycles = wholeNumber(opts.cycles, '--cycles', 10_000);
+        const home = cliHome(cmd);
+        log(`bench sandbox: microvm, gvisor and bubblewrap side by side, ${cycles} cycles each…`);
+        const result = await benchSandbox({ home, cycles, backends: createBackends({ home }), onProgress: log });
+        if (opts.json) printJson(result);
+        else process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+        return;
       }
+      const events = wholeNumber(opts.events, '--events', 10_000_000);
       const dir = mkdtempSync(join(tmpdir(), 'cordon-bench-'));
       try {
-        if (!opts.json) process.stderr.write(`bench audit: appending ${events} events with the hash chain on SQLite…\n`);
+        log(`bench audit: appending ${events} events with the hash chain on SQLite…`);
         const result = await benchAudit({ events, dir });
         if (opts.json) printJson(result);
         else {

@@ -5,6 +5,7 @@ import { openConfiguredStore, storePath } from '../../controlplane/index.js';
 import { formatDoctor, runDoctor, type DoctorCheck } from '../../doctor/index.js';
 import { describeError } from '../../errors/index.js';
 import { loadConfig, type CordonConfig } from '../../config/index.js';
+import { findImage, probeAccel } from '../../sandbox/index.js';
 import { cliHome, printJson } from '../context.js';
 
 export function registerDoctor(program: Command): void {
@@ -27,6 +28,14 @@ export function registerDoctor(program: Command): void {
         home,
         ...(config ? { config } : {}),
         hooks: {
+          findKernel: () => {
+            const image = findImage(home, (m) => m.agent.init && m.agent.daemon);
+            return image ? { kernelPath: image.kernelPath, imageId: image.id } : undefined;
+          },
+          probeKvm: async (kernelPath) => {
+            const p = await probeAccel({ kernelPath, home });
+            return { usable: p.kvm.usable, reason: p.kvm.reason, probeMs: p.kvm.probeMs };
+          },
           storeCheck: async () => {
             if (!config) return { name: 'store', status: 'warn', detail: 'not checked: the config is invalid', required: true };
             if (config.store.kind === 'sqlite' && !existsSync(storePath(home))) {

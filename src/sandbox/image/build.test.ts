@@ -14,6 +14,7 @@ import { pvhEntry } from './elf.js';
 import { buildImage, mountsUnder, planImage, type BuildProgress } from './build.js';
 import { findImage, readManifest } from './manifest.js';
 import { ensureTestImage, testHome } from './testing.js';
+import { checkRootfsTree, ensureRootfsTree } from './tree.js';
 
 const isRoot = process.getuid?.() === 0;
 const needRoot = isRoot ? false : 'debootstrap needs root; run the tests as root to build the image';
@@ -53,6 +54,7 @@ test('the built image has a PVH kernel, an initramfs with the guest modules, and
   readSync(fd, head, 0, 4, 0);
   closeSync(fd);
   assert.deepEqual(head, Buffer.from([0x51, 0x46, 0x49, 0xfb]), 'rootfs is qcow2');
+  assert.equal(checkRootfsTree(await ensureRootfsTree(m)), undefined, 'the image also gives a rootfs tree for the process back ends');
   assert.equal(findImage(testHome())?.id, m.id);
 });
 

@@ -1,12 +1,15 @@
 /**
  * `cordon image build`: kernel, initramfs and root file system from Debian
- * packages, cached by the hash of their inputs.
+ * packages, cached by the hash of their inputs. The root file system is kept
+ * twice: as a qcow2 disk for microVMs and as a directory tree for the process
+ * back ends (see tree.ts).
  *
  * The build runs in `images/.tmp-*` and is renamed to `images/<id>` only when
  * complete, so an interrupted or failed build never leaves an image that
  * `findImage` would pick. A lock file keeps two builds from racing; leftovers
  * of an interrupted build are removed by the next one.
  */
+import { ensureGuestAgentBuilt } from './agent.js';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
@@ -23,6 +26,7 @@ import {
 } from './manifest.js';
 import { GUEST_MODULES, openModuleTree, readModuleBytes, resolveModules } from './modules.js';
 import { customizeRootfs, debootstrap, makeDisk } from './rootfs.js';
+import { ROOTFS_TREE_DIR } from './tree.js';
 
 export type BuildStep = 'kernel' | 'initramfs' | 'rootfs' | 'disk' | 'done';
 
@@ -86,6 +90,9 @@ export function defaultAgentDir(): string {
 export async function planImage(opts: BuildImageOptions) {
   const tools = requireTools(TOOLS, 'cordon image build', opts.searchPath);
   const suite = opts.suite ?? 'bookworm';
+  // The default agent is always built from source first; an explicit agentDir
+  // (tests of the image pipeline) is taken as it is.
+  if (opts.agentDir === undefined) ensureGuestAgentBuilt(defaultAgentDir());
   const agentDir = opts.agentDir ?? defaultAgentDir();
   const agentInit = join(agentDir, 'cordon-init');
   const agentDaemon = join(agentDir, 'cordon-agent');
@@ -174,8 +181,11 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildResult> 
     progress({ step: 'disk', detail: `mkfs.ext4 (${inputs.diskMiB} MiB) and qcow2`, fraction: 0 });
     await makeDisk(tools, tree, join(work, 'rootfs.ext4'), join(tmp, 'rootfs.qcow2'), inputs.diskMiB);
     chmodSync(join(tmp, 'rootfs.qcow2'), 0o444); // the shared base is never written
+    // The same tree, kept for the process back ends (bubblewrap, gVisor), which mount it read-only.
+    chmodSync(tree, 0o755);
+    renameSync(tree, join(tmp, ROOTFS_TREE_DIR));
     rmSync(work, { recursive: true, force: true });
-    progress({ step: 'disk', detail: 'rootfs.qcow2', fraction: 1 });
+    progress({ step: 'disk', detail: `rootfs.qcow2 and ${ROOTFS_TREE_DIR}/`, fraction: 1 });
 
     const manifest: ImageManifest = {
       id,

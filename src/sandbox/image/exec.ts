@@ -16,6 +16,7 @@ export const TOOL_PACKAGES = {
   'apt-cache': 'apt',
   'dpkg-deb': 'dpkg',
   debootstrap: 'debootstrap',
+  debugfs: 'e2fsprogs',
   'mkfs.ext4': 'e2fsprogs',
   'qemu-img': 'qemu-utils',
   'qemu-system-x86_64': 'qemu-system-x86',

@@ -11,6 +11,9 @@ export type { BuildImageOptions, BuildProgress, BuildResult, BuildStep } from '.
 export { findImage, readManifest, imageId, RECIPE_VERSION } from './manifest.js';
 export type { ImageInputs, ImageManifest } from './manifest.js';
 export { READY_MARKER, FAILED_MARKER } from './initramfs.js';
+export { AGENT_USER, GUEST_HOSTNAME } from './rootfs.js';
+export { checkRootfsTree, ensureRootfsTree, findTreeImage, rootfsTreeDir, ROOTFS_TREE_DIR, TREE_AGENT_PATH } from './tree.js';
+export type { EnsureTreeOptions } from './tree.js';
 export { requireTools, runTool, whichTool, TOOL_PACKAGES } from './exec.js';
 export type { ToolName } from './exec.js';
 

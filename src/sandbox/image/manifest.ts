@@ -78,15 +78,16 @@ export function readManifest(dir: string): ImageManifest | undefined {
 /**
  * The newest complete image under `$home/images`, or undefined.
  * @param home the cordon state directory
+ * @param accept only consider images it returns true for (e.g. `(m) => m.agent.daemon`) @default every image
  */
-export function findImage(home: string): ImageManifest | undefined {
+export function findImage(home: string, accept: (m: ImageManifest) => boolean = () => true): ImageManifest | undefined {
   const root = imagesDir(home);
   if (!existsSync(root)) return undefined;
   let best: ImageManifest | undefined;
   for (const name of readdirSync(root)) {
     if (!/^[0-9a-f]{64}$/.test(name)) continue; // skips .tmp-* build dirs
     const m = readManifest(join(root, name));
-    if (m && m.id === name && (!best || m.createdAt > best.createdAt)) best = m;
+    if (m && m.id === name && accept(m) && (!best || m.createdAt > best.createdAt)) best = m;
   }
   return best;
 }

@@ -22,6 +22,13 @@ export interface LaunchVmOptions {
   onConsoleLine?: (line: string) => void;
   /** How much console output to keep for `consoleTail()`. @default 65536 */
   consoleTailBytes?: number;
+  /** Arguments appended after the machine's (e.g. `-incoming fd:8` for a snapshot restore). @default [] */
+  extraArgs?: string[];
+  /** Open file descriptors QEMU inherits as fd 3, 4, … ('ignore' leaves a gap); name them `/proc/self/fd/N` in paths. @default [] */
+  inheritFds?: (number | 'ignore')[];
+  /** Run QEMU as this uid/gid (the caller must be root); supplementary groups are dropped. @default the caller's */
+  uid?: number;
+  gid?: number;
 }
 
 export interface VmExit {
@@ -61,9 +68,14 @@ export function launchVm(opts: LaunchVmOptions): Vm {
   const qemu = opts.qemuPath ?? requireTools(['qemu-system-x86_64'], 'starting a microVM')['qemu-system-x86_64'];
   const controlSocketPath = join(opts.runDir, 'control.sock');
   const qmpSocketPath = join(opts.runDir, 'qmp.sock');
-  const args = buildQemuArgs({ ...opts.machine, controlSocketPath, qmpSocketPath });
+  const args = [...buildQemuArgs({ ...opts.machine, controlSocketPath, qmpSocketPath }), ...(opts.extraArgs ?? [])];
   const started = performance.now();
-  const child: ChildProcess = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(qemu, args, {
+    stdio: ['ignore', 'pipe', 'pipe', ...(opts.inheritFds ?? [])],
+    ...(opts.uid === undefined ? {} : { uid: opts.uid }),
+    ...(opts.gid === undefined ? {} : { gid: opts.gid }),
+  });
+  child.on('error', () => undefined); // a failed spawn leaves pid undefined (thrown below); without a listener it would crash the process
   if (child.pid === undefined) throw new SandboxError('sandbox-start', `could not start ${qemu}`);
   const pid = child.pid;
   const tailMax = opts.consoleTailBytes ?? 65536;

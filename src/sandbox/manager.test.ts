@@ -1,0 +1,416 @@
+/**
+ * Sandbox manager tests against a stand-in back end: the real guest agent
+ * (`guest/build/cordon-agent --stdio`) running on the host, so exec, files and
+ * protocol errors are the real protocol, without booting VMs. The audit log is
+ * the real one on a temporary SQLite store, wrapped so that writes of chosen
+ * event types fail (as a full disk would).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Duplex, PassThrough } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { AuditLog, type AuditEvent } from '../audit/index.js';
+import { parseConfig } from '../config/index.js';
+import type { AuditError, InvalidInputError, SandboxError } from '../errors/index.js';
+import { openStore, type Store } from '../store/index.js';
+import { sleep } from '../util/index.js';
+import { createSandboxManager } from './manager.js';
+import { GuestChannel, type ExecOptions } from './protocol/index.js';
+import type {
+  BackendAvailability, BackendContext, BackendExit, BackendSandbox, Isolation, IsolationTier, SandboxBackend, SandboxManager, SandboxSpec,
+} from './types.js';
+
+const agentBin = fileURLToPath(new URL('../../guest/build/cordon-agent', import.meta.url));
+const skip = existsSync(agentBin) ? false : 'the guest agent is not built (make -C guest/agent)';
+const caller = { actor: 'operator:test' };
+
+/** A BackendSandbox whose "guest" is the agent process on the host. */
+class HostAgentSandbox implements BackendSandbox {
+  readonly channel: GuestChannel;
+  readonly pid: number | undefined;
+  readonly exited: Promise<BackendExit>;
+  readonly startedFrom = 'boot' as const;
+  /** Options of every exec the manager sent, before the test maps the user. */
+  readonly execs: ExecOptions[] = [];
+  readonly destroyReasons: string[] = [];
+  readonly #child: ChildProcess;
+  readonly #fromGuest = new PassThrough();
+  #resolve!: (e: BackendExit) => void;
+  #done = false;
+  paused = 0;
+  resumed = 0;
+
+  constructor(readonly id: string, readonly tier: IsolationTier) {
+    this.#child = spawn(agentBin, ['--stdio'], { stdio: ['pipe', 'pipe', 'ignore'] });
+    this.pid = this.#child.pid;
+    this.#child.stdout!.pipe(this.#fromGuest);
+    this.channel = new GuestChannel(Duplex.from({ readable: this.#fromGuest, writable: this.#child.stdin! }));
+    const realExec = this.channel.exec.bind(this.channel);
+    // Record what the manager asked for; run "agent" commands as the host user (the host has no agent account).
+    this.channel.exec = (o) => {
+      this.execs.push(o);
+      return realExec({ ...o, user: o.user === 'agent' ? undefined : o.user });
+    };
+    this.exited = new Promise((r) => (this.#resolve = r));
+    this.channel.on('protocol-error', (err) => void this.#end('protocol-error', err.reason));
+  }
+
+  /** Bytes that look as if the guest sent them. */
+  inject(bytes: Buffer): void {
+    this.#fromGuest.write(bytes);
+  }
+
+  async rssKiB(): Promise<number | undefined> {
+    return undefined;
+  }
+  async pause(): Promise<void> {
+    this.paused++;
+  }
+  async resume(): Promise<void> {
+    this.resumed++;
+  }
+  destroy(reason = 'destroyed'): Promise<void> {
+    this.destroyReasons.push(reason);
+    return this.#end(reason);
+  }
+  async #end(reason: string, detail?: string): Promise<void> {
+    if (this.#done) return;
+    this.#done = true;
+    this.channel.close();
+    this.#child.kill('SIGKILL');
+    this.#resolve(detail === undefined ? { reason } : { reason, detail });
+  }
+}
+
+class HostAgentBackend implements SandboxBackend {
+  availability: BackendAvailability = { ok: true };
+  readonly created: SandboxSpec[] = [];
+  readonly contexts: BackendContext[] = [];
+  readonly sandboxes: HostAgentSandbox[] = [];
+  closed = false;
+  constructor(readonly isolation: Isolation, readonly tier: IsolationTier) {}
+  async available(): Promise<BackendAvailability> {
+    return this.availability;
+  }
+  async create(spec: SandboxSpec, ctx: BackendContext): Promise<HostAgentSandbox> {
+    this.created.push(spec);
+    this.contexts.push(ctx);
+    const s = new HostAgentSandbox(spec.id, this.tier);
+    await s.channel.ready;
+    this.sandboxes.push(s);
+    return s;
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+const CONFIG = parseConfig(`
+version: 1
+agents:
+  vm: { isolation: microvm, resources: { timeout: 10m, maxOutputBytes: 4096 } }
+  dev: { isolation: bubblewrap, env: { GREETING: hello } }
+`);
+
+interface Fixture {
+  manager: SandboxManager;
+  microvm: HostAgentBackend;
+  bubblewrap: HostAgentBackend;
+  /** Event types whose audit writes fail while listed. */
+  failing: Set<string>;
+  events(): Promise<AuditEvent[]>;
+  home: string;
+  close(): Promise<void>;
+}
+
+describe('sandbox manager', { skip }, () => {
+  let dir: string;
+  const fixtures: Fixture[] = [];
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cordon-manager-'));
+  });
+  after(async () => {
+    for (const f of fixtures) await f.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A manager with two stand-in back ends and its own audit log, on a store whose writes of `failing` types fail. */
+  async function fixture(): Promise<Fixture> {
+    const home = mkdtempSync(join(dir, 'home-'));
+    const store = await openStore({ kind: 'sqlite', path: join(home, 'cordon.db') });
+    const failing = new Set<string>();
+    const flaky: Store = {
+      ...store,
+      audit: {
+        ...store.audit,
+        async insertEvents(rows) {
+          const bad = rows.find((r) => failing.has(r.type));
+          if (bad) throw new Error(`disk full while writing ${bad.type}`);
+          return store.audit.insertEvents(rows);
+        },
+      },
+    };
+    const log = await AuditLog.open({ store: flaky, keyDir: join(home, 'keys'), checkpointIntervalMs: 60_000 });
+    const microvm = new HostAgentBackend('microvm', 'microvm-tcg');
+    const bubblewrap = new HostAgentBackend('bubblewrap', 'bubblewrap');
+    const manager = createSandboxManager({ home, config: CONFIG, audit: log, backends: { microvm, bubblewrap } });
+    const f: Fixture = {
+      manager, microvm, bubblewrap, failing, home,
+      events: () => log.query({ limit: 1000 }),
+      close: async () => {
+        await manager.close();
+        await log.close();
+        await store.close();
+      },
+    };
+    fixtures.push(f);
+    return f;
+  }
+
+  const forSandbox = (events: AuditEvent[], id: string) => events.filter((e) => e.sandbox === id);
+
+  test('create picks the back end the agent names, audits create then ready, and gives an sb- id', async () => {
+    const f = await fixture();
+    const info = await f.manager.create({ agent: 'vm', caller });
+    assert.match(info.id, /^sb-[a-z2-7]{20}$/);
+    assert.deepEqual([info.isolation, info.tier, info.state, info.startedFrom], ['microvm', 'microvm-tcg', 'running', 'boot']);
+    assert.equal(f.microvm.created.length, 1);
+    assert.equal(f.bubblewrap.created.length, 0);
+    assert.equal(Date.parse(info.expiresAt) - Date.parse(info.createdAt), 600_000);
+    const types = forSandbox(await f.events(), info.id).map((e) => e.type);
+    assert.deepEqual(types, ['sandbox.create', 'sandbox.ready']);
+    const ready = forSandbox(await f.events(), info.id)[1]!;
+    assert.equal(ready.data.tier, 'microvm-tcg');
+    assert.equal(typeof ready.data.startMs, 'number');
+    assert.equal(ready.data.startedFrom, 'boot');
+    assert.equal(f.microvm.contexts[0]!.runDir, join(f.home, 'run', info.id));
+  });
+
+  const unavailable: { name: string; setup: (f: Fixture) => void; agent: string; fix: RegExp }[] = [
+    { name: 'the back end reports a missing dependency', agent: 'vm', fix: /apt-get install -y qemu-system-x86/,
+      setup: (f) => (f.microvm.availability = { ok: false, reason: 'qemu-system-x86_64 not installed', fix: 'apt-get install -y qemu-system-x86 qemu-utils' }) },
+    { name: 'the back end fails its own probe', agent: 'dev', fix: /apt-get install -y bubblewrap/,
+      setup: (f) => (f.bubblewrap.availability = { ok: false, reason: 'bwrap cannot create a user namespace', fix: 'apt-get install -y bubblewrap' }) },
+  ];
+  for (const c of unavailable) {
+    test(`isolation unavailable (${c.name}): refused with the fix, never a weaker back end`, async () => {
+      const f = await fixture();
+      c.setup(f);
+      await assert.rejects(f.manager.create({ agent: c.agent, caller }), (err: SandboxError) => {
+        assert.equal(err.code, 'sandbox-isolation-unavailable');
+        assert.match(err.fix ?? '', c.fix);
+        return true;
+      });
+      assert.equal(f.microvm.created.length + f.bubblewrap.created.length, 0, 'no sandbox was created anywhere');
+    });
+  }
+
+  test('a deployment without the named back end refuses rather than falling back', async () => {
+    const bubblewrap = new HostAgentBackend('bubblewrap', 'bubblewrap');
+    const manager = createSandboxManager({ home: dir, config: CONFIG, audit: { append: async () => undefined }, backends: { bubblewrap } });
+    await assert.rejects(manager.create({ agent: 'vm', caller }), (err: SandboxError) => {
+      assert.equal(err.code, 'sandbox-isolation-unavailable');
+      assert.match(err.message, /needs microvm isolation, and this deployment has no microvm back end/);
+      assert.match(err.fix ?? '', /qemu-system-x86/);
+      return true;
+    });
+    assert.equal(bubblewrap.created.length, 0);
+  });
+
+  test('a lifetime beyond the agent limit is refused', async () => {
+    const f = await fixture();
+    await assert.rejects(f.manager.create({ agent: 'vm', caller, timeoutMs: 600_001 }), (err: InvalidInputError) => {
+      assert.match(err.message, /outside 1\.\.600000 ms/);
+      assert.match(err.fix ?? '', /agents\.vm\.resources\.timeout/);
+      return true;
+    });
+  });
+
+  test('run: default user agent, agent env, audited argv/cwd/user then the result', async () => {
+    const f = await fixture();
+    const info = await f.manager.create({ agent: 'dev', caller });
+    const out: Buffer[] = [];
+    const r = await f.manager.run(info.id, { argv: ['sh', '-c', 'echo "$GREETING $EXTRA"'], env: { EXTRA: 'world' }, cwd: '/', onStdout: (b) => out.push(b) }, caller);
+    assert.equal(Buffer.concat(out).toString(), 'hello world\n');
+    assert.equal(r.exitCode, 0);
+    const sent = f.bubblewrap.sandboxes[0]!.execs[0]!;
+    assert.equal(sent.user, 'agent');
+    assert.ok((sent.timeoutMs ?? 0) <= 600_000 && (sent.timeoutMs ?? 0) > 590_000, `timeout ${sent.timeoutMs}`);
+    const ev = forSandbox(await f.events(), info.id).filter((e) => e.type.startsWith('sandbox.exec'));
+    assert.deepEqual(ev.map((e) => e.type), ['sandbox.exec', 'sandbox.exec.result']);
+    assert.deepEqual([ev[0]!.data.argv, ev[0]!.data.cwd, ev[0]!.data.user, ev[0]!.data.envNames], [['sh', '-c', 'echo "$GREETING $EXTRA"'], '/', 'agent', ['EXTRA']]);
+    assert.equal(ev[0]!.actor, caller.actor);
+    assert.deepEqual([ev[1]!.data.exitCode, ev[1]!.data.timedOut, ev[1]!.data.outputTruncated, ev[1]!.data.bytes], [0, false, false, { stdout: 12, stderr: 0 }]);
+  });
+
+  test('run: the command timeout is capped by the remaining lifetime', async () => {
+    const f = await fixture();
+    const info = await f.manager.create({ agent: 'vm', caller, timeoutMs: 5_000 });
+    await f.manager.run(info.id, { argv: ['true'], timeoutMs: 60_000 }, caller);
+    const t = f.microvm.sandboxes[0]!.execs[0]!.timeoutMs ?? 0;
+    assert.ok(t <= 5_000 && t > 3_000, `capped to the ${t} ms left`);
+  });
+
+  test('run: output is limited to the agent maxOutputBytes, and more is refused', async () => {
+    const f = await fixture();
+    const info = await f.manager.create({ agent: 'vm', caller });
+    const r = await f.manager.run(info.id, { argv: ['head', '-c', '100000', '/dev/zero'] }, caller);
+    assert.deepEqual([r.stdoutBytes, r.outputTruncated], [4096, true]);
+    await assert.rejects(f.manager.run(info.id, { argv: ['true'], maxOutputBytes: 4097 }, caller), /exceeds the agent's limit of 4096/);
+  });
+
+  const badRuns: { name: string; opts: Record<string, unknown>; message: RegExp }[] = [
+    { name: 'empty argv', opts: { argv: [] }, message: /argv/ },
+    { name: 'relative cwd', opts: { argv: ['true'], cwd: 'tmp' }, message: /cwd must be an absolute path/ },
+    { name: 'bad user name', opts: { argv: ['true'], user: 'Root;rm' }, message: /user must be a user name/ },
+    { name: 'proxy variable', opts: { argv: ['true'], env: { https_proxy: 'http://evil' } }, message: /https_proxy is set by cordon/ },
+  ];
+  for (const c of badRuns) {
+    test(`run refuses ${c.name} before anything is audited or run`, async () => {
+      const f = await fixture();
+      const info = await f.manager.create({ agent: 'vm', caller });
+      await assert.rejects(f.manager.run(info.id, c.opts as never, caller), c.message);
+      assert.equal(f.microvm.sandboxes[0]!.execs.length, 0);
+      assert.equal(forSandbox(await f.events(), info.id).filter((e) => e.type === 'sandbox.exec').length, 0);
+    });
+  }
+
+  test('files: write and read are audited with path and bytes', async () => {
+    const f = await fixture();
+    const info = await f.manager.create({ agent: 'vm', caller });
+    const path = join(dir, `file-${info.id}`);
+    await f.manager.writeFile(info.id, path, Buffer.from('twelve bytes'), { mode: 0o600 }, caller);
+    assert.equal(readFileSync(path, 'utf8'), 'twelve bytes');
+    const back = await f.manager.readFile(info.id, path, {}, caller);
+    assert.equal(back.toString(), 'twelve bytes');
+    const ev = forSandbox(await f.events(), info.id).filter((e) => e.type.startsWith('sandbox.file'));
+    assert.deepEqual(ev.map((e) => [e.type, e.data.path, e.data.bytes]), [['sandbox.file.write', path, 12], ['sandbox.file.read', path, 12]]);
+  });
+
+  const refusals: { name: string; type: string; act: (f: Fixture, id: string, marker: string) => Promise<unknown>; check: (f: Fixture, marker: string) => void }[] = [
+    { name: 'create', type: 'sandbox.create', act: (f) => f.manager.create({ agent: 'vm', caller }),
+      check: (f) => assert.equal(f.microvm.created.length, 1, 'only the fixture sandbox was created') },
+    { name: 'exec', type: 'sandbox.exec', act: (f, id, marker) => f.manager.run(id, { argv: ['touch', marker] }, caller),
+      check: (_f, marker) => assert.equal(existsSync(marker), false, 'the command did not run') },
+    { name: 'file write', type: 'sandbox.file.write', act: (f, id, marker) => f.manager.writeFile(id, marker, Buffer.from('x'), {}, caller),
+      check: (_f, marker) => assert.equal(existsSync(marker), false, 'the file was not written') },
+    { name: 'file read', type: 'sandbox.file.read', act: (f, id) => f.manager.readFile(id, agentBin, {}, caller),
+      check: () => undefined },
+    { name: 'pause', type: 'sandbox.pause', act: (f, id) => f.manager.pause(id, caller),
+      check: (f) => assert.equal(f.microvm.sandboxes[0]!.paused, 0, 'the back end was not paused') },
+  ];
+  for (const c of refusals) {
+    test(`an audit write failure refuses the ${c.name}`, async () => {
+      const f = await fixture();
+      const info = await f.manager.create({ agent: 'vm', caller });
+      const marker = join(dir, `marker-${info.id}`);
+      f.failing.add(c.type);
+      await assert.rejects(c.act(f, info.id, marker), (err: AuditError) => {
+        assert.equal(err.code, 'audit-write-failed');
+        return true;
+      });
+      f.failing.clear();
+      c.check(f, marker);
+      assert.equal(f.manager.get(info.id).state, 'running', 'the sandbox itself is untouched');
+    });
+  }
+
+  test('a failed ready audit destroys the new sandbox', async () => {
+    const f = await fixture();
+    f.failing.add('sandbox.ready');
+    await assert.rejects(f.manager.create({ agent: 'vm', caller }), /audit-write-failed|disk full/);
+    f.failing.clear();
+    const s = f.microvm.sandboxes[0]!;
+    assert.deepEqual(s.destroyReasons, ['audit-failed']);
+    assert.deepEqual(f.manager.list(), []);
+  });
+
+  test('pause and resume are audited; a paused sandbox runs nothing', async () => {
+    const f = await fixture();
+    const info = await f.manager.create({ agent: 'vm', caller });
+    assert.equal((await f.manager.pause(info.id, caller)).state, 'paused');
+    await assert.rejects(f.manager.run(info.id, { argv: ['true'] }, caller), (err: SandboxError) => err.code === 'sandbox-paused');
+    assert.equal((await f.manager.resume(info.id, caller)).state, 'running');
+    const s = f.microvm.sandboxes[0]!;
+    assert.deepEqual([s.paused, s.resumed], [1, 1]);
+    const types = forSandbox(await f.events(), info.id).map((e) => e.type);
+    assert.deepEqual(types.slice(2), ['sandbox.pause', 'sandbox.resume']);
+  });
+
+  test('the wall-clock lifetime destroys the sandbox with reason timeout', async () => {
+    const f = await fixture();
+    const info = await f.manager.create({ agent: 'vm', caller, timeoutMs: 1_000 });
+    await sleep(1_400);
+    const after = f.manager.get(info.id);
+    assert.deepEqual([after.state, after.endReason], ['destroyed', 'timeout']);
+    assert.deepEqual(f.microvm.sandboxes[0]!.destroyReasons, ['timeout']);
+    const destroy = forSandbox(await f.events(), info.id).find((e) => e.type === 'sandbox.destroy');
+    assert.deepEqual([destroy?.reason, destroy?.actor], ['timeout', 'system']);
+    assert.equal(existsSync(join(f.home, 'run', info.id)), false, 'run directory removed');
+    await assert.rejects(f.manager.run(info.id, { argv: ['true'] }, caller), /has ended \(timeout\)/);
+  });
+
+  test('a guest protocol error destroys only that sandbox, audited', async () => {
+    const f = await fixture();
+    const bad = await f.manager.create({ agent: 'vm', caller });
+    const good = await f.manager.create({ agent: 'vm', caller });
+    const header = Buffer.alloc(9);
+    header.writeUInt32BE(0xffff_ffff, 0); // a length field far beyond the frame limit
+    f.microvm.sandboxes[0]!.inject(header);
+    await f.microvm.sandboxes[0]!.exited;
+    await sleep(50);
+    assert.deepEqual([f.manager.get(bad.id).state, f.manager.get(bad.id).endReason], ['destroyed', 'protocol-error']);
+    const ev = forSandbox(await f.events(), bad.id);
+    assert.deepEqual(ev.slice(-2).map((e) => [e.type, e.reason]), [['sandbox.protocol-error', 'frame-too-large'], ['sandbox.destroy', 'protocol-error']]);
+    const r = await f.manager.run(good.id, { argv: ['true'] }, caller);
+    assert.equal(r.exitCode, 0, 'the other sandbox still works');
+  });
+
+  test('destroy is audited before it happens, idempotent, and close destroys the rest and closes back ends', async () => {
+    const f = await fixture();
+    const a = await f.manager.create({ agent: 'vm', caller });
+    const b = await f.manager.create({ agent: 'dev', caller });
+    await f.manager.destroy(a.id, caller, 'done');
+    await f.manager.destroy(a.id, caller, 'again');
+    assert.deepEqual(f.microvm.sandboxes[0]!.destroyReasons, ['done']);
+    assert.deepEqual(f.manager.list().map((s) => s.id), [b.id]);
+    await f.manager.close();
+    assert.equal(f.manager.get(b.id).endReason, 'shutdown');
+    assert.deepEqual([f.microvm.closed, f.bubblewrap.closed], [true, true]);
+    await assert.rejects(f.manager.create({ agent: 'vm', caller }), (err: SandboxError) => err.code === 'sandbox-closed');
+    const destroys = (await f.events()).filter((e) => e.type === 'sandbox.destroy' && (e.sandbox === a.id || e.sandbox === b.id));
+    assert.deepEqual(destroys.map((e) => [e.sandbox, e.reason]), [[a.id, 'done'], [b.id, 'shutdown']]);
+  });
+
+  test('prewarm hands each agent shape to back ends that can warm, once per shape', async () => {
+    const warmed: unknown[] = [];
+    const microvm = Object.assign(new HostAgentBackend('microvm', 'microvm-tcg'), { warm: async (shape: unknown) => void warmed.push(shape) });
+    const config = parseConfig(`
+version: 1
+agents:
+  a: { isolation: microvm, resources: { memoryMiB: 256 } }
+  b: { isolation: microvm, resources: { memoryMiB: 256 } }
+  c: { isolation: microvm, resources: { memoryMiB: 1024, vcpus: 2 } }
+  d: { isolation: bubblewrap }
+`);
+    const manager = createSandboxManager({ home: dir, config, audit: { append: async () => undefined }, backends: { microvm }, prewarm: true });
+    for (let i = 0; i < 50 && warmed.length < 3; i++) await sleep(10);
+    assert.deepEqual(warmed, [
+      { vcpus: 1, memoryMiB: 256, diskMiB: 2048 },
+      { vcpus: 2, memoryMiB: 1024, diskMiB: 2048 },
+      { vcpus: 1, memoryMiB: 512, diskMiB: 2048 },
+    ], 'a and b share a shape; the built-in default agent is a microvm agent too');
+    await manager.close();
+  });
+
+  test('unknown ids are NotFound; an unknown agent names the known ones', async () => {
+    const f = await fixture();
+    assert.throws(() => f.manager.get('sb-aaaaaaaaaaaaaaaaaaaa'), /no sandbox sb-aaaaaaaaaaaaaaaaaaaa/);
+    await assert.rejects(f.manager.create({ agent: 'vn', caller }), /no agent named "vn" \(did you mean "vm"\?\)/);
+  });
+});

@@ -1,0 +1,404 @@
+/**
+ * The sandbox manager: the only way the API, the CLI and the SDK touch
+ * sandboxes (see SandboxManager in types.ts).
+ *
+ * - **Isolation is never weakened.** A sandbox gets exactly the back end its
+ *   agent's `isolation` names; if that one is missing or unavailable, create
+ *   fails with `sandbox-isolation-unavailable` and the command that fixes it.
+ * - **Nothing happens unaudited.** Each action is an audit event written
+ *   before it takes effect (create, exec, file write, pause, resume); a file
+ *   read is recorded with its size before the bytes are handed out. If the
+ *   write fails the action is refused. Destroying is the one exception: it is
+ *   the safe direction, so it proceeds and the audit failure is reported after.
+ * - **Limits.** The wall-clock lifetime (destroyed at expiry, audited with
+ *   reason `timeout`), a per-command timeout capped by the remaining lifetime,
+ *   and the agent's per-command output limit.
+ * - A sandbox that ends by itself (a protocol error from a hostile guest, a
+ *   VMM crash, a guest power-off) is recorded (`sandbox.protocol-error`,
+ *   `sandbox.destroy` with the reason) and cleaned up; others keep running.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { AuditEventInput } from '../audit/index.js';
+import { resolveAgent, RESERVED_ENV, type CordonConfig } from '../config/index.js';
+import { CordonError, InvalidInputError, NotFoundError, SandboxError } from '../errors/index.js';
+import { ensurePrivateDir } from '../util/index.js';
+import { DEFAULT_MAX_FILE_BYTES, type ExecResult } from './protocol/index.js';
+import type {
+  BackendExit, BackendSandbox, Caller, Isolation, RunCommandOptions, SandboxBackend, SandboxInfo, SandboxManager, SandboxSpec,
+} from './types.js';
+
+/** Where the manager records what happens (an AuditLog, or a wrapper of one). */
+export interface SandboxAudit {
+  append(event: AuditEventInput): Promise<unknown>;
+}
+
+export interface SandboxManagerOptions {
+  /** `$CORDON_HOME`; each sandbox gets a private `run/<id>/` directory in it. */
+  home: string;
+  config: CordonConfig;
+  audit: SandboxAudit;
+  /** The back ends this deployment offers; the manager closes them in close(). */
+  backends: Partial<Record<Isolation, SandboxBackend>>;
+  /**
+   * Prepare fast starts for every configured agent in the background: back
+   * ends with a `warm(shape)` method (microvm: snapshot and warm pool) get the
+   * resource shape of each agent that uses them, one shape at a time.
+   * @default false
+   */
+  prewarm?: boolean;
+  /** Clock, for tests. @default Date.now */
+  now?: () => number;
+}
+
+/** A back end that can prepare fast starts for a VM shape (MicrovmBackend). */
+interface Warmable {
+  warm(shape: { vcpus: number; memoryMiB: number; diskMiB: number }): Promise<unknown>;
+}
+
+/** Per-command timeout when the caller gives none (then capped by the remaining lifetime). */
+export const DEFAULT_RUN_TIMEOUT_MS = 600_000;
+export const DEFAULT_GUEST_USER = 'agent';
+/** Ended sandboxes remembered for get() (with their end reason). */
+const KEEP_ENDED = 1000;
+/** setTimeout's limit; longer lifetimes re-arm. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** argv is recorded up to this many characters; the SHA-256 of the whole argv is recorded too. */
+const AUDIT_ARGV_CHARS = 8192;
+
+const runSchema = z.object({
+  argv: z.array(z.string().refine((s) => !s.includes('\0'), 'arguments must not contain NUL')).min(1).max(4096)
+    .refine((a) => (a[0] ?? '').length > 0, 'argv[0] (the program) must not be empty'),
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment names are letters, digits and _'), z.string()).optional(),
+  cwd: z.string().regex(/^\//, 'cwd must be an absolute path').optional(),
+  user: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'user must be a user name from the guest /etc/passwd').optional(),
+  timeoutMs: z.number().int().min(1).optional(),
+  maxOutputBytes: z.number().int().min(0).optional(),
+}).passthrough();
+const pathSchema = z.string().min(2).max(4096).regex(/^\//, 'must be an absolute path').refine((p) => !p.includes('\0'), 'must not contain NUL');
+
+interface Entry {
+  info: SandboxInfo;
+  spec: SandboxSpec;
+  expiresAtMs: number;
+  sandbox: BackendSandbox;
+  runDir: string;
+  timer: NodeJS.Timeout | undefined;
+  /** Set once the manager starts ending it (so its own exit is not recorded twice). */
+  ending: Promise<void> | undefined;
+}
+
+/**
+ * @example
+ * const manager = createSandboxManager({ home, config, audit: log, backends: createBackends({ home }) });
+ * const sb = await manager.create({ agent: 'default', caller: { actor: 'operator' } });
+ * const r = await manager.run(sb.id, { argv: ['uname', '-r'], onStdout: (b) => process.stdout.write(b) }, { actor: 'operator' });
+ * await manager.destroy(sb.id, { actor: 'operator' });
+ */
+export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
+  const now = o.now ?? Date.now;
+  const entries = new Map<string, Entry>();
+  const ended = new Map<string, SandboxInfo>();
+  const starting = new Set<Promise<unknown>>();
+  let closed = false;
+
+  const record = (e: AuditEventInput) => o.audit.append(e);
+  if (o.prewarm) void prewarm();
+
+  /** Warm each (back end, shape) pair once, in turn; a failure only costs speed, so it is ignored. */
+  async function prewarm(): Promise<void> {
+    const seen = new Set<string>();
+    for (const agent of Object.values(o.config.agents)) {
+      const backend = o.backends[agent.isolation] as (SandboxBackend & Partial<Warmable>) | undefined;
+      const { vcpus, memoryMiB, diskMiB } = agent.resources;
+      const key = `${agent.isolation}/${vcpus}/${memoryMiB}/${diskMiB}`;
+      if (closed || !backend?.warm || seen.has(key)) continue;
+      seen.add(key);
+      await backend.warm({ vcpus, memoryMiB, diskMiB }).catch(() => undefined);
+    }
+  }
+  const event = (type: string, entry: Entry, actor: string, data: Record<string, unknown>, reason?: string): AuditEventInput => ({
+    type, actor, agent: entry.spec.agent, sandbox: entry.spec.id, ...(reason === undefined ? {} : { reason }), data,
+  });
+
+  async function create(opts: { agent: string; caller: Caller; timeoutMs?: number }): Promise<SandboxInfo> {
+    if (closed) throw new SandboxError('sandbox-closed', 'the sandbox manager is shutting down', { fix: 'retry once cordon is up again' });
+    const agent = resolveAgent(o.config, opts.agent);
+    const limitMs = agent.resources.timeoutMs;
+    const timeoutMs = opts.timeoutMs ?? limitMs;
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > limitMs) {
+      throw new InvalidInputError(`a lifetime of ${timeoutMs} ms is outside 1..${limitMs} ms, the limit of agent "${opts.agent}"`, {
+        fix: `ask for at most ${limitMs} ms, or raise agents.${opts.agent}.resources.timeout in cordon.yaml`,
+      });
+    }
+    const backend = await chooseBackend(agent.isolation, opts.agent);
+    const spec: SandboxSpec = {
+      id: newSandboxId(), agent: opts.agent, isolation: agent.isolation, vcpus: agent.resources.vcpus,
+      memoryMiB: agent.resources.memoryMiB, diskMiB: agent.resources.diskMiB, timeoutMs,
+      maxOutputBytes: agent.resources.maxOutputBytes, env: { ...agent.env },
+    };
+    await record({
+      type: 'sandbox.create', actor: opts.caller.actor, agent: spec.agent, sandbox: spec.id,
+      data: { isolation: spec.isolation, vcpus: spec.vcpus, memoryMiB: spec.memoryMiB, diskMiB: spec.diskMiB, timeoutMs, maxOutputBytes: spec.maxOutputBytes },
+    });
+    const createdAtMs = now();
+    const runDir = ensurePrivateDir(join(o.home, 'run', spec.id));
+    const start = backend.create(spec, { home: o.home, runDir });
+    starting.add(start);
+    let sandbox: BackendSandbox;
+    try {
+      sandbox = await start;
+    } catch (err) {
+      rmSync(runDir, { recursive: true, force: true });
+      await record({
+        type: 'sandbox.destroy', actor: 'system', agent: spec.agent, sandbox: spec.id, reason: 'create-failed',
+        data: { reason: 'create-failed', error: err instanceof CordonError ? err.code : 'error', message: String((err as Error).message ?? err).slice(0, 2000) },
+      }).catch(() => undefined); // the create itself is already on record; the error goes to the caller
+      throw err;
+    } finally {
+      starting.delete(start);
+    }
+    const entry: Entry = {
+      spec, sandbox, runDir, expiresAtMs: createdAtMs + timeoutMs, timer: undefined, ending: undefined,
+      info: {
+        id: spec.id, agent: spec.agent, isolation: spec.isolation, tier: sandbox.tier, state: 'running',
+        createdAt: new Date(createdAtMs).toISOString(), expiresAt: new Date(createdAtMs + timeoutMs).toISOString(),
+        startedFrom: (sandbox as { startedFrom?: SandboxInfo['startedFrom'] }).startedFrom ?? 'boot',
+        startMs: Math.round(now() - createdAtMs), ...(sandbox.pid === undefined ? {} : { pid: sandbox.pid }),
+      },
+    };
+    entries.set(spec.id, entry);
+    void sandbox.exited.then((exit) => onExit(entry, exit));
+    try {
+      await record(event('sandbox.ready', entry, 'system', { tier: entry.info.tier, startMs: entry.info.startMs, startedFrom: entry.info.startedFrom, pid: sandbox.pid }));
+    } catch (err) {
+      await end(entry, 'audit-failed', 'system').catch(() => undefined);
+      throw err;
+    }
+    if (closed) {
+      await end(entry, 'shutdown', 'system').catch(() => undefined);
+      throw new SandboxError('sandbox-closed', 'the sandbox manager shut down while the sandbox started', { fix: 'retry once cordon is up again' });
+    }
+    armLifetime(entry);
+    return { ...entry.info };
+  }
+
+  async function chooseBackend(isolation: Isolation, agent: string): Promise<SandboxBackend> {
+    const backend = o.backends[isolation];
+    if (!backend) {
+      throw new SandboxError('sandbox-isolation-unavailable', `agent "${agent}" needs ${isolation} isolation, and this deployment has no ${isolation} back end`, {
+        fix: isolation === 'microvm' ? 'apt-get install -y qemu-system-x86 qemu-utils && cordon image build' : `install ${isolation} (see \`cordon doctor\`), or set agents.${agent}.isolation to a back end this host offers`,
+        details: { isolation },
+      });
+    }
+    const a = await backend.available().catch((err: unknown) => ({ ok: false, reason: String((err as Error).message ?? err), fix: undefined }));
+    if (!a.ok) {
+      throw new SandboxError('sandbox-isolation-unavailable', `agent "${agent}" needs ${isolation} isolation, which this host cannot provide now: ${a.reason ?? 'unknown reason'}`, {
+        fix: a.fix ?? 'run `cordon doctor` to see what is missing', details: { isolation },
+      });
+    }
+    return backend;
+  }
+
+  function armLifetime(entry: Entry): void {
+    const left = entry.expiresAtMs - now();
+    entry.timer = setTimeout(() => {
+      if (entry.expiresAtMs - now() > 0) return armLifetime(entry);
+      end(entry, 'timeout', 'system').catch(() => undefined);
+    }, Math.max(0, Math.min(left, MAX_TIMER_MS)));
+    entry.timer.unref();
+  }
+
+  /** Destroy on the manager's initiative (or a caller's): audited before it happens. */
+  function end(entry: Entry, reason: string, actor: string): Promise<void> {
+    entry.ending ??= (async () => {
+      entry.info.state = 'stopping';
+      clearTimeout(entry.timer);
+      let auditError: unknown;
+      await record(event('sandbox.destroy', entry, actor, { reason }, reason)).catch((err: unknown) => (auditError = err));
+      try {
+        await entry.sandbox.destroy(reason);
+      } finally {
+        finish(entry, reason);
+      }
+      if (auditError) throw auditError;
+    })();
+    return entry.ending;
+  }
+
+  /** The sandbox ended by itself (or was destroyed by the back end): record why. */
+  async function onExit(entry: Entry, exit: BackendExit): Promise<void> {
+    if (entry.ending) return;
+    entry.ending = (async () => {
+      clearTimeout(entry.timer);
+      if (exit.reason === 'protocol-error') {
+        await record(event('sandbox.protocol-error', entry, 'system', { detail: exit.detail }, exit.detail)).catch(() => undefined);
+      }
+      await record(event('sandbox.destroy', entry, 'system', { reason: exit.reason, detail: exit.detail }, exit.reason)).catch(() => undefined);
+      finish(entry, exit.reason);
+    })();
+  }
+
+  function finish(entry: Entry, reason: string): void {
+    rmSync(entry.runDir, { recursive: true, force: true });
+    entry.info.state = 'destroyed';
+    entry.info.endReason = reason;
+    entries.delete(entry.spec.id);
+    ended.set(entry.spec.id, entry.info);
+    if (ended.size > KEEP_ENDED) ended.delete(ended.keys().next().value!);
+  }
+
+  function running(id: string, what: string): Entry {
+    const entry = entries.get(id);
+    if (!entry) {
+      if (ended.has(id)) throw new SandboxError('sandbox-ended', `sandbox ${id} has ended (${ended.get(id)?.endReason ?? 'destroyed'}); cannot ${what}`, { fix: 'create a new sandbox' });
+      throw new NotFoundError(`no sandbox ${id}`, { fix: 'list sandboxes with `cordon sandbox ls`', details: { sandbox: id } });
+    }
+    if (entry.info.state === 'paused') throw new SandboxError('sandbox-paused', `sandbox ${id} is paused; cannot ${what}`, { fix: `resume it first (\`POST /v1/sandboxes/${id}/resume\`)` });
+    if (entry.info.state !== 'running') throw new SandboxError('sandbox-ended', `sandbox ${id} is ${entry.info.state}; cannot ${what}`, { fix: 'create a new sandbox' });
+    return entry;
+  }
+
+  async function run(id: string, opts: RunCommandOptions, caller: Caller): Promise<ExecResult> {
+    const entry = running(id, 'run a command');
+    const parsed = runSchema.safeParse(opts);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new InvalidInputError(`invalid command: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`, { fix: 'pass argv: ["program", …] and valid options' });
+    }
+    const reserved = Object.keys(opts.env ?? {}).filter((k) => (RESERVED_ENV as readonly string[]).includes(k.toUpperCase()));
+    if (reserved.length > 0) {
+      throw new InvalidInputError(`${reserved.join(', ')} ${reserved.length > 1 ? 'are' : 'is'} set by cordon (egress goes through its proxy)`, { fix: `remove ${reserved.join(', ')} from env` });
+    }
+    const maxOutputBytes = opts.maxOutputBytes ?? entry.spec.maxOutputBytes;
+    if (maxOutputBytes > entry.spec.maxOutputBytes) {
+      throw new InvalidInputError(`maxOutputBytes ${maxOutputBytes} exceeds the agent's limit of ${entry.spec.maxOutputBytes}`, {
+        fix: `ask for at most ${entry.spec.maxOutputBytes}, or raise agents.${entry.spec.agent}.resources.maxOutputBytes`,
+      });
+    }
+    const leftMs = entry.expiresAtMs - now();
+    if (leftMs <= 0) throw new SandboxError('sandbox-ended', `sandbox ${id} has reached the end of its lifetime`, { fix: 'create a new sandbox' });
+    const timeoutMs = Math.min(opts.timeoutMs ?? DEFAULT_RUN_TIMEOUT_MS, leftMs);
+    const user = opts.user ?? DEFAULT_GUEST_USER;
+    const stdinBytes = opts.stdin === undefined ? undefined : typeof opts.stdin === 'string' ? Buffer.byteLength(opts.stdin) : opts.stdin.length;
+    await record(event('sandbox.exec', entry, caller.actor, {
+      ...auditArgv(opts.argv), cwd: opts.cwd, user, timeoutMs, maxOutputBytes, envNames: Object.keys(opts.env ?? {}), stdinBytes,
+    }));
+    let result: ExecResult;
+    try {
+      result = await entry.sandbox.channel.exec({
+        argv: opts.argv, env: { ...entry.spec.env, ...opts.env }, cwd: opts.cwd, user, timeoutMs, maxOutputBytes,
+        stdin: opts.stdin, onStdout: opts.onStdout, onStderr: opts.onStderr, signal: opts.signal,
+      });
+    } catch (err) {
+      await record(event('sandbox.exec.result', entry, caller.actor, {
+        error: err instanceof CordonError ? err.code : 'error', message: String((err as Error).message ?? err).slice(0, 2000),
+      }));
+      throw err;
+    }
+    await record(event('sandbox.exec.result', entry, caller.actor, {
+      exitCode: result.exitCode, signal: result.signal, timedOut: result.timedOut, outputTruncated: result.outputTruncated,
+      durationMs: result.durationMs, bytes: { stdout: result.stdoutBytes, stderr: result.stderrBytes },
+    }));
+    return result;
+  }
+
+  async function readFile(id: string, path: string, opts: { maxBytes?: number }, caller: Caller): Promise<Buffer> {
+    const entry = running(id, 'read a file');
+    checkPath(path);
+    const maxBytes = opts.maxBytes ?? DEFAULT_MAX_FILE_BYTES;
+    let data: Buffer;
+    try {
+      data = await entry.sandbox.channel.readFile(path, { maxBytes });
+    } catch (err) {
+      await record(event('sandbox.file.read', entry, caller.actor, { path, maxBytes, error: err instanceof CordonError ? err.code : 'error' }));
+      throw err;
+    }
+    await record(event('sandbox.file.read', entry, caller.actor, { path, bytes: data.length }));
+    return data;
+  }
+
+  async function writeFile(id: string, path: string, data: Uint8Array, opts: { mode?: number }, caller: Caller): Promise<void> {
+    const entry = running(id, 'write a file');
+    checkPath(path);
+    if (opts.mode !== undefined && (!Number.isInteger(opts.mode) || opts.mode < 0 || opts.mode > 0o7777)) {
+      throw new InvalidInputError(`file mode ${opts.mode} is not in 0..0o7777`, { fix: 'pass a mode such as 0o644' });
+    }
+    await record(event('sandbox.file.write', entry, caller.actor, { path, bytes: data.length, mode: opts.mode }));
+    await entry.sandbox.channel.writeFile(path, data, opts.mode === undefined ? {} : { mode: opts.mode });
+  }
+
+  async function pause(id: string, caller: Caller): Promise<SandboxInfo> {
+    const entry = running(id, 'pause it');
+    await record(event('sandbox.pause', entry, caller.actor, {}));
+    await entry.sandbox.pause();
+    entry.info.state = 'paused';
+    return { ...entry.info };
+  }
+
+  async function resume(id: string, caller: Caller): Promise<SandboxInfo> {
+    const entry = entries.get(id);
+    if (!entry || entry.info.state !== 'paused') {
+      throw new SandboxError('sandbox-not-paused', `sandbox ${id} is ${entry?.info.state ?? ended.get(id)?.state ?? 'unknown'}, not paused`, { fix: 'only a paused sandbox can be resumed' });
+    }
+    await record(event('sandbox.resume', entry, caller.actor, {}));
+    await entry.sandbox.resume();
+    entry.info.state = 'running';
+    return { ...entry.info };
+  }
+
+  async function destroy(id: string, caller: Caller, reason = 'requested'): Promise<void> {
+    const entry = entries.get(id);
+    if (!entry) {
+      if (ended.has(id)) return; // already gone: destroying is idempotent
+      throw new NotFoundError(`no sandbox ${id}`, { fix: 'list sandboxes with `cordon sandbox ls`', details: { sandbox: id } });
+    }
+    await end(entry, reason, caller.actor);
+  }
+
+  function get(id: string): SandboxInfo {
+    const info = entries.get(id)?.info ?? ended.get(id);
+    if (!info) throw new NotFoundError(`no sandbox ${id}`, { fix: 'list sandboxes with `cordon sandbox ls`', details: { sandbox: id } });
+    return { ...info };
+  }
+
+  function list(): SandboxInfo[] {
+    return [...entries.values()].map((e) => ({ ...e.info })).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  async function close(): Promise<void> {
+    closed = true;
+    await Promise.allSettled(starting);
+    await Promise.allSettled([...entries.values()].map((e) => end(e, 'shutdown', 'system')));
+    await Promise.allSettled(Object.values(o.backends).map((b) => b?.close()));
+  }
+
+  return { create, run, readFile, writeFile, get, list, pause, resume, destroy, close };
+}
+
+/** `sb-` and 20 lower-case base32 characters (100 random bits). */
+export function newSandboxId(): string {
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz234567';
+  return 'sb-' + [...randomBytes(20)].map((b) => alphabet[b & 31]).join('');
+}
+
+function checkPath(path: string): void {
+  const r = pathSchema.safeParse(path);
+  if (!r.success) throw new InvalidInputError(`invalid path ${JSON.stringify(path.slice(0, 200))}: ${r.error.issues[0]?.message ?? 'invalid'}`, { fix: 'pass an absolute path in the guest, e.g. /home/agent/out.txt' });
+}
+
+/** argv for the audit log: whole when short, else cut, always with the hash of the whole. */
+function auditArgv(argv: string[]): Record<string, unknown> {
+  const sha256 = createHash('sha256').update(JSON.stringify(argv)).digest('hex');
+  let budget = AUDIT_ARGV_CHARS;
+  const kept: string[] = [];
+  for (const a of argv) {
+    if (budget <= 0) break;
+    kept.push(a.length > budget ? a.slice(0, budget) : a);
+    budget -= a.length;
+  }
+  const truncated = kept.length < argv.length || budget < 0;
+  return { argv: kept, argvSha256: sha256, ...(truncated ? { argvTruncated: true, argc: argv.length } : {}) };
+}
