@@ -43,11 +43,11 @@ import { z } from 'zod';
 import { SandboxError } from '../../errors/index.js';
 import { canonicalJson, ensurePrivateDir, sleep, writeFileAtomic } from '../../util/index.js';
 import { FAILED_MARKER, type ImageManifest } from '../image/index.js';
-import { CONTROL_PORT_ID, type AccelProbe, type Vm } from '../qemu/index.js';
+import { CONTROL_PORT_ID, kernelCmdline, qemuOptionsSchema, type AccelProbe, type Vm } from '../qemu/index.js';
 import { blankOverlay, copyOverlay, giveToVmm, reclaimFromVmm, releaseVmmIdentity, startVmm, VMM_FD, type VmmIdentity } from './vmm.js';
 
 /** Bump when the way snapshots are made changes (old ones are then ignored). */
-export const SNAPSHOT_RECIPE = 1;
+export const SNAPSHOT_RECIPE = 2;
 
 export const snapshotKeySchema = z.object({
   recipe: z.number().int(),
@@ -60,6 +60,7 @@ export const snapshotKeySchema = z.object({
   memoryMiB: z.number().int(),
   diskMiB: z.number().int(),
   kernelArgs: z.array(z.string()),
+  cmdline: z.string().describe('the whole guest kernel command line: a snapshot only fits the kernel state it was booted with'),
 }).strict();
 export type SnapshotKey = z.infer<typeof snapshotKeySchema>;
 
@@ -103,6 +104,12 @@ export function snapshotKey(image: ImageManifest, probe: AccelProbe, shape: VmSh
     memoryMiB: shape.memoryMiB,
     diskMiB: shape.diskMiB,
     kernelArgs: [...kernelArgs],
+    cmdline: kernelCmdline(qemuOptionsSchema.parse({
+      accel: probe.accel,
+      kernelPath: image.kernelPath,
+      ...(probe.accel === 'tcg' && probe.tcg.tscKhz ? { tscKhz: probe.tcg.tscKhz, tscReliable: probe.tcg.tscReliable } : {}),
+      kernelArgs,
+    })),
   };
 }
 

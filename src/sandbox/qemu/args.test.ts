@@ -29,17 +29,19 @@ test('a TCG sandbox with a known TSC rate: no PIT, TSC rate and reliability on t
   assert.equal(valueOf(args, '-cpu'), 'max');
   assert.equal(valueOf(args, '-m'), '256M');
   assert.equal(valueOf(args, '-smp'), '1');
-  assert.equal(valueOf(args, '-append'), 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115 tsc=reliable');
+  assert.equal(valueOf(args, '-append'), 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115 tsc=reliable norandmaps');
   assert.equal(valueOf(args, '-kernel'), '/img/vmlinux');
   assert.equal(valueOf(args, '-initrd'), '/img/initrd.img');
   for (const flag of ['-nodefaults', '-no-user-config', '-nographic', '-no-reboot']) assert.ok(args.includes(flag), `missing ${flag}`);
 });
 
 const kernelLines: [string, Partial<QemuOptions>, string][] = [
-  ['TCG without a TSC rate falls back to PIT calibration', { tscKhz: undefined, tscReliable: false }, 'console=ttyS0 panic=-1 quiet'],
-  ['TCG with an unreliable host TSC gets the rate only', { tscReliable: false }, 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115'],
-  ['KVM ignores the TCG timing workarounds', { accel: 'kvm' }, 'console=ttyS0 panic=-1 quiet'],
-  ['extra arguments come last', { kernelArgs: ['cordon.init=/sbin/cordon-ready'], quiet: false }, 'console=ttyS0 panic=-1 tsc_early_khz=2596115 tsc=reliable cordon.init=/sbin/cordon-ready'],
+  ['TCG without a TSC rate falls back to PIT calibration', { tscKhz: undefined, tscReliable: false }, 'console=ttyS0 panic=-1 quiet norandmaps'],
+  ['TCG with an unreliable host TSC gets the rate only', { tscReliable: false }, 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115 norandmaps'],
+  ['TCG keeps guest ASLR when asked to', { guestAslr: true }, 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115 tsc=reliable'],
+  ['KVM ignores the TCG timing and translation workarounds', { accel: 'kvm' }, 'console=ttyS0 panic=-1 quiet'],
+  ['KVM keeps ASLR even when guestAslr is false', { accel: 'kvm', guestAslr: false }, 'console=ttyS0 panic=-1 quiet'],
+  ['extra arguments come last', { kernelArgs: ['cordon.init=/sbin/cordon-ready'], quiet: false }, 'console=ttyS0 panic=-1 tsc_early_khz=2596115 tsc=reliable norandmaps cordon.init=/sbin/cordon-ready'],
 ];
 for (const [name, change, want] of kernelLines) {
   test(`kernel line: ${name}`, () => assert.equal(valueOf(buildQemuArgs({ ...base, ...change }), '-append'), want));

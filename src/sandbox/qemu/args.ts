@@ -31,6 +31,12 @@ export const qemuOptionsSchema = z.object({
   tscKhz: z.number().int().min(100_000).max(20_000_000).optional().describe('guest TSC rate under TCG (the host TSC rate); skips calibration'),
   tscReliable: z.boolean().default(false).describe('tell the guest its TSC is stable (true when the host TSC is invariant)'),
   kernelArgs: z.array(z.string().regex(KERNEL_ARG, 'kernel arguments may not contain spaces or quotes')).default([]).describe('extra kernel arguments'),
+  guestAslr: z
+    .boolean()
+    .optional()
+    .describe(
+      'address-space randomisation inside the guest. Under TCG it defaults to off (`norandmaps`): QEMU keys translated code by virtual address, so ASLR makes every exec translate libc again (measured: `true` 27 ms with it, 10 ms without). The whole guest is untrusted in cordon\'s threat model, so this weakens no boundary cordon relies on; set true to keep it. Under KVM it stays on.',
+    ),
   quiet: z.boolean().default(true).describe('pass `quiet` to the kernel (less console output, faster boot under TCG)'),
   seccomp: z.boolean().default(true).describe("QEMU's -sandbox seccomp filter; turn off only to debug QEMU itself"),
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional().describe('process name shown by ps'),
@@ -96,6 +102,7 @@ export function kernelCmdline(o: z.output<typeof qemuOptionsSchema>): string {
   if (o.quiet) parts.push('quiet');
   if (o.accel === 'tcg' && o.tscKhz !== undefined) parts.push(`tsc_early_khz=${o.tscKhz}`);
   if (o.accel === 'tcg' && o.tscReliable) parts.push('tsc=reliable');
+  if (o.accel === 'tcg' && o.guestAslr !== true) parts.push('norandmaps');
   parts.push(...o.kernelArgs);
   return parts.join(' ');
 }
