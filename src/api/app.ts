@@ -9,9 +9,9 @@
  */
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
-import type { AuditEventInput } from '../audit/index.js';
+import type { AuditEventInput, AuditEventQuery } from '../audit/index.js';
 import { AuthError, CordonError, InvalidInputError, httpStatusFor } from '../errors/index.js';
-import type { SandboxManager } from '../sandbox/types.js';
+import type { SandboxManager } from '../sandbox/index.js';
 import { sandboxRoutes } from './sandboxes.js';
 
 /** The parts of the audit log the API needs. */
@@ -20,16 +20,8 @@ export interface ApiAudit {
   query(filter: AuditQuery): Promise<unknown[]>;
 }
 
-export interface AuditQuery {
-  afterSeq?: number;
-  beforeSeq?: number;
-  type?: string;
-  agent?: string;
-  sandbox?: string;
-  decision?: string;
-  limit: number;
-  order?: 'asc' | 'desc';
-}
+/** The audit filter the API accepts (the audit layer's own query type). */
+export type AuditQuery = AuditEventQuery;
 
 export interface ApiOptions {
   audit: ApiAudit;

@@ -13,7 +13,7 @@ import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import { AGENT_NAME } from '../config/index.js';
 import { CordonError, InvalidInputError, LimitError, NotFoundError } from '../errors/index.js';
-import type { Caller, SandboxInfo, SandboxManager } from '../sandbox/types.js';
+import type { Caller, SandboxInfo, SandboxManager } from '../sandbox/index.js';
 
 /** Largest file moved through the API by default. */
 export const DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024;

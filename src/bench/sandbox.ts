@@ -16,9 +16,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensurePrivateDir, sleep } from '../util/index.js';
-import { newSandboxId } from '../sandbox/manager.js';
-import { MicrovmBackend } from '../sandbox/microvm/index.js';
-import type { BackendSandbox, Isolation, SandboxBackend, SandboxSpec } from '../sandbox/types.js';
+import { newSandboxId } from '../sandbox/index.js';
+import { MicrovmBackend } from '../sandbox/index.js';
+import type { BackendSandbox, Isolation, SandboxBackend, SandboxSpec } from '../sandbox/index.js';
 
 export interface SandboxBenchOptions {
   /** `$CORDON_HOME` (image, snapshots); run directories are made in a temporary directory inside it. */

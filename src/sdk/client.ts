@@ -6,7 +6,7 @@
  */
 import { Agent, fetch, type Response } from 'undici';
 import type { ExecResult } from '../sandbox/protocol/index.js';
-import type { SandboxInfo } from '../sandbox/types.js';
+import type { SandboxInfo } from '../sandbox/index.js';
 import { resolveConnection, type Connection, type ConnectionOptions } from './discovery.js';
 import { errorFromApi, timedOut, unreachable } from './errors.js';
 

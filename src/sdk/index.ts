@@ -27,6 +27,6 @@ export {
   CordonError, AuditError, AuthError, ConfigError, EnvironmentError, ForbiddenError, InvalidInputError, KeyError,
   LimitError, NotFoundError, PolicyDeniedError, SandboxError, StoreError,
 } from '../errors/index.js';
-export type { SandboxInfo, SandboxState, IsolationTier, Isolation } from '../sandbox/types.js';
+export type { SandboxInfo, SandboxState, IsolationTier, Isolation } from '../sandbox/index.js';
 export type { ExecResult } from '../sandbox/protocol/index.js';
 export { CORDON_VERSION } from '../version.js';

@@ -14,7 +14,7 @@
  *   await sb.kill();
  * }
  */
-import type { SandboxInfo } from '../sandbox/types.js';
+import type { SandboxInfo } from '../sandbox/index.js';
 import { CordonClient } from './client.js';
 import type { ConnectionOptions } from './discovery.js';
 
