@@ -19,6 +19,8 @@ export const egressLimitsSchema = z
       .describe('Concurrent client connections per door (per sandbox); more are refused with 429'),
     maxClientHelloBytes: z.number().int().min(512).max(64 * 1024).default(16 * 1024 + 5)
       .describe('Largest TLS ClientHello read after CONNECT, in bytes'),
+    maxRequestBodyBytes: z.number().int().positive().default(100 * 1024 * 1024)
+      .describe('Largest plain-HTTP request body forwarded, in bytes; a larger one is refused with 413'),
     dnsTimeoutMs: z.number().int().positive().default(5_000).describe('Time allowed for resolving a destination'),
     connectTimeoutMs: z.number().int().positive().default(10_000).describe('Time allowed for dialling the upstream'),
   })
@@ -43,7 +45,7 @@ export function resolveLimits(input: EgressLimitsInput = {}): EgressLimits {
 
 /** Reasons given by the proxy itself, in addition to the policy's `EGRESS_REASONS`. */
 export const PROXY_REASONS = [
-  'bad-request', 'headers-too-large', 'handshake-timeout', 'idle-timeout', 'too-many-connections',
+  'bad-request', 'headers-too-large', 'body-too-large', 'handshake-timeout', 'idle-timeout', 'too-many-connections',
   'sni-missing', 'sni-mismatch', 'sni-invalid', 'sni-timeout', 'sni-too-large', 'client-closed',
   'interception-not-available', 'internal-not-available', 'approval-not-available',
   'dns-failed', 'dns-timeout', 'no-address', 'upstream-unreachable', 'upstream-timeout', 'upstream-error',
@@ -55,6 +57,7 @@ export type ProxyReason = (typeof PROXY_REASONS)[number];
 export function statusForReason(reason: string): number {
   switch (reason) {
     case 'bad-request': case 'bad-host': case 'bad-port': case 'bad-method': case 'bad-path': return 400;
+    case 'body-too-large': return 413;
     case 'headers-too-large': return 431;
     case 'handshake-timeout': return 408;
     case 'too-many-connections': return 429;

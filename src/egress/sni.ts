@@ -111,7 +111,7 @@ export type ClientHelloResult =
  */
 export function readClientHello(socket: Duplex, opts: ReadClientHelloOptions): Promise<ClientHelloResult> {
   return new Promise((resolve) => {
-    let buf = Buffer.alloc(0);
+    let buf: Buffer = Buffer.alloc(0);
     const finish = (r: ClientHelloResult): void => {
       clearTimeout(timer);
       socket.off('data', onData);

@@ -1,0 +1,134 @@
+/**
+ * `CONNECT host:port` through a door: decide, resolve and check every address,
+ * dial the checked IP, answer `200`, read the ClientHello and require its SNI
+ * to equal the CONNECT host (no domain fronting), record the request, then
+ * splice bytes both ways, counting them, until either side closes or the
+ * tunnel idles out. No byte reaches the upstream before the audit event is
+ * durable. TLS interception is not available yet: a host that needs it is
+ * refused (`interception-not-available`), never tunnelled blind.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { normalizeDestination } from '../policy/index.js';
+import { dialChecked, refuseRaw, splitAuthority, type DoorContext, type EgressEventData } from './context.js';
+import { resolveChecked } from './resolve.js';
+import { readClientHello } from './sni.js';
+
+/** Serve one CONNECT request whose head node's parser already read (`head`: bytes after it). */
+export async function handleConnect(ctx: DoorContext, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  const conn = ctx.stateOf(socket);
+  // Hold bytes a client sends before our 200 (pipelined ClientHello) until the SNI check reads them.
+  socket.pause();
+  socket.on('error', () => socket.destroy());
+  const data: EgressEventData = { conn: conn.id, scheme: 'connect', method: 'CONNECT' };
+  const refuse = async (decision: string, reason: string, problem: string, extra: Partial<EgressEventData> = {}): Promise<void> => {
+    Object.assign(data, extra, { problem });
+    refuseRaw(socket, reason, problem);
+    await ctx.record(decision, reason, data);
+  };
+
+  const target = splitAuthority(req.url ?? '');
+  if (!target) return refuse('deny', 'bad-request', 'CONNECT needs a host:port target, e.g. CONNECT api.example.com:443');
+  data.host = target.host;
+  data.port = target.port;
+  const decision = ctx.decide({ host: target.host, port: target.port, scheme: 'connect' });
+  if (decision.host) data.host = decision.host;
+  if (decision.ruleId) data.ruleId = decision.ruleId;
+  if (decision.wouldDeny) data.wouldDeny = { reason: decision.wouldDeny.reason, ...(decision.wouldDeny.ruleId ? { ruleId: decision.wouldDeny.ruleId } : {}) };
+  if (decision.result !== 'allow') {
+    return refuse('deny', decision.reason, `the policy of agent ${ctx.agent} does not allow ${data.host}:${target.port} (${decision.reason}); add an egress rule for it to cordon.yaml`);
+  }
+  if (decision.internal) return refuse('deny', 'internal-not-available', `${data.host} is a cordon service that this proxy cannot route to yet`);
+  if (decision.intercept) {
+    return refuse('deny', 'interception-not-available', `${data.host} has method/path rules or bound secrets, which need TLS interception; this proxy does not intercept yet, so it refuses`);
+  }
+
+  const resolved = await resolveChecked(decision.host ?? target.host, target.port, {
+    lookup: ctx.lookup, checkAddress: ctx.checkAddress, timeoutMs: ctx.limits.dnsTimeoutMs,
+  });
+  if (!resolved.ok) {
+    const kind = resolved.reason.startsWith('dns-') || resolved.reason === 'no-address' ? 'error' : 'deny';
+    return refuse(kind, resolved.reason, resolved.problem, resolved.address ? { address: resolved.address } : {});
+  }
+  data.address = resolved.address;
+  if (resolved.decision.ruleId && resolved.decision.reason === 'cidr-allowed') data.ruleId ??= resolved.decision.ruleId;
+
+  let upstream: Socket;
+  try {
+    upstream = await dialChecked(ctx.dial, resolved.address, target.port, ctx.limits.connectTimeoutMs);
+  } catch (err) {
+    return refuse('error', (err as { reason?: string }).reason ?? 'upstream-unreachable', (err as Error).message);
+  }
+  upstream.on('error', () => upstream.destroy());
+  if (socket.destroyed) {
+    upstream.destroy();
+    return refuse('deny', 'client-closed', 'the client went away while the proxy was dialling');
+  }
+  socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+  if (head.length > 0) socket.unshift(head);
+
+  const hello = await readClientHello(socket, { maxBytes: ctx.limits.maxClientHelloBytes, timeoutMs: ctx.limits.handshakeTimeoutMs });
+  const fail = async (reason: string, problem: string): Promise<void> => {
+    upstream.destroy();
+    socket.destroy();
+    data.problem = problem;
+    await ctx.record('deny', reason, data);
+  };
+  if (!hello.ok) return fail(hello.reason, hello.problem);
+  const sniHost = hello.sni === undefined ? undefined : normalizeDestination(hello.sni);
+  const isIp = normalizeDestination(target.host).kind === 'ip';
+  if (hello.sni !== undefined) data.sni = hello.sni;
+  if (sniHost === undefined && !isIp) return fail('sni-missing', `the TLS ClientHello carries no server name; it must name ${data.host}`);
+  if (sniHost !== undefined && (sniHost.kind === 'bad' || sniHost.host !== data.host)) {
+    return fail('sni-mismatch', `the TLS server name ${hello.sni} does not equal the CONNECT host ${data.host} (domain fronting is refused)`);
+  }
+
+  if (!(await ctx.record('allow', decision.reason, data))) {
+    upstream.destroy();
+    socket.destroy();
+    return;
+  }
+  splice(ctx, socket, upstream, hello.bytes, data);
+}
+
+/** How long a half-closed tunnel may linger to flush the other direction. */
+const HALF_CLOSE_GRACE_MS = 5_000;
+
+/**
+ * Pipe both ways and count bytes. When one side closes, the other is ended
+ * and destroyed once its pending bytes are flushed (or after a grace period);
+ * an error on either side destroys both. The close is recorded once, when both are gone.
+ */
+function splice(ctx: DoorContext, client: Duplex, upstream: Socket, first: Buffer, data: EgressEventData): void {
+  const conn = ctx.stateOf(client);
+  conn.upstream = upstream;
+  const started = Date.now();
+  let bytesOut = first.length;
+  let bytesIn = 0;
+  let closeReason = 'closed';
+  let open = 2;
+  const fail = (reason: string): void => {
+    if (closeReason === 'closed') closeReason = reason;
+    client.destroy();
+    upstream.destroy();
+  };
+  const closed = (other: Duplex) => (): void => {
+    // The closed side can neither send nor receive: flush what the other side still has to write, then drop it.
+    if (other.writableFinished) other.destroy();
+    else other.once('finish', () => other.destroy()).end();
+    setTimeout(() => other.destroy(), HALF_CLOSE_GRACE_MS).unref();
+    open -= 1;
+    if (open === 0) ctx.recordClose(conn.closeReason ?? closeReason, { ...data, bytesIn, bytesOut, durationMs: Date.now() - started });
+  };
+  client.on('data', (chunk: Buffer) => { bytesOut += chunk.length; conn.touch(); });
+  upstream.on('data', (chunk: Buffer) => { bytesIn += chunk.length; conn.touch(); });
+  upstream.once('error', () => fail('upstream-error'));
+  client.once('error', () => fail('client-error'));
+  upstream.once('close', closed(client));
+  client.once('close', closed(upstream));
+  upstream.write(first);
+  client.pipe(upstream);
+  upstream.pipe(client);
+  conn.touch();
+}

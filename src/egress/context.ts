@@ -1,0 +1,125 @@
+/**
+ * What a door hands to the CONNECT and plain-HTTP handlers: its identity (from
+ * the channel, never from the client), its compiled deciders, its limits, the
+ * resolver and dialler, and the audit helpers. Also the small shared helpers:
+ * a raw HTTP refusal, per-connection state, and dialling with a timeout.
+ */
+import { connect as netConnect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { AddressDecision, AddressRequest, EgressDecision, EgressRequest } from '../policy/index.js';
+import { statusForReason, type EgressLimits } from './limits.js';
+import type { EgressLookup } from './resolve.js';
+
+/** Where a door writes its events; `AuditLog` fits. Must reject when the event is not durable. */
+export interface EgressAuditSink {
+  append(event: {
+    type: string; actor: string; agent?: string; sandbox?: string; decision?: string; reason?: string; data?: Record<string, unknown>;
+  }): Promise<unknown>;
+}
+
+/** Opens a TCP connection to an already-checked IP address. */
+export type EgressDial = (address: string, port: number) => Socket;
+
+/** Fields of an `egress.request` / `egress.close` event's `data`. */
+export interface EgressEventData {
+  conn: number;
+  scheme: 'connect' | 'http' | 'unknown';
+  host?: string;
+  port?: number;
+  address?: string;
+  method?: string;
+  path?: string;
+  sni?: string;
+  ruleId?: string;
+  wouldDeny?: { reason: string; ruleId?: string };
+  problem?: string;
+  bytesIn?: number;
+  bytesOut?: number;
+  durationMs?: number;
+  status?: number;
+}
+
+export interface DoorContext {
+  sandboxId: string;
+  agent: string;
+  limits: EgressLimits;
+  decide: (req: EgressRequest) => EgressDecision;
+  checkAddress: (req: AddressRequest) => AddressDecision;
+  lookup: EgressLookup;
+  dial: EgressDial;
+  /** Append an `egress.request` event; resolves false when the event could not be written (refuse!). */
+  record: (decision: string, reason: string, data: EgressEventData) => Promise<boolean>;
+  /** Append an `egress.close` event (best effort: the connection is already over). */
+  recordClose: (reason: string, data: EgressEventData) => void;
+  /** State of a client connection accepted by this door. */
+  stateOf: (socket: Duplex) => ConnState;
+}
+
+/** Per client connection. */
+export interface ConnState {
+  id: number;
+  openedAt: number;
+  /** Cleared once a whole request head arrived. */
+  handshakeTimer?: NodeJS.Timeout;
+  /** Call on any byte in either direction. */
+  touch: () => void;
+  /** Tie the idle timer to a tunnel's upstream as well. */
+  upstream?: Duplex;
+  /** Set by the door before it closes the connection itself (e.g. `idle-timeout`). */
+  closeReason?: string;
+}
+
+/** A refusal written straight to a socket (CONNECT, or before any request was parsed), then close. */
+export function refuseRaw(socket: Duplex, reason: string, message: string): void {
+  const status = statusForReason(reason);
+  const body = `cordon egress: ${reason}: ${message}\n`;
+  if (socket.writable) {
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Refused'}\r\nX-Cordon-Error: ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\n`
+      + `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request', 403: 'Forbidden', 408: 'Request Timeout', 413: 'Content Too Large', 429: 'Too Many Requests', 431: 'Request Header Fields Too Large',
+  502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout',
+};
+
+/** The default dialler: plain TCP to the checked IP (no name, so no second lookup). */
+export const dialTcp: EgressDial = function dialTcp(address: string, port: number): Socket {
+  return netConnect({ host: address, port, noDelay: true });
+};
+
+/** Dial and wait for the connection, bounded by `timeoutMs`. */
+export function dialChecked(dial: EgressDial, address: string, port: number, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const upstream = dial(address, port);
+    const timer = setTimeout(() => {
+      upstream.destroy();
+      reject(Object.assign(new Error(`connecting to ${address}:${port} took longer than ${timeoutMs} ms`), { reason: 'upstream-timeout' }));
+    }, timeoutMs);
+    const onError = (err: Error): void => {
+      clearTimeout(timer);
+      reject(Object.assign(new Error(`connecting to ${address}:${port} failed: ${err.message}`), { reason: 'upstream-unreachable' }));
+    };
+    upstream.once('error', onError);
+    upstream.once('connect', () => {
+      clearTimeout(timer);
+      upstream.off('error', onError);
+      // Keep a listener until the caller adds its own, so that an early error cannot go unhandled.
+      upstream.on('error', () => undefined);
+      resolve(upstream);
+    });
+  });
+}
+
+/** Split `host:port` (IPv6 in brackets) as in a CONNECT request target. */
+export function splitAuthority(authority: string): { host: string; port: number } | undefined {
+  const m = /^(\[[^\]]+\]|[^:[\]]+):(\d{1,5})$/.exec(authority);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return undefined;
+  return { host: m[1]!, port };
+}

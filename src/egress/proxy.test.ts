@@ -1,0 +1,445 @@
+/**
+ * Egress proxy tests over loopback: a door per test (its own sandbox id), a
+ * local TLS upstream with a self-signed certificate made by the `openssl` CLI,
+ * a local HTTP upstream, names mapped to 127.0.0.1 by an injected resolver,
+ * and every outcome checked in the audit log (reason included).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { connect as netConnect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { Duplex, PassThrough } from 'node:stream';
+import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
+import { AuditLog, queryEvents, type AuditEvent } from '../audit/index.js';
+import { openStore, type Store } from '../store/index.js';
+import { tempDir } from '../testkit/index.js';
+import { sleep } from '../util/index.js';
+import { createEgressProxy, type EgressAuditSink, type EgressProxy, type EgressProxyOptions } from './index.js';
+import type { EgressRuleInput } from '../policy/index.js';
+
+const NAMES: Record<string, string> = {
+  'upstream.example.com': '127.0.0.1', 'other.example.com': '127.0.0.1', 'api.example.com': '127.0.0.1',
+  'reset.example.com': '127.0.0.1', 'private.example.com': '10.0.0.7',
+};
+
+let dir: { path: string; cleanup: () => void };
+let store: Store;
+let audit: AuditLog;
+let cert: Buffer;
+let tlsServer: TlsServer;
+let httpServer: HttpServer;
+let resetServer: NetServer;
+let tlsPort: number;
+let httpPort: number;
+let resetPort: number;
+let tlsAccepted = 0;
+const proxies: EgressProxy[] = [];
+
+before(async () => {
+  dir = tempDir('cordon-egress-');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+    '-subj', '/CN=upstream.example.com', '-addext', 'subjectAltName=DNS:upstream.example.com',
+    '-keyout', join(dir.path, 'key.pem'), '-out', join(dir.path, 'cert.pem'),
+  ], { stdio: 'ignore' });
+  cert = readFileSync(join(dir.path, 'cert.pem'));
+  tlsServer = createTlsServer({ key: readFileSync(join(dir.path, 'key.pem')), cert }, (s) => {
+    tlsAccepted += 1;
+    s.on('data', (d: Buffer) => s.write(`pong:${d.toString()}`));
+    s.on('error', () => undefined);
+  });
+  httpServer = createHttpServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body })));
+  });
+  resetServer = createNetServer((s) => s.on('data', () => s.resetAndDestroy()));
+  for (const srv of [tlsServer, httpServer, resetServer]) {
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+  }
+  tlsPort = (tlsServer.address() as { port: number }).port;
+  httpPort = (httpServer.address() as { port: number }).port;
+  resetPort = (resetServer.address() as { port: number }).port;
+  store = await openStore({ kind: 'sqlite', path: join(dir.path, 'cordon.db') });
+  audit = await AuditLog.open({ store, keyDir: join(dir.path, 'keys'), checkpointIntervalMs: 60_000 });
+});
+
+after(async () => {
+  await Promise.all(proxies.map((p) => p.close()));
+  for (const srv of [tlsServer, httpServer, resetServer]) srv.close();
+  await audit.close();
+  await store.close();
+  dir.cleanup();
+});
+
+/** The test policy: the named upstreams on the test ports, plus loopback through a CIDR rule unless told otherwise. */
+function rules(withLoopback = true): EgressRuleInput[] {
+  const ports = [tlsPort, httpPort, resetPort];
+  return [
+    { host: 'upstream.example.com', ports },
+    { host: 'other.example.com', ports },
+    { host: 'reset.example.com', ports },
+    { host: 'private.example.com', ports },
+    { host: 'api.example.com', ports, rules: [{ method: 'GET', path: '/ok', action: 'allow' }, { method: 'DELETE', path: '/ok', action: 'approve' }] },
+    ...(withLoopback ? [{ cidr: '127.0.0.1/32', ports }] : []),
+  ];
+}
+
+async function openDoor(sandboxId: string, o: { egress?: EgressRuleInput[]; sink?: EgressAuditSink; proxy?: EgressProxyOptions; report?: boolean } = {}) {
+  const proxy = createEgressProxy({ lookup: async (h) => (NAMES[h] ? [{ address: NAMES[h]!, family: 4 }] : []), ...o.proxy });
+  proxies.push(proxy);
+  const door = proxy.openDoor({ sandboxId, agent: 'tester', agentConfig: { egress: o.egress ?? rules(), ...(o.report ? { egressMode: 'report' as const } : {}) }, audit: o.sink ?? audit });
+  const { port } = await door.listen(0, '127.0.0.1');
+  return { door, port };
+}
+
+/** Send raw bytes, read the response head; resolves with status, headers and the still-open socket. */
+async function rawRequest(port: number, text: string): Promise<{ status: number; head: string; socket: Socket; rest: Buffer }> {
+  const socket = netConnect({ port, host: '127.0.0.1', noDelay: true });
+  socket.on('error', () => undefined);
+  socket.write(text);
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    const onData = (chunk: Buffer): void => {
+      buf = Buffer.concat([buf, chunk]);
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      socket.pause();
+      const head = buf.subarray(0, end).toString();
+      resolve({ status: Number(head.split(' ')[1]), head, socket, rest: buf.subarray(end + 4) });
+    };
+    const onClose = (): void => resolve({ status: 0, head: buf.toString(), socket, rest: Buffer.alloc(0) });
+    socket.on('data', onData);
+    socket.once('close', onClose);
+  });
+}
+
+const connectReq = (target: string) => `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`;
+
+/** TLS over an established tunnel: send `ping`, return what came back or the error. */
+function tlsPing(socket: Duplex, servername: string): Promise<string> {
+  return new Promise((resolve) => {
+    const t = tlsConnect({ socket, servername, ca: cert, ...(servername === '' ? { checkServerIdentity: () => undefined } : {}) });
+    t.once('secureConnect', () => t.write('ping'));
+    t.once('data', (d: Buffer) => { resolve(d.toString()); t.destroy(); });
+    t.once('error', (err) => resolve(`error:${(err as NodeJS.ErrnoException).code ?? err.message}`));
+    t.once('close', () => resolve('closed'));
+    socket.resume();
+  });
+}
+
+/** Wait until the sandbox has an event of this type (the door writes it right after answering). */
+async function eventOf(sandbox: string, type = 'egress.request', count = 1): Promise<AuditEvent> {
+  for (let i = 0; i < 200; i++) {
+    const events = await queryEvents(store, { sandbox, type });
+    if (events.length >= count) return events[count - 1]!;
+    await sleep(10);
+  }
+  throw new Error(`no ${type} event #${count} for ${sandbox}`);
+}
+
+test('an allowed host via CONNECT reaches the TLS upstream through the checked loopback address', async () => {
+  const { port } = await openDoor('sb-allow');
+  const r = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+  assert.equal(r.status, 200);
+  assert.equal(await tlsPing(r.socket, 'upstream.example.com'), 'pong:ping');
+  const e = await eventOf('sb-allow');
+  assert.equal(e.decision, 'allow');
+  assert.equal(e.reason, 'host-allowed');
+  assert.equal(e.agent, 'tester');
+  assert.equal(e.actor, 'agent:tester');
+  assert.deepEqual(
+    { host: e.data.host, port: e.data.port, address: e.data.address, sni: e.data.sni, ruleId: e.data.ruleId, method: e.data.method },
+    { host: 'upstream.example.com', port: tlsPort, address: '127.0.0.1', sni: 'upstream.example.com', ruleId: 'agents.tester.egress[0]', method: 'CONNECT' },
+  );
+  const closed = await eventOf('sb-allow', 'egress.close');
+  assert.ok((closed.data.bytesOut as number) > 100, 'the ClientHello and ping went out');
+  assert.ok((closed.data.bytesIn as number) > 100, 'the server flight and pong came in');
+});
+
+const refused: Array<{ name: string; target: string; egress?: () => EgressRuleInput[]; status: number; reason: string; address?: string }> = [
+  { name: 'loopback without a cidr rule', target: 'upstream.example.com:TLS', egress: () => rules(false), status: 403, reason: 'loopback-address', address: '127.0.0.1' },
+  { name: 'a name resolving to a private address', target: 'private.example.com:TLS', status: 403, reason: 'private-address', address: '10.0.0.7' },
+  { name: 'an unlisted host', target: 'evil.example.net:443', status: 403, reason: 'host-not-allowed' },
+  { name: 'a port not allowed', target: 'upstream.example.com:1', status: 403, reason: 'port-not-allowed' },
+  { name: 'an IP literal', target: '10.1.2.3:443', status: 403, reason: 'ip-literal' },
+  { name: 'an IP literal in hex', target: '0x0a010203:443', status: 403, reason: 'ip-literal' },
+  { name: 'a host that needs interception', target: 'api.example.com:TLS', status: 403, reason: 'interception-not-available' },
+  { name: 'an unknown internal name', target: 'db.cordon.internal:443', status: 403, reason: 'internal-unknown' },
+  { name: 'a target without a port', target: 'upstream.example.com', status: 400, reason: 'bad-request' },
+  { name: 'a name that does not resolve', target: 'nowhere.example.com:TLS', egress: () => [{ host: 'nowhere.example.com', ports: [tlsPort] }], status: 502, reason: 'no-address' },
+];
+for (const [i, c] of refused.entries()) {
+  test(`CONNECT refused: ${c.name} → ${c.status} ${c.reason}`, async () => {
+    const sandbox = `sb-refused-${i}`;
+    const { port } = await openDoor(sandbox, c.egress ? { egress: c.egress() } : {});
+    const r = await rawRequest(port, connectReq(c.target.replace('TLS', String(tlsPort))));
+    assert.equal(r.status, c.status, r.head);
+    assert.match(r.head, new RegExp(`^X-Cordon-Error: ${c.reason}$`, 'mi'));
+    const e = await eventOf(sandbox);
+    assert.equal(e.reason, c.reason);
+    assert.notEqual(e.decision, 'allow');
+    if (c.address) assert.equal(e.data.address, c.address);
+    r.socket.destroy();
+  });
+}
+
+const sniCases: Array<{ name: string; servername: string; reason: string }> = [
+  { name: 'an SNI naming another host', servername: 'other.example.com', reason: 'sni-mismatch' },
+  { name: 'no SNI at all', servername: '', reason: 'sni-missing' },
+];
+for (const c of sniCases) {
+  test(`CONNECT then ${c.name} is closed (${c.reason}) before any byte reaches the upstream`, async () => {
+    const sandbox = `sb-${c.reason}`;
+    const { port } = await openDoor(sandbox);
+    const before = tlsAccepted;
+    const r = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+    assert.equal(r.status, 200);
+    assert.match(await tlsPing(r.socket, c.servername), /^(error:|closed)/);
+    const e = await eventOf(sandbox);
+    assert.equal(e.decision, 'deny');
+    assert.equal(e.reason, c.reason);
+    assert.equal(tlsAccepted, before, 'the upstream never completed a handshake');
+  });
+}
+
+/** A duplex over a socket that writes one byte per event-loop turn. */
+function byteByByte(sock: Socket): Duplex {
+  const d = new Duplex({
+    read() { sock.resume(); },
+    write(chunk: Buffer, _enc, cb) {
+      let i = 0;
+      const next = (): void => {
+        if (i >= chunk.length) return cb();
+        sock.write(chunk.subarray(i, i + 1));
+        i += 1;
+        setImmediate(next);
+      };
+      next();
+    },
+    final(cb) { sock.end(); cb(); },
+  });
+  sock.on('data', (c: Buffer) => { if (!d.push(c)) sock.pause(); });
+  sock.on('end', () => d.push(null));
+  sock.on('close', () => d.destroy());
+  return d;
+}
+
+test('a ClientHello written one byte at a time still passes the SNI check', async () => {
+  const { port } = await openDoor('sb-split');
+  const r = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+  assert.equal(r.status, 200);
+  assert.equal(await tlsPing(byteByByte(r.socket), 'upstream.example.com'), 'pong:ping');
+  assert.equal((await eventOf('sb-split')).reason, 'host-allowed');
+});
+
+test('plain HTTP is forwarded to the checked address with Host kept and proxy headers stripped', async () => {
+  const { port } = await openDoor('sb-http');
+  const r = await rawRequest(port, [
+    `POST http://upstream.example.com:${httpPort}/a/b?x=1 HTTP/1.1`, `Host: upstream.example.com:${httpPort}`,
+    'Proxy-Authorization: Basic c2VjcmV0', 'Connection: close, X-Drop', 'X-Drop: 1', 'X-Keep: 2', 'Content-Length: 5', '', 'hello',
+  ].join('\r\n'));
+  assert.equal(r.status, 200);
+  let body = r.rest.toString();
+  for await (const chunk of r.socket.resume()) body += (chunk as Buffer).toString();
+  const seen = JSON.parse(body) as { method: string; url: string; headers: Record<string, string>; body: string };
+  assert.deepEqual({ method: seen.method, url: seen.url, body: seen.body }, { method: 'POST', url: '/a/b?x=1', body: 'hello' });
+  assert.equal(seen.headers.host, `upstream.example.com:${httpPort}`);
+  assert.equal(seen.headers['x-keep'], '2');
+  assert.equal(seen.headers['proxy-authorization'], undefined);
+  assert.equal(seen.headers['x-drop'], undefined, 'a header named by Connection is hop-by-hop');
+  const e = await eventOf('sb-http');
+  assert.deepEqual(
+    { decision: e.decision, reason: e.reason, method: e.data.method, path: e.data.path, address: e.data.address },
+    { decision: 'allow', reason: 'host-allowed', method: 'POST', path: '/a/b?x=1', address: '127.0.0.1' },
+  );
+  const closed = await eventOf('sb-http', 'egress.close');
+  assert.equal(closed.data.bytesOut, 5);
+  assert.equal(closed.data.bytesIn, body.length);
+});
+
+const httpCases: Array<{ name: string; line: string; status: number; reason: string }> = [
+  { name: 'a path rule allows GET /ok', line: 'GET http://api.example.com:PORT/ok HTTP/1.1', status: 200, reason: 'path-rule' },
+  { name: 'no path rule for POST /ok', line: 'POST http://api.example.com:PORT/ok HTTP/1.1', status: 403, reason: 'no-path-rule' },
+  { name: 'an approve rule (no approvals yet)', line: 'DELETE http://api.example.com:PORT/ok HTTP/1.1', status: 403, reason: 'approval-not-available' },
+  { name: 'a declared body over the limit', line: 'POST http://upstream.example.com:PORT/up HTTP/1.1\r\nContent-Length: 2000', status: 413, reason: 'body-too-large' },
+  { name: 'an unlisted host', line: 'GET http://evil.example.net/ HTTP/1.1', status: 403, reason: 'host-not-allowed' },
+  { name: 'an origin-form request', line: 'GET /local HTTP/1.1', status: 400, reason: 'bad-request' },
+  { name: 'credentials in the URI', line: 'GET http://u:p@upstream.example.com:PORT/ HTTP/1.1', status: 400, reason: 'bad-request' },
+];
+for (const [i, c] of httpCases.entries()) {
+  test(`plain HTTP: ${c.name} → ${c.status} ${c.reason}`, async () => {
+    const sandbox = `sb-http-${i}`;
+    const { port } = await openDoor(sandbox, { proxy: { limits: { maxRequestBodyBytes: 1000 } } });
+    const r = await rawRequest(port, `${c.line.replace(':PORT', `:${httpPort}`)}\r\nHost: x\r\n\r\n`);
+    assert.equal(r.status, c.status, r.head);
+    if (c.status !== 200) assert.match(r.head, new RegExp(`^X-Cordon-Error: ${c.reason}$`, 'mi'));
+    assert.equal((await eventOf(sandbox)).reason, c.reason);
+    r.socket.destroy();
+  });
+}
+
+test('a chunked body that grows past the limit is cut off with 413', async () => {
+  const { port } = await openDoor('sb-body', { proxy: { limits: { maxRequestBodyBytes: 1000 } } });
+  const chunk = `400\r\n${'x'.repeat(1024)}\r\n`;
+  const r = await rawRequest(port, `POST http://upstream.example.com:${httpPort}/up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}${chunk}`);
+  assert.equal(r.status, 413);
+  assert.match(r.head, /^X-Cordon-Error: body-too-large$/m);
+  assert.equal((await eventOf('sb-body', 'egress.close')).reason, 'body-too-large');
+  r.socket.destroy();
+});
+
+test('garbage instead of HTTP gets 400 and is closed; an over-long header gets 431', async () => {
+  const { port } = await openDoor('sb-garbage');
+  const g = await rawRequest(port, '\x16\x03\x01 not http at all\r\n\r\n');
+  assert.equal(g.status, 400);
+  assert.match(g.head, /^X-Cordon-Error: bad-request$/m);
+  assert.equal((await eventOf('sb-garbage')).reason, 'bad-request');
+  const long = await rawRequest(port, `GET http://upstream.example.com:${httpPort}/ HTTP/1.1\r\nX-Long: ${'a'.repeat(20_000)}\r\n\r\n`);
+  assert.equal(long.status, 431);
+  assert.match(long.head, /^X-Cordon-Error: headers-too-large$/m);
+  assert.equal((await eventOf('sb-garbage', 'egress.request', 2)).reason, 'headers-too-large');
+});
+
+test('a client that never finishes its request head is closed after the handshake timeout', async () => {
+  const { port } = await openDoor('sb-slow', { proxy: { limits: { handshakeTimeoutMs: 300 } } });
+  const started = Date.now();
+  const r = await rawRequest(port, 'GET http://upstream.example.com/ HTTP/1.1\r\nX-Slow: 1\r\n');
+  assert.equal(r.status, 408);
+  assert.match(r.head, /^X-Cordon-Error: handshake-timeout$/m);
+  assert.ok(Date.now() - started < 3000, 'closed soon after the timeout');
+  assert.equal((await eventOf('sb-slow')).reason, 'handshake-timeout');
+});
+
+test('connections beyond the per-door cap are refused with 429', async () => {
+  const { door, port } = await openDoor('sb-cap', { proxy: { limits: { maxConnections: 2 } } });
+  const held = [netConnect({ port, host: '127.0.0.1' }), netConnect({ port, host: '127.0.0.1' })];
+  await Promise.all(held.map((s) => once(s, 'connect')));
+  while (door.activeConnections < 2) await sleep(5);
+  const r = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+  assert.equal(r.status, 429);
+  assert.equal((await eventOf('sb-cap')).reason, 'too-many-connections');
+  for (const s of held) s.destroy();
+});
+
+test('an upstream that resets is handled: the client is closed and the door keeps serving', async () => {
+  const { port } = await openDoor('sb-reset');
+  const r = await rawRequest(port, connectReq(`reset.example.com:${resetPort}`));
+  assert.equal(r.status, 200);
+  assert.match(await tlsPing(r.socket, 'reset.example.com'), /^(error:|closed)/);
+  const closed = await eventOf('sb-reset', 'egress.close');
+  assert.equal(closed.data.host, 'reset.example.com');
+  const h = await rawRequest(port, `GET http://reset.example.com:${resetPort}/ HTTP/1.1\r\nHost: x\r\n\r\n`);
+  assert.equal(h.status, 502);
+  assert.match(h.head, /^X-Cordon-Error: upstream-error$/m);
+  h.socket.destroy();
+  const again = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+  assert.equal(await tlsPing(again.socket, 'upstream.example.com'), 'pong:ping');
+});
+
+test('when the audit log cannot write, nothing is forwarded', async () => {
+  const failing: EgressAuditSink = { append: async () => { throw new Error('disk full'); } };
+  const { port } = await openDoor('sb-noaudit', { sink: failing });
+  const before = tlsAccepted;
+  const r = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+  assert.match(await tlsPing(r.socket, 'upstream.example.com'), /^(error:|closed)/);
+  assert.equal(tlsAccepted, before, 'the upstream never saw a handshake');
+  const h = await rawRequest(port, `GET http://upstream.example.com:${httpPort}/ HTTP/1.1\r\nHost: x\r\n\r\n`);
+  assert.equal(h.status, 503);
+  assert.match(h.head, /^X-Cordon-Error: audit-unavailable$/m);
+  h.socket.destroy();
+});
+
+test('a guest stream handed to door.handle() works, even with a ClientHello in 1-byte chunks', async () => {
+  const { door } = await openDoor('sb-stream');
+  const toDoor = new PassThrough();
+  const fromDoor = new PassThrough();
+  door.handle(Duplex.from({ readable: toDoor, writable: fromDoor }));
+  const chunks: number[] = [];
+  const client = new Duplex({
+    read() { fromDoor.resume(); },
+    write(chunk: Buffer, _enc, cb) {
+      if (chunks.length === 0) { toDoor.write(chunk); chunks.push(chunk.length); return cb(); }
+      for (const b of chunk) toDoor.write(Buffer.from([b]));
+      chunks.push(chunk.length);
+      cb();
+    },
+  });
+  fromDoor.on('data', (c: Buffer) => client.push(c));
+  client.write(connectReq(`upstream.example.com:${tlsPort}`));
+  const head = await new Promise<string>((resolve) => {
+    let text = '';
+    const onData = (c: Buffer): void => {
+      text += c.toString('latin1');
+      if (text.includes('\r\n\r\n')) { client.off('data', onData); client.pause(); resolve(text); }
+    };
+    client.on('data', onData);
+  });
+  assert.match(head, /^HTTP\/1.1 200 /);
+  assert.equal(await tlsPing(client, 'upstream.example.com'), 'pong:ping');
+  assert.equal((await eventOf('sb-stream')).data.sni, 'upstream.example.com');
+});
+
+test('a quiet tunnel is closed after the idle timeout and the close says so', async () => {
+  const { port } = await openDoor('sb-idle', { proxy: { limits: { idleTimeoutMs: 300 } } });
+  const r = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+  const t = tlsConnect({ socket: r.socket, servername: 'upstream.example.com', ca: cert });
+  t.on('error', () => undefined);
+  r.socket.resume();
+  await once(t, 'secureConnect');
+  await once(t, 'close');
+  const closed = await eventOf('sb-idle', 'egress.close');
+  assert.equal(closed.reason, 'idle-timeout');
+});
+
+test('report mode forwards what enforce would deny and records the would-deny reason', async () => {
+  const { port } = await openDoor('sb-report', { egress: [{ cidr: '127.0.0.1/32', ports: [httpPort] }], report: true });
+  const r = await rawRequest(port, `GET http://upstream.example.com:${httpPort}/ HTTP/1.1\r\nHost: x\r\n\r\n`);
+  assert.equal(r.status, 200);
+  const e = await eventOf('sb-report');
+  assert.deepEqual({ decision: e.decision, reason: e.reason, wouldDeny: e.data.wouldDeny }, { decision: 'allow', reason: 'report-only', wouldDeny: { reason: 'host-not-allowed' } });
+  r.socket.destroy();
+});
+
+test('the proxy dials exactly the address it checked, after one lookup (no rebinding window)', async () => {
+  let lookups = 0;
+  const dialled: string[] = [];
+  const { port } = await openDoor('sb-rebind', {
+    proxy: {
+      // A rebinding resolver: loopback (allowed by the cidr rule) first, the metadata address after.
+      lookup: async () => [{ address: lookups++ === 0 ? '127.0.0.1' : '169.254.169.254', family: 4 }],
+      dial: (address, p) => { dialled.push(address); return netConnect({ host: address, port: p }); },
+    },
+  });
+  const r = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+  assert.equal(await tlsPing(r.socket, 'upstream.example.com'), 'pong:ping');
+  assert.equal(lookups, 1);
+  assert.deepEqual(dialled, ['127.0.0.1']);
+  const second = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+  assert.equal(second.status, 403);
+  assert.match(second.head, /^X-Cordon-Error: metadata-address$/m);
+  assert.deepEqual(dialled, ['127.0.0.1'], 'the refused address was never dialled');
+  second.socket.destroy();
+});
+
+test('a ClientHello sent before the 200 arrives (pipelined) is not lost', async () => {
+  const slowLookup: EgressProxyOptions['lookup'] = async (h) => { await sleep(150); return NAMES[h] ? [{ address: NAMES[h]!, family: 4 }] : []; };
+  const { port } = await openDoor('sb-pipelined', { proxy: { lookup: slowLookup } });
+  const socket = netConnect({ port, host: '127.0.0.1', noDelay: true });
+  socket.on('error', () => undefined);
+  socket.write(connectReq(`upstream.example.com:${tlsPort}`));
+  await sleep(50);
+  // A TLS client that does not wait for the 200: its hello goes out now, in its own packet.
+  const t = tlsConnect({ socket, servername: 'other.example.com', ca: cert });
+  t.on('error', () => undefined);
+  const e = await eventOf('sb-pipelined');
+  assert.equal(e.reason, 'sni-mismatch', 'the early hello was read, not lost (which would be sni-timeout)');
+  t.destroy();
+});
