@@ -20,6 +20,7 @@
  * What it cannot do: it shares the host kernel (a kernel bug is an escape),
  * and tmpfs writes count as memory.
  */
+import { assertTierFits } from '../tier.js';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,7 +30,7 @@ import { EnvironmentError, SandboxError } from '../../errors/index.js';
 import { cordonHome } from '../../util/index.js';
 import { AGENT_USER, ensureRootfsTree, findTreeImage, whichTool } from '../image/index.js';
 import {
-  ISOLATION_STRENGTH, type BackendAvailability, type BackendContext, type SandboxBackend, type SandboxSpec,
+  type BackendAvailability, type BackendContext, type SandboxBackend, type SandboxSpec,
 } from '../types.js';
 import { bwrapArgs, capRlimits, HOST_ID_BASE, HOST_ID_COUNT, launchArgv, TREE_MOUNT_POINT, type BwrapMode } from './args.js';
 import { createCgroup, type SandboxCgroup } from './cgroup.js';
@@ -123,11 +124,7 @@ export class BubblewrapBackend implements SandboxBackend {
   }
 
   async #create(spec: SandboxSpec, ctx: BackendContext): Promise<StdioSandbox> {
-    if (ISOLATION_STRENGTH[spec.isolation] > ISOLATION_STRENGTH.bubblewrap) {
-      throw new SandboxError('sandbox-tier-too-weak', `sandbox ${spec.id} asks for ${spec.isolation} isolation; bubblewrap is weaker`, {
-        fix: `create it with the ${spec.isolation} back end, or set isolation: bubblewrap for agent ${spec.agent}`,
-      });
-    }
+    assertTierFits(spec, 'bubblewrap', 'bubblewrap');
     const tree = await ensureRootfsTree(findTreeImage(ctx.home));
     const tools = this.#tools();
     const userns = this.#o.mode === 'userns';

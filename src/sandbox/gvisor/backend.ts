@@ -17,6 +17,7 @@
  * (Python, git) work; and a sandbox over its memory limit is OOM-killed as a
  * whole (ends with `runtime-exited`), not one process at a time.
  */
+import { assertTierFits } from '../tier.js';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,7 +26,7 @@ import { cordonHome } from '../../util/index.js';
 import { ensureRootfsTree, findTreeImage, whichTool } from '../image/index.js';
 import { probeSpec, StdioSandbox, type EnforcedLimits } from '../bubblewrap/index.js';
 import {
-  ISOLATION_STRENGTH, type BackendAvailability, type BackendContext, type SandboxBackend, type SandboxSpec,
+  type BackendAvailability, type BackendContext, type SandboxBackend, type SandboxSpec,
 } from '../types.js';
 import { ociSpec, runscGlobalArgs } from './spec.js';
 
@@ -103,11 +104,7 @@ export class GvisorBackend implements SandboxBackend {
   }
 
   async #create(spec: SandboxSpec, ctx: BackendContext): Promise<StdioSandbox> {
-    if (ISOLATION_STRENGTH[spec.isolation] > ISOLATION_STRENGTH.gvisor) {
-      throw new SandboxError('sandbox-tier-too-weak', `sandbox ${spec.id} asks for ${spec.isolation} isolation; gVisor is weaker`, {
-        fix: `create it with the ${spec.isolation} back end, or set isolation: gvisor for agent ${spec.agent}`,
-      });
-    }
+    assertTierFits(spec, 'gvisor', 'gVisor');
     const runsc = whichTool('runsc', this.#o.searchPath);
     if (!runsc) throw new EnvironmentError('env-missing-tool', 'the gVisor back end needs runsc', { fix: FIX_INSTALL });
     const tree = await ensureRootfsTree(findTreeImage(ctx.home));
