@@ -144,31 +144,15 @@ describe('bubblewrap specifics', { skip: needRoot }, () => {
     assert.equal(existsSync(runDir), false);
   });
 
-  test('benchmark figures: create to first exec, exec round trip, idle RSS', { timeout: 120_000 }, async (t) => {
-    const colds: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      const started = performance.now();
-      const { sb } = await create();
-      await sb.channel.exec({ argv: ['true'], user: 'agent' });
-      colds.push(performance.now() - started);
-      await sb.destroy();
-    }
+  // Timing figures live in `cordon bench sandbox` (bench/sandbox.ts), not in tests.
+  test('rssKiB reports the resident memory of the running bubblewrap runtime', { timeout: 60_000 }, async () => {
     const { sb } = await create();
     try {
-      const times: number[] = [];
-      for (let i = 0; i < 100; i++) {
-        const s = performance.now();
-        await sb.channel.exec({ argv: ['true'], user: 'agent' });
-        times.push(performance.now() - s);
-      }
-      await sleep(300);
       const rss = await sb.rssKiB();
-      const p = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) * q)]!;
-      const figures = { coldMs: Math.round(p(colds, 0.5)), execP50Ms: Number(p(times, 0.5).toFixed(2)), execP95Ms: Number(p(times, 0.95).toFixed(2)), idleRssMiB: Number(((rss ?? 0) / 1024).toFixed(1)) };
-      t.diagnostic(`bubblewrap ${JSON.stringify(figures)}`);
-      assert.ok(figures.execP50Ms < 100 && figures.idleRssMiB > 0);
+      assert.ok(rss !== undefined && rss > 0, `rssKiB() gave ${String(rss)}`);
     } finally {
       await sb.destroy();
     }
+    assert.equal(await sb.rssKiB(), undefined, 'a destroyed sandbox has no resident memory');
   });
 });

@@ -9,7 +9,6 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SandboxError } from '../../errors/index.js';
-import { sleep } from '../../util/index.js';
 import { probeSpec, type StdioSandbox } from '../bubblewrap/index.js';
 import { ensureTestImage, testHome } from '../image/testing.js';
 import { runBackendSuite } from '../suite.js';
@@ -133,31 +132,15 @@ describe('gvisor specifics', () => {
     assert.equal(existsSync(runDir), false);
   });
 
-  test('benchmark figures: create to first exec, exec round trip, idle RSS', { skip: skipReason, timeout: 180_000 }, async (t) => {
-    const colds: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      const started = performance.now();
-      const { sb } = await create();
-      await sb.channel.exec({ argv: ['true'], user: 'agent' });
-      colds.push(performance.now() - started);
-      await sb.destroy();
-    }
+  // Timing figures live in `cordon bench sandbox` (bench/sandbox.ts), not in tests.
+  test('rssKiB reports the resident memory of the running gVisor runtime', { skip: skipReason, timeout: 60_000 }, async () => {
     const { sb } = await create();
     try {
-      const times: number[] = [];
-      for (let i = 0; i < 100; i++) {
-        const s = performance.now();
-        await sb.channel.exec({ argv: ['true'], user: 'agent' });
-        times.push(performance.now() - s);
-      }
-      await sleep(500);
       const rss = await sb.rssKiB();
-      const p = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) * q)]!;
-      const figures = { coldMs: Math.round(p(colds, 0.5)), execP50Ms: Number(p(times, 0.5).toFixed(2)), execP95Ms: Number(p(times, 0.95).toFixed(2)), idleRssMiB: Number(((rss ?? 0) / 1024).toFixed(1)) };
-      t.diagnostic(`gvisor ${JSON.stringify(figures)}`);
-      assert.ok(figures.execP50Ms < 200 && figures.idleRssMiB > 0);
+      assert.ok(rss !== undefined && rss > 0, `rssKiB() gave ${String(rss)}`);
     } finally {
       await sb.destroy();
     }
+    assert.equal(await sb.rssKiB(), undefined, 'a destroyed sandbox has no resident memory');
   });
 });
