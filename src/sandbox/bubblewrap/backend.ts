@@ -20,7 +20,7 @@
  * What it cannot do: it shares the host kernel (a kernel bug is an escape),
  * and tmpfs writes count as memory.
  */
-import { assertTierFits } from '../tier.js';
+import { assertTierFits, startOrClean } from '../tier.js';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -114,13 +114,8 @@ export class BubblewrapBackend implements SandboxBackend {
    * Start a sandbox and wait for its agent. On any failure, everything it made
    * is removed, `ctx.runDir` included.
    */
-  async create(spec: SandboxSpec, ctx: BackendContext): Promise<StdioSandbox> {
-    try {
-      return await this.#create(spec, ctx);
-    } catch (err) {
-      rmSync(ctx.runDir, { recursive: true, force: true });
-      throw err;
-    }
+  create(spec: SandboxSpec, ctx: BackendContext): Promise<StdioSandbox> {
+    return startOrClean(ctx.runDir, () => this.#create(spec, ctx));
   }
 
   async #create(spec: SandboxSpec, ctx: BackendContext): Promise<StdioSandbox> {

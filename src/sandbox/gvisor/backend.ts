@@ -17,7 +17,7 @@
  * (Python, git) work; and a sandbox over its memory limit is OOM-killed as a
  * whole (ends with `runtime-exited`), not one process at a time.
  */
-import { assertTierFits } from '../tier.js';
+import { assertTierFits, startOrClean } from '../tier.js';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -94,13 +94,8 @@ export class GvisorBackend implements SandboxBackend {
    * Start a sandbox and wait for its agent. On any failure, everything it made
    * is removed, `ctx.runDir` included.
    */
-  async create(spec: SandboxSpec, ctx: BackendContext): Promise<StdioSandbox> {
-    try {
-      return await this.#create(spec, ctx);
-    } catch (err) {
-      rmSync(ctx.runDir, { recursive: true, force: true });
-      throw err;
-    }
+  create(spec: SandboxSpec, ctx: BackendContext): Promise<StdioSandbox> {
+    return startOrClean(ctx.runDir, () => this.#create(spec, ctx));
   }
 
   async #create(spec: SandboxSpec, ctx: BackendContext): Promise<StdioSandbox> {
