@@ -1,0 +1,86 @@
+/**
+ * The secrets layer as the egress proxy's request hook: one function per
+ * sandbox that, for each request the policy allowed, (1) scans the guest's
+ * request line and headers and refuses it on a finding, (2) puts the real
+ * values into the headers bound to the host, and (3) scans the body as it
+ * streams, holding back only the bytes that could still start a match, and
+ * fails the body on a finding. It matches the proxy's hook contract
+ * structurally (`EgressRequestHook` in egress/forward.ts) without importing it.
+ * What it reports names secrets, headers and positions, never values.
+ */
+import { Transform, type Readable } from 'node:stream';
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { SandboxSecrets } from './placeholders.js';
+import type { ExfiltrationFinding } from './scan.js';
+
+/** The request as the proxy's hook receives it. */
+export interface SecretsHookRequest {
+  host: string;
+  port: number;
+  /** Origin-form path with query. */
+  path: string;
+  /** Headers to send upstream; changed in place. */
+  headers: OutgoingHttpHeaders;
+}
+
+/** What the hook answers (the proxy's `HookResult`). */
+export interface SecretsHookResult {
+  deny?: { reason: string; problem: string };
+  body?: (source: Readable) => Readable;
+  note?: Record<string, unknown>;
+}
+
+export interface SecretsHookOptions {
+  /** Told of every finding (head or body) so that it can be audited as an exfiltration attempt. */
+  onExfiltration?: (finding: Extract<ExfiltrationFinding, { found: true }>, request: { host: string; port: number; path: string }) => void;
+}
+
+/** The `deny.reason` of a refused request. */
+export const EXFILTRATION_REASON = 'secret-exfiltration';
+
+/** Describe a finding without any value, e.g. `the secret github_token (base64) in header:authorization`. */
+export function describeFinding(f: Extract<ExfiltrationFinding, { found: true }>): string {
+  return f.kind === 'placeholder-wrong-host'
+    ? `the placeholder of the secret ${f.secret} in ${f.where}, to a host it is not bound to`
+    : `the value of the secret ${f.secret} (${f.encoding}) in ${f.where}`;
+}
+
+/** A request hook for one sandbox. */
+export function createSecretsRequestHook(secrets: SandboxSecrets, opts: SecretsHookOptions = {}): (request: SecretsHookRequest) => SecretsHookResult {
+  return function secretsRequestHook(request: SecretsHookRequest): SecretsHookResult {
+    const target = { host: request.host, port: request.port };
+    const head = secrets.scanner.scanHead({ ...target, path: request.path, headers: request.headers });
+    if (head.found) {
+      opts.onExfiltration?.(head, { ...target, path: request.path });
+      return { deny: { reason: EXFILTRATION_REASON, problem: `the request carries ${describeFinding(head)}` } };
+    }
+    const swapped = secrets.substitute({ ...target, headers: request.headers });
+    for (const key of Object.keys(request.headers)) delete request.headers[key];
+    Object.assign(request.headers, swapped.headers);
+    const note = swapped.substituted.length > 0 ? { note: { secrets: swapped.substituted, ruleId: swapped.ruleId } } : {};
+    return {
+      ...note,
+      body: function scanBody(source: Readable): Readable {
+        const scanner = secrets.scanner.body(target);
+        const fail = (f: Extract<ExfiltrationFinding, { found: true }>): Error => {
+          opts.onExfiltration?.(f, { ...target, path: request.path });
+          return new Error(`the request body carries ${describeFinding(f)}`);
+        };
+        const transform = new Transform({
+          transform(chunk: Buffer, _enc, done) {
+            const r = scanner.push(chunk);
+            if (r.finding.found) return done(fail(r.finding));
+            done(null, r.forward.length > 0 ? r.forward : undefined);
+          },
+          flush(done) {
+            const r = scanner.end();
+            if (r.finding.found) return done(fail(r.finding));
+            done(null, r.forward.length > 0 ? r.forward : undefined);
+          },
+        });
+        source.on('error', (err) => transform.destroy(err));
+        return source.pipe(transform);
+      },
+    };
+  };
+}
