@@ -5,13 +5,16 @@
  * runs; if that write fails the request is refused with 503 and the handler
  * never runs. Requests without a valid operator token get 401 and are audited
  * too. Errors are `{error, message, fix?}` bodies with the status from
- * `httpStatusFor`.
+ * `httpStatusFor`. Outside `/v1/`, `/healthz` and `/.well-known/jwks.json`
+ * (public keys only, audited too: see jwks.ts) need no token.
  */
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import type { AuditEventInput, AuditEventQuery } from '../audit/index.js';
 import { AuthError, CordonError, InvalidInputError, httpStatusFor } from '../errors/index.js';
+import type { JwkSet } from '../identity/index.js';
 import type { SandboxManager } from '../sandbox/index.js';
+import { jwksRoutes } from './jwks.js';
 import { sandboxRoutes } from './sandboxes.js';
 
 /** The parts of the audit log the API needs. */
@@ -37,6 +40,8 @@ export interface ApiOptions {
   sandboxes?: SandboxManager;
   /** Largest file moved through `/v1/sandboxes/:id/files`, in bytes. @default 64 MiB */
   maxFileBytes?: number;
+  /** The identity public keys; when given, `GET /.well-known/jwks.json` serves them without a token (see jwks.ts). */
+  jwks?: () => JwkSet;
 }
 
 type Vars = { Variables: { actor: string } };
@@ -84,6 +89,8 @@ export function createApi(opts: ApiOptions): Hono<Vars> {
   app.get('/healthz', function healthz(c) {
     return c.json({ status: 'ok' });
   });
+
+  if (opts.jwks) app.route('/.well-known', jwksRoutes({ jwks: opts.jwks, audit: opts.audit }));
 
   app.use('/v1/*', async function authAndAudit(c, next) {
     const token = bearer(c);
