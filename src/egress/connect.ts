@@ -4,14 +4,17 @@
  * to equal the CONNECT host (no domain fronting), record the request, then
  * splice bytes both ways, counting them, until either side closes or the
  * tunnel idles out. No byte reaches the upstream before the audit event is
- * durable. TLS interception is not available yet: a host that needs it is
- * refused (`interception-not-available`), never tunnelled blind.
+ * durable. A host that needs interception (method/path rules, bound
+ * secrets) and cordon's internal services get their TLS terminated by the
+ * door instead (`intercept.ts`); without an egress CA such a host is refused
+ * (`interception-not-available`), never tunnelled blind.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { normalizeDestination } from '../policy/index.js';
-import { dialChecked, refuseRaw, splitAuthority, type DoorContext, type EgressEventData } from './context.js';
+import { dialChecked, refuseRaw, splitAuthority, type DoorContext, type EgressEventData, type Tunnel } from './context.js';
+import { terminateTunnel } from './intercept.js';
 import { resolveChecked } from './resolve.js';
 import { readClientHello } from './sni.js';
 
@@ -39,12 +42,25 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
   if (decision.result !== 'allow') {
     return refuse('deny', decision.reason, `the policy of agent ${ctx.agent} does not allow ${data.host}:${target.port} (${decision.reason}); add an egress rule for it to cordon.yaml`);
   }
-  if (decision.internal) return refuse('deny', 'internal-not-available', `${data.host} is a cordon service that this proxy cannot route to yet`);
-  if (decision.intercept) {
-    return refuse('deny', 'interception-not-available', `${data.host} has method/path rules or bound secrets, which need TLS interception; this proxy does not intercept yet, so it refuses`);
+  const host = decision.host ?? target.host;
+  const internal = decision.internal ? ctx.internal.get(host) : undefined;
+  if (decision.internal && !internal) return refuse('deny', 'internal-not-available', `${host} is a cordon service that is not running in this deployment`);
+  const terminate = internal !== undefined || decision.intercept === true;
+  if (terminate && !ctx.ca) {
+    return refuse('deny', 'interception-not-available', internal
+      ? `reaching ${host} over TLS needs the egress CA, which this proxy was started without; use http://${host}/ or configure the CA`
+      : `${host} has method/path rules or bound secrets, which need TLS interception, and this proxy was started without an egress CA; so it refuses`);
+  }
+  if (internal) {
+    data.service = internal.name;
+    data.intercepted = true;
+    return openTerminated(ctx, socket, head, data, { host, port: target.port, internal }, decision.reason);
+  }
+  if (ctx.overBytesOut()) {
+    return refuse('deny', 'bytes-out-limit', `sandbox ${ctx.sandboxId} sent more than ${ctx.limits.maxBytesOutPerMinute} bytes in the last minute; wait, or raise maxBytesOutPerMinute`);
   }
 
-  const resolved = await resolveChecked(decision.host ?? target.host, target.port, {
+  const resolved = await resolveChecked(host, target.port, {
     lookup: ctx.lookup, checkAddress: ctx.checkAddress, timeoutMs: ctx.limits.dnsTimeoutMs,
   });
   if (!resolved.ok) {
@@ -53,6 +69,10 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
   }
   data.address = resolved.address;
   if (resolved.decision.ruleId && resolved.decision.reason === 'cidr-allowed') data.ruleId ??= resolved.decision.ruleId;
+  if (terminate) {
+    data.intercepted = true;
+    return openTerminated(ctx, socket, head, data, { host, port: target.port, address: resolved.address }, decision.reason);
+  }
 
   let upstream: Socket;
   try {
@@ -68,28 +88,65 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
   socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
   if (head.length > 0) socket.unshift(head);
 
-  const hello = await readClientHello(socket, { maxBytes: ctx.limits.maxClientHelloBytes, timeoutMs: ctx.limits.handshakeTimeoutMs });
-  const fail = async (reason: string, problem: string): Promise<void> => {
-    upstream.destroy();
-    socket.destroy();
-    data.problem = problem;
-    await ctx.record('deny', reason, data);
-  };
-  if (!hello.ok) return fail(hello.reason, hello.problem);
-  const sniHost = hello.sni === undefined ? undefined : normalizeDestination(hello.sni);
-  const isIp = normalizeDestination(target.host).kind === 'ip';
-  if (hello.sni !== undefined) data.sni = hello.sni;
-  if (sniHost === undefined && !isIp) return fail('sni-missing', `the TLS ClientHello carries no server name; it must name ${data.host}`);
-  if (sniHost !== undefined && (sniHost.kind === 'bad' || sniHost.host !== data.host)) {
-    return fail('sni-mismatch', `the TLS server name ${hello.sni} does not equal the CONNECT host ${data.host} (domain fronting is refused)`);
-  }
-
+  const hello = await checkedHello(ctx, socket, data, () => upstream.destroy());
+  if (!hello) return;
   if (!(await ctx.record('allow', decision.reason, data))) {
     upstream.destroy();
     socket.destroy();
     return;
   }
-  splice(ctx, socket, upstream, hello.bytes, data);
+  splice(ctx, socket, upstream, hello, data);
+}
+
+/**
+ * Read the ClientHello and require its SNI to name the CONNECT host (an IP
+ * target may have none). On failure: the connection is closed, `cleanup`
+ * runs, the refusal is recorded, and undefined is returned.
+ */
+async function checkedHello(ctx: DoorContext, socket: Duplex, data: EgressEventData, cleanup: () => void): Promise<Buffer | undefined> {
+  const hello = await readClientHello(socket, { maxBytes: ctx.limits.maxClientHelloBytes, timeoutMs: ctx.limits.handshakeTimeoutMs });
+  const fail = async (reason: string, problem: string): Promise<undefined> => {
+    cleanup();
+    socket.destroy();
+    data.problem = problem;
+    await ctx.record('deny', reason, data);
+    return undefined;
+  };
+  if (!hello.ok) return fail(hello.reason, hello.problem);
+  const sniHost = hello.sni === undefined ? undefined : normalizeDestination(hello.sni);
+  const isIp = normalizeDestination(data.host).kind === 'ip';
+  if (hello.sni !== undefined) data.sni = hello.sni;
+  if (sniHost === undefined && !isIp) return fail('sni-missing', `the TLS ClientHello carries no server name; it must name ${data.host}`);
+  if (sniHost !== undefined && (sniHost.kind === 'bad' || sniHost.host !== data.host)) {
+    return fail('sni-mismatch', `the TLS server name ${hello.sni} does not equal the CONNECT host ${data.host} (domain fronting is refused)`);
+  }
+  return hello.bytes;
+}
+
+/**
+ * A tunnel whose TLS the door terminates: answer 200, check the hello,
+ * record the tunnel, then hand it to `intercept.ts`. Nothing is dialled here:
+ * the upstream connection is opened for the first request inside.
+ */
+async function openTerminated(
+  ctx: DoorContext, socket: Duplex, head: Buffer, data: EgressEventData,
+  t: Pick<Tunnel, 'host' | 'port' | 'address' | 'internal'>, reason: string,
+): Promise<void> {
+  if (socket.destroyed) {
+    data.problem = 'the client went away before the tunnel opened';
+    await ctx.record('deny', 'client-closed', data);
+    return;
+  }
+  socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+  if (head.length > 0) socket.unshift(head);
+  const hello = await checkedHello(ctx, socket, data, () => undefined);
+  if (!hello) return;
+  if (!(await ctx.record('allow', reason, data))) {
+    socket.destroy();
+    return;
+  }
+  const tunnel: Tunnel = { ...t, conn: ctx.stateOf(socket), data, requests: 0, ...(data.sni ? { sni: data.sni } : {}) };
+  terminateTunnel(ctx, socket, hello, tunnel);
 }
 
 /** How long a half-closed tunnel may linger to flush the other direction. */
@@ -113,15 +170,18 @@ function splice(ctx: DoorContext, client: Duplex, upstream: Socket, first: Buffe
     client.destroy();
     upstream.destroy();
   };
+  const meter = ctx.meter(fail);
+  meter.out(first.length);
   const closed = (other: Duplex) => (): void => {
     // The closed side can neither send nor receive: flush what the other side still has to write, then drop it.
     if (other.writableFinished) other.destroy();
     else other.once('finish', () => other.destroy()).end();
     setTimeout(() => other.destroy(), HALF_CLOSE_GRACE_MS).unref();
     open -= 1;
+    if (open === 0) meter.done();
     if (open === 0) ctx.recordClose(conn.closeReason ?? closeReason, { ...data, bytesIn, bytesOut, durationMs: Date.now() - started });
   };
-  client.on('data', (chunk: Buffer) => { bytesOut += chunk.length; conn.touch(); });
+  client.on('data', (chunk: Buffer) => { bytesOut += chunk.length; conn.touch(); meter.out(chunk.length); });
   upstream.on('data', (chunk: Buffer) => { bytesIn += chunk.length; conn.touch(); });
   upstream.once('error', () => fail('upstream-error'));
   client.once('error', () => fail('client-error'));

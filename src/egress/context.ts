@@ -6,7 +6,11 @@
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { SecureContext } from 'node:tls';
 import type { AddressDecision, AddressRequest, EgressDecision, EgressRequest } from '../policy/index.js';
+import type { EgressCa } from './ca.js';
+import type { EgressRequestHook } from './forward.js';
+import type { InternalService } from './internal.js';
 import { statusForReason, type EgressLimits } from './limits.js';
 import type { EgressLookup } from './resolve.js';
 
@@ -23,7 +27,8 @@ export type EgressDial = (address: string, port: number) => Socket;
 /** Fields of an `egress.request` / `egress.close` event's `data`. */
 export interface EgressEventData {
   conn: number;
-  scheme: 'connect' | 'http' | 'unknown';
+  /** `https` is a request inside an intercepted tunnel. */
+  scheme: 'connect' | 'http' | 'https' | 'unknown';
   host?: string;
   port?: number;
   address?: string;
@@ -37,6 +42,36 @@ export interface EgressEventData {
   bytesOut?: number;
   durationMs?: number;
   status?: number;
+  /** The tunnel's TLS is terminated by the proxy (its requests are recorded one by one). */
+  intercepted?: boolean;
+  /** The internal service that served the request (`llm`, `mcp`, …). */
+  service?: string;
+  /** What the request hook noted (e.g. secrets substituted, by name). */
+  hook?: Record<string, unknown>;
+}
+
+/** One tunnel whose TLS the door terminates (an intercepted host or an internal service). */
+export interface Tunnel {
+  conn: ConnState;
+  /** Normalised CONNECT host (equal to the SNI when there is one). */
+  host: string;
+  port: number;
+  sni?: string;
+  /** The checked upstream address (intercepted hosts; none for internal services). */
+  address?: string;
+  internal?: InternalService;
+  /** Data of the tunnel's own `egress.request` event. */
+  data: EgressEventData;
+  /** Requests seen inside so far. */
+  requests: number;
+}
+
+/** Counts one flow's bytes toward the door's per-minute limit. */
+export interface BytesOutMeter {
+  /** Count bytes sent upstream; over the limit, every open flow of the door is aborted. */
+  out: (bytes: number) => void;
+  /** The flow ended: stop tracking it. */
+  done: () => void;
 }
 
 export interface DoorContext {
@@ -53,6 +88,23 @@ export interface DoorContext {
   recordClose: (reason: string, data: EgressEventData) => void;
   /** State of a client connection accepted by this door. */
   stateOf: (socket: Duplex) => ConnState;
+  /** Make `child` (e.g. the TLS socket over a client connection) share that connection's state. */
+  bindState: (child: Duplex, state: ConnState) => void;
+  /** The egress CA, when interception is configured. */
+  ca?: EgressCa;
+  /** A server context with the CA's leaf for a host (cached). */
+  leafContext: (host: string) => SecureContext;
+  /** Trusted roots for upstream certificates (PEM); undefined = the system roots. */
+  upstreamCa?: string | string[];
+  /** Internal services by normalised host name. */
+  internal: ReadonlyMap<string, InternalService>;
+  requestHook?: EgressRequestHook;
+  /** Track a flow (tunnel or forwarded request) for the bytes-out limit; `abort` is called when the door goes over. */
+  meter: (abort: (reason: string) => void) => BytesOutMeter;
+  /** True while the door is over its bytes-out-per-minute limit. */
+  overBytesOut: () => boolean;
+  /** Serve HTTP/1.1 on a TLS connection the door terminated. */
+  serveTunnel: (tls: Duplex, tunnel: Tunnel) => void;
 }
 
 /** Per client connection. */

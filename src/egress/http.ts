@@ -5,29 +5,11 @@
  * hop-by-hop or `Proxy-*` headers (both ways). Origin-form requests (`GET /x`)
  * are refused: a proxy client always sends the absolute URI.
  */
-import { request as httpRequest, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from 'node:http';
-import { statusForReason } from './limits.js';
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { applyRequestHook, forwardableHeaders, forwardRequest } from './forward.js';
+import { refuseResponse, serveInternal } from './internal.js';
 import { resolveChecked } from './resolve.js';
 import type { DoorContext, EgressEventData } from './context.js';
-
-/** Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own; never forwarded. */
-const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host',
-]);
-
-/** Headers worth forwarding: not hop-by-hop, not `Proxy-*`, not named by `Connection`. */
-export function forwardableHeaders(raw: readonly string[], connection: string | string[] | undefined): OutgoingHttpHeaders {
-  const named = new Set(String(connection ?? '').toLowerCase().split(',').map((s) => s.trim()).filter(Boolean));
-  const out: OutgoingHttpHeaders = {};
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!;
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || lower.startsWith('proxy-') || named.has(lower)) continue;
-    const prev = out[name];
-    out[name] = prev === undefined ? raw[i + 1]! : ([] as string[]).concat(prev as string | string[], raw[i + 1]!);
-  }
-  return out;
-}
 
 /** Serve one plain HTTP proxy request. */
 export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -35,10 +17,7 @@ export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: Se
   const data: EgressEventData = { conn: conn.id, scheme: 'http', method: req.method ?? '' };
   const refuse = async (decision: string, reason: string, problem: string): Promise<void> => {
     data.problem = problem;
-    if (!res.headersSent) {
-      res.writeHead(statusForReason(reason), { 'X-Cordon-Error': reason, 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' });
-    }
-    res.end(`cordon egress: ${reason}: ${problem}\n`);
+    refuseResponse(res, reason, problem);
     req.resume();
     await ctx.record(decision, reason, data);
   };
@@ -65,7 +44,15 @@ export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: Se
   if (decision.result !== 'allow') {
     return refuse('deny', decision.reason, `the policy of agent ${ctx.agent} does not allow ${req.method} http://${data.host}:${port}${path.slice(0, 200)} (${decision.reason})`);
   }
-  if (decision.internal) return refuse('deny', 'internal-not-available', `${data.host} is a cordon service that this proxy cannot route to yet`);
+  if (decision.internal) {
+    const service = ctx.internal.get(decision.host ?? host);
+    if (!service) return refuse('deny', 'internal-not-available', `${data.host} is a cordon service that is not running in this deployment`);
+    data.service = service.name;
+    return serveInternal(ctx, service, req, res, path, data);
+  }
+  if (ctx.overBytesOut()) {
+    return refuse('deny', 'bytes-out-limit', `sandbox ${ctx.sandboxId} sent more than ${ctx.limits.maxBytesOutPerMinute} bytes in the last minute; wait, or raise maxBytesOutPerMinute`);
+  }
 
   const declared = Number(req.headers['content-length'] ?? 0);
   if (!(declared <= ctx.limits.maxRequestBodyBytes)) {
@@ -77,62 +64,21 @@ export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: Se
     return refuse(resolved.reason.startsWith('dns-') || resolved.reason === 'no-address' ? 'error' : 'deny', resolved.reason, resolved.problem);
   }
   data.address = resolved.address;
+  const headers = forwardableHeaders(req.rawHeaders, req.headers.connection);
+  headers.host = url.host;
+  const hooked = await applyRequestHook(ctx.requestHook, {
+    sandboxId: ctx.sandboxId, agent: ctx.agent, scheme: 'http', host: data.host!, port, method: req.method ?? '', path, headers,
+  });
+  if (!hooked.ok) return refuse('deny', hooked.reason, hooked.problem);
+  if (hooked.result.note) data.hook = hooked.result.note;
   if (!(await ctx.record('allow', decision.reason, data))) {
-    res.writeHead(503, { 'X-Cordon-Error': 'audit-unavailable', Connection: 'close' });
-    res.end('cordon egress: audit-unavailable: the request could not be recorded, so it was not sent\n');
+    refuseResponse(res, 'audit-unavailable', 'the request could not be recorded, so it was not sent');
     req.resume();
     return;
   }
-  forward(ctx, req, res, resolved.address, port, url.host, data);
-}
-
-function forward(ctx: DoorContext, req: IncomingMessage, res: ServerResponse, address: string, port: number, hostHeader: string, data: EgressEventData): void {
-  const conn = ctx.stateOf(req.socket);
-  const started = Date.now();
-  let bytesOut = 0;
-  let bytesIn = 0;
-  let closeReason = 'closed';
-  let done = false;
-  const finish = (): void => {
-    if (done) return;
-    done = true;
-    ctx.recordClose(conn.closeReason ?? closeReason, { ...data, bytesIn, bytesOut, durationMs: Date.now() - started, ...(res.headersSent ? { status: res.statusCode } : {}) });
-  };
-  const headers = forwardableHeaders(req.rawHeaders, req.headers.connection);
-  headers.host = hostHeader;
-  const upstream = httpRequest({ host: address, port, method: req.method, path: data.path, headers, setHost: false, agent: false });
-  upstream.on('response', (up) => {
-    const out = forwardableHeaders(up.rawHeaders, up.headers.connection);
-    res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
-    up.on('data', (chunk: Buffer) => { bytesIn += chunk.length; conn.touch(); });
-    up.on('error', () => { closeReason = 'upstream-error'; res.destroy(); finish(); });
-    up.pipe(res);
-    up.on('end', finish);
+  const address = resolved.address;
+  forwardRequest(ctx, req, res, {
+    open: (o) => httpRequest({ ...o, host: address, port, agent: false }),
+    method: req.method ?? 'GET', path, headers, data, ...(hooked.result.body ? { body: hooked.result.body } : {}),
   });
-  upstream.on('error', (err) => {
-    closeReason = 'upstream-error';
-    if (!res.headersSent) {
-      res.writeHead(502, { 'X-Cordon-Error': 'upstream-error', 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' });
-      res.end(`cordon egress: upstream-error: ${err.message}\n`);
-    } else {
-      res.destroy();
-    }
-    finish();
-  });
-  req.on('data', (chunk: Buffer) => {
-    bytesOut += chunk.length;
-    conn.touch();
-    if (bytesOut <= ctx.limits.maxRequestBodyBytes) return;
-    closeReason = 'body-too-large';
-    upstream.destroy();
-    if (!res.headersSent) {
-      res.writeHead(413, { 'X-Cordon-Error': 'body-too-large', Connection: 'close' });
-      res.end(`cordon egress: body-too-large: the request body is larger than ${ctx.limits.maxRequestBodyBytes} bytes\n`);
-    } else {
-      res.destroy();
-    }
-    finish();
-  });
-  res.on('close', () => { upstream.destroy(); finish(); });
-  req.pipe(upstream);
 }

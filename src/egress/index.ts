@@ -1,9 +1,11 @@
 /**
  * egress/: the default-deny egress proxy, one door per sandbox: DNS resolved
  * by the proxy and every address checked, the checked IP dialled, SNI checked
- * against the CONNECT host, limits, and one audit event per request.
- * TLS interception and routes to cordon's internal services are not built yet
- * (such destinations are refused).
+ * against the CONNECT host, limits (bytes out per minute included), and one
+ * audit event per request. Hosts with method/path rules or bound secrets are
+ * intercepted with leaves of the per-deployment egress CA (each request inside
+ * decided and recorded; upstream certificates verified); `*.cordon.internal`
+ * routes to cordon's own services, attributed to the door's sandbox.
  */
 export {
   createEgressProxy,
@@ -14,5 +16,11 @@ export {
   egressLimitsSchema, resolveLimits, statusForReason, PROXY_REASONS,
   type EgressLimits, type EgressLimitsInput, type ProxyReason,
 } from './limits.js';
+export {
+  createEgressCa, egressCaFrom, issueCertificate, type EgressCa, type EgressCaOptions, type EgressCaMaterial,
+} from './ca.js';
+export { loadOrCreateEgressCa, EGRESS_CA_KEY_FILE, EGRESS_CA_CERT_FILE } from './ca-store.js';
+export type { InternalService, InternalCaller } from './internal.js';
+export type { EgressRequestHook, HookedRequest, HookResult } from './forward.js';
 export { systemLookup, resolveChecked, type EgressLookup, type ResolvedAddress, type ResolveResult } from './resolve.js';
 export { parseClientHello, readClientHello, type ClientHelloParse, type ClientHelloResult } from './sni.js';

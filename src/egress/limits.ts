@@ -22,7 +22,9 @@ export const egressLimitsSchema = z
     maxRequestBodyBytes: z.number().int().positive().default(100 * 1024 * 1024)
       .describe('Largest plain-HTTP request body forwarded, in bytes; a larger one is refused with 413'),
     dnsTimeoutMs: z.number().int().positive().default(5_000).describe('Time allowed for resolving a destination'),
-    connectTimeoutMs: z.number().int().positive().default(10_000).describe('Time allowed for dialling the upstream'),
+    connectTimeoutMs: z.number().int().positive().default(10_000).describe('Time allowed for dialling the upstream (and its TLS handshake when intercepting)'),
+    maxBytesOutPerMinute: z.number().int().positive().default(1024 * 1024 * 1024)
+      .describe('Bytes a sandbox may send to the internet in any 60 s (all its connections; requests to cordon\'s internal services are not counted); beyond it new requests get 429 and open tunnels and uploads are closed'),
   })
   .strict();
 
@@ -48,22 +50,32 @@ export const PROXY_REASONS = [
   'bad-request', 'headers-too-large', 'body-too-large', 'handshake-timeout', 'idle-timeout', 'too-many-connections',
   'sni-missing', 'sni-mismatch', 'sni-invalid', 'sni-timeout', 'sni-too-large', 'client-closed',
   'interception-not-available', 'internal-not-available', 'approval-not-available',
+  'host-mismatch', 'client-tls-failed', 'bytes-out-limit', 'request-hook-failed', 'internal-error',
   'dns-failed', 'dns-timeout', 'no-address', 'upstream-unreachable', 'upstream-timeout', 'upstream-error',
+  'upstream-cert-invalid', 'upstream-tls-failed',
   'audit-unavailable', 'door-closed',
 ] as const;
 export type ProxyReason = (typeof PROXY_REASONS)[number];
 
-/** HTTP status for a refusal, by reason (403 for everything the policy denies). */
+/**
+ * HTTP status for a refusal, by reason (403 for everything the policy denies).
+ * Every reason in {@link PROXY_REASONS} is listed here or is a 403 on purpose:
+ * `sni-*`, `client-closed`, `idle-timeout`, `client-tls-failed` only ever end
+ * a connection, and the `*-not-available` / `host-mismatch` / `request-hook-failed`
+ * refusals are denials.
+ */
 export function statusForReason(reason: string): number {
   switch (reason) {
     case 'bad-request': case 'bad-host': case 'bad-port': case 'bad-method': case 'bad-path': return 400;
     case 'body-too-large': return 413;
     case 'headers-too-large': return 431;
     case 'handshake-timeout': return 408;
-    case 'too-many-connections': return 429;
-    case 'dns-failed': case 'no-address': case 'upstream-unreachable': case 'upstream-error': return 502;
+    case 'internal-unknown': return 404;
+    case 'too-many-connections': case 'bytes-out-limit': return 429;
+    case 'dns-failed': case 'no-address': case 'upstream-unreachable': case 'upstream-error':
+    case 'upstream-cert-invalid': case 'upstream-tls-failed': case 'internal-error': return 502;
     case 'dns-timeout': case 'upstream-timeout': return 504;
-    case 'audit-unavailable': case 'door-closed': return 503;
+    case 'audit-unavailable': case 'door-closed': case 'internal-not-available': return 503;
     default: return 403;
   }
 }
@@ -82,6 +94,46 @@ export function createConnectionSlots(max: number): { take: () => boolean; relea
     },
     get active() {
       return active;
+    },
+  };
+}
+
+/**
+ * Bytes sent to the internet by one door over a sliding 60 s window, counted
+ * in one-second buckets. `add` reports whether the door is still within its
+ * limit after counting; once over, it stays over until old buckets age out.
+ */
+export function createByteWindow(maxBytesPerMinute: number, now: () => number = Date.now): {
+  add: (bytes: number) => boolean; readonly used: number; readonly exceeded: boolean;
+} {
+  const WINDOW_S = 60;
+  const buckets = new Float64Array(WINDOW_S);
+  let lastSecond = Math.floor(now() / 1000);
+  let total = 0;
+  const advance = (): void => {
+    const second = Math.floor(now() / 1000);
+    const steps = Math.min(WINDOW_S, Math.max(0, second - lastSecond));
+    for (let i = 1; i <= steps; i++) {
+      const idx = (lastSecond + i) % WINDOW_S;
+      total -= buckets[idx]!;
+      buckets[idx] = 0;
+    }
+    if (second > lastSecond) lastSecond = second;
+  };
+  return {
+    add: function addBytes(bytes: number): boolean {
+      advance();
+      buckets[lastSecond % WINDOW_S]! += bytes;
+      total += bytes;
+      return total <= maxBytesPerMinute;
+    },
+    get used() {
+      advance();
+      return total;
+    },
+    get exceeded() {
+      advance();
+      return total > maxBytesPerMinute;
     },
   };
 }

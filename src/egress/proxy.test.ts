@@ -172,7 +172,7 @@ const refused: Array<{ name: string; target: string; egress?: () => EgressRuleIn
   { name: 'an IP literal', target: '10.1.2.3:443', status: 403, reason: 'ip-literal' },
   { name: 'an IP literal in hex', target: '0x0a010203:443', status: 403, reason: 'ip-literal' },
   { name: 'a host that needs interception', target: 'api.example.com:TLS', status: 403, reason: 'interception-not-available' },
-  { name: 'an unknown internal name', target: 'db.cordon.internal:443', status: 403, reason: 'internal-unknown' },
+  { name: 'an unknown internal name', target: 'db.cordon.internal:443', status: 404, reason: 'internal-unknown' },
   { name: 'a target without a port', target: 'upstream.example.com', status: 400, reason: 'bad-request' },
   { name: 'a name that does not resolve', target: 'nowhere.example.com:TLS', egress: () => [{ host: 'nowhere.example.com', ports: [tlsPort] }], status: 502, reason: 'no-address' },
 ];

@@ -6,7 +6,9 @@
  * from the control channel, or a loopback listener with `door.listen()`).
  * Each connection is parsed by a private `node:http` server (header size
  * limit, keep-alive), bounded by a handshake timer, an idle timer and the
- * door's connection cap; requests go to `connect.ts` / `http.ts`.
+ * door's connection cap; requests go to `connect.ts` / `http.ts`, and
+ * tunnels whose TLS the door terminates to `intercept.ts`. Each door also
+ * meters the bytes its sandbox sends out per minute (`maxBytesOutPerMinute`).
  *
  * @example
  * const proxy = createEgressProxy({});
@@ -16,11 +18,17 @@
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { createSecureContext, type SecureContext } from 'node:tls';
+import { InvalidInputError } from '../errors/index.js';
 import { createAddressDecider, createEgressDecider, failClosed, type AddressDecision, type EgressPolicy } from '../policy/index.js';
 import { handleConnect } from './connect.js';
-import { dialTcp, refuseRaw, type ConnState, type DoorContext, type EgressAuditSink, type EgressDial, type EgressEventData } from './context.js';
+import type { EgressCa } from './ca.js';
+import { dialTcp, refuseRaw, type BytesOutMeter, type ConnState, type DoorContext, type EgressAuditSink, type EgressDial, type EgressEventData } from './context.js';
+import type { EgressRequestHook } from './forward.js';
 import { handleHttp } from './http.js';
-import { createConnectionSlots, resolveLimits, type EgressLimits, type EgressLimitsInput } from './limits.js';
+import { createTunnelServer } from './intercept.js';
+import { checkInternalServices, type InternalService } from './internal.js';
+import { createByteWindow, createConnectionSlots, resolveLimits, type EgressLimits, type EgressLimitsInput } from './limits.js';
 import { systemLookup, type EgressLookup } from './resolve.js';
 
 export interface EgressProxyOptions {
@@ -32,6 +40,21 @@ export interface EgressProxyOptions {
   selfAddresses?: readonly string[];
   /** Opens TCP to a checked IP. @default plain `net.connect` */
   dial?: EgressDial;
+  /**
+   * The per-deployment CA whose leaves terminate TLS for intercepted hosts
+   * and `*.cordon.internal`. Without it, such CONNECTs are refused
+   * (`interception-not-available`). @default none
+   */
+  ca?: EgressCa;
+  /** Roots trusted for upstream certificates when intercepting (PEM). @default the system roots */
+  upstreamCa?: string | string[];
+  /**
+   * cordon's own services by host name, e.g. `{ 'llm.cordon.internal': gateway }`;
+   * names must be among the policy's `INTERNAL_SERVICES`. @default {}
+   */
+  internal?: Record<string, InternalService>;
+  /** Called for every forwarded HTTP request before it is recorded and sent (the secrets seam). @default none */
+  requestHook?: EgressRequestHook;
 }
 
 export interface OpenDoorOptions {
@@ -57,6 +80,8 @@ export interface EgressDoor {
 }
 
 export interface EgressProxy {
+  /** The CA certificate guests must trust for intercepted hosts; undefined without a CA. */
+  readonly caCertPem: string | undefined;
   openDoor(options: OpenDoorOptions): EgressDoor;
   /** Close every door. */
   close(): Promise<void>;
@@ -70,12 +95,27 @@ export function createEgressProxy(options: EgressProxyOptions = {}): EgressProxy
   const limits = resolveLimits(options.limits ?? {});
   const lookup = options.lookup ?? systemLookup;
   const dial = options.dial ?? dialTcp;
+  const internal = checkInternalServices(options.internal);
+  if (options.ca && (typeof options.ca.certPem !== 'string' || typeof options.ca.leafFor !== 'function')) {
+    throw new InvalidInputError('the egress CA option is not an EgressCa', { fix: 'pass the result of createEgressCa() or loadOrCreateEgressCa()' });
+  }
+  if (options.upstreamCa !== undefined && ([] as unknown[]).concat(options.upstreamCa).some((p) => typeof p !== 'string' || !p.includes('-----BEGIN CERTIFICATE-----'))) {
+    throw new InvalidInputError('upstreamCa must be PEM certificates', { fix: 'pass the PEM text of the CA certificate(s) to trust for upstreams, or leave it out for the system roots' });
+  }
+  const leafContext = options.ca ? createLeafContexts(options.ca) : (): SecureContext => {
+    throw new InvalidInputError('no egress CA is configured');
+  };
   const doors = new Set<EgressDoor>();
   let lastConnId = 0;
   const nextConnId = (): number => ++lastConnId;
   return {
+    caCertPem: options.ca?.certPem,
     openDoor: function openDoor(o: OpenDoorOptions): EgressDoor {
-      const door = createDoor(o, { limits, lookup, dial, selfAddresses: options.selfAddresses ?? [], nextConnId });
+      const door = createDoor(o, {
+        limits, lookup, dial, selfAddresses: options.selfAddresses ?? [], nextConnId, internal, leafContext,
+        ...(options.ca ? { ca: options.ca } : {}), ...(options.upstreamCa ? { upstreamCa: options.upstreamCa } : {}),
+        ...(options.requestHook ? { requestHook: options.requestHook } : {}),
+      });
       doors.add(door);
       const close = door.close.bind(door);
       door.close = async function closeDoor(): Promise<void> {
@@ -97,6 +137,26 @@ interface DoorDeps {
   selfAddresses: readonly string[];
   /** Connection ids, unique within one proxy (they tie `egress.request` to `egress.close`). */
   nextConnId: () => number;
+  internal: ReadonlyMap<string, InternalService>;
+  leafContext: (host: string) => SecureContext;
+  ca?: EgressCa;
+  upstreamCa?: string | string[];
+  requestHook?: EgressRequestHook;
+}
+
+/** TLS server contexts for the CA's leaves, one per host, as many as the CA caches. */
+function createLeafContexts(ca: EgressCa, max = 1000): (host: string) => SecureContext {
+  const cache = new Map<string, { certPem: string; context: SecureContext }>();
+  return function leafContext(host: string): SecureContext {
+    const leaf = ca.leafFor(host);
+    const hit = cache.get(host);
+    if (hit && hit.certPem === leaf.certPem) return hit.context;
+    const context = createSecureContext({ cert: leaf.certPem, key: leaf.keyPem, minVersion: 'TLSv1.2' });
+    cache.delete(host);
+    cache.set(host, { certPem: leaf.certPem, context });
+    if (cache.size > max) cache.delete(cache.keys().next().value as string);
+    return context;
+  };
 }
 
 function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
@@ -110,6 +170,12 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
   const open = new Set<Duplex>();
   let closed = false;
   let listener: NetServer | undefined;
+  const bytesOut = createByteWindow(limits.maxBytesOutPerMinute);
+  const flows = new Set<(reason: string) => void>();
+  const overLimit = (): void => {
+    // Close every flow of the door that sends upstream; each records its close with this reason.
+    for (const abort of [...flows]) abort('bytes-out-limit');
+  };
 
   const event = (type: string, decision: string, reason: string, data: EgressEventData) => ({
     type, actor: `agent:${o.agent}`, agent: o.agent, sandbox: o.sandboxId, decision, reason,
@@ -131,7 +197,29 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
     stateOf: function stateOf(socket: Duplex): ConnState {
       return states.get(socket) ?? { id: 0, openedAt: Date.now(), touch: () => undefined };
     },
+    bindState: function bindState(child: Duplex, state: ConnState): void {
+      states.set(child, state);
+    },
+    internal: deps.internal,
+    leafContext: deps.leafContext,
+    ...(deps.ca ? { ca: deps.ca } : {}),
+    ...(deps.upstreamCa ? { upstreamCa: deps.upstreamCa } : {}),
+    ...(deps.requestHook ? { requestHook: deps.requestHook } : {}),
+    meter: function meter(abort: (reason: string) => void): BytesOutMeter {
+      flows.add(abort);
+      return {
+        out: (n: number): void => {
+          if (!bytesOut.add(n)) overLimit();
+        },
+        done: (): void => {
+          flows.delete(abort);
+        },
+      };
+    },
+    overBytesOut: () => bytesOut.exceeded,
+    serveTunnel: (tls, tunnel) => tunnelServer.serveTunnel(tls, tunnel),
   };
+  const tunnelServer = createTunnelServer(ctx);
 
   const server: HttpServer = createHttpServer({ maxHeaderSize: limits.maxHeaderBytes, requestTimeout: 0, keepAliveTimeout: limits.idleTimeoutMs });
   server.headersTimeout = limits.handshakeTimeoutMs;
@@ -233,6 +321,7 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
       listener = undefined;
       if (l) await new Promise<void>((resolve) => l.close(() => resolve()));
       server.close();
+      tunnelServer.close();
     },
   };
 }

@@ -17,13 +17,15 @@ import { parseIpLiteral, formatIp, looksLikeIpv4, type ParsedIp } from './ip/ind
 export const INTERNAL_SERVICES = {
   [`llm.${RESERVED_DOMAIN}`]: 'llm',
   [`mcp.${RESERVED_DOMAIN}`]: 'mcp',
+  [`approvals.${RESERVED_DOMAIN}`]: 'approvals',
 } as const satisfies Record<string, string>;
-export type InternalService = (typeof INTERNAL_SERVICES)[keyof typeof INTERNAL_SERVICES];
+/** The short name of an internal service (`llm`, `mcp`, `approvals`). */
+export type InternalServiceName = (typeof INTERNAL_SERVICES)[keyof typeof INTERNAL_SERVICES];
 
 export type Destination =
   | { kind: 'name'; host: string }
   | { kind: 'ip'; host: string; ip: ParsedIp }
-  | { kind: 'internal'; host: string; service?: InternalService }
+  | { kind: 'internal'; host: string; service?: InternalServiceName }
   | { kind: 'bad'; problem: string };
 
 /** DNS: at most 253 characters in a name (RFC 1035 §2.3.4, without the trailing dot), 63 in a label. */
@@ -61,7 +63,7 @@ export function normalizeDestination(raw: unknown): Destination {
   }
   if (looksLikeIpv4(name)) return bad('the host ends in a number but is not a valid IPv4 address');
   if (name === RESERVED_DOMAIN || name.endsWith(`.${RESERVED_DOMAIN}`)) {
-    const service = (INTERNAL_SERVICES as Record<string, InternalService>)[name];
+    const service = (INTERNAL_SERVICES as Record<string, InternalServiceName>)[name];
     return service ? { kind: 'internal', host: name, service } : { kind: 'internal', host: name };
   }
   return { kind: 'name', host: name };

@@ -90,7 +90,9 @@ const cases: Array<{ name: string; req: EgressRequest; want: Want }> = [
   // internal names
   { name: 'LLM gateway', req: connect('llm.cordon.internal'), want: { result: 'allow', reason: 'internal', ruleId: undefined, internal: 'llm' } },
   { name: 'tools gateway, mixed case, trailing dot, plain HTTP', req: { host: 'MCP.Cordon.Internal.', port: 80, method: 'POST', path: '/mcp', scheme: 'http' }, want: { result: 'allow', reason: 'internal', ruleId: undefined, internal: 'mcp' } },
+  { name: 'approvals service', req: connect('approvals.cordon.internal'), want: { result: 'allow', reason: 'internal', ruleId: undefined, internal: 'approvals' } },
   { name: 'unknown internal name', req: connect('metadata.cordon.internal'), want: { result: 'deny', reason: 'internal-unknown', ruleId: undefined } },
+  { name: 'a name under an internal service name', req: connect('x.llm.cordon.internal'), want: { result: 'deny', reason: 'internal-unknown', ruleId: undefined } },
   { name: 'the internal domain itself', req: connect('cordon.internal'), want: { result: 'deny', reason: 'internal-unknown', ruleId: undefined } },
   { name: 'internal service on another port', req: connect('llm.cordon.internal', 8080), want: { result: 'deny', reason: 'port-not-allowed', ruleId: undefined } },
   // malformed hosts and ports

@@ -19,7 +19,7 @@
  */
 import { hostMatches } from '../config/index.js';
 import { DENY_REASONS } from './ip/index.js';
-import { normalizeDestination, type InternalService } from './egress-host.js';
+import { normalizeDestination, type InternalServiceName } from './egress-host.js';
 import { normalizeRequestPath } from './egress-path.js';
 import { compileEgress, cidrContains, type CompiledEgress, type CompiledRule, type EgressPolicy } from './egress-rules.js';
 import type { Decision } from './index.js';
@@ -67,7 +67,7 @@ export interface EgressDecision extends Decision {
   /** Index of the deciding entry in the agent's `egress:` list. */
   ruleIndex?: number;
   /** Route to this cordon service instead of the internet. */
-  internal?: InternalService;
+  internal?: InternalServiceName;
   /** Normalised destination: lower-case name without trailing dot, or canonical IP text. */
   host?: string;
 }

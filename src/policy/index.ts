@@ -45,5 +45,5 @@ export {
   type AddressRequest, type AddressDecision, type AddressDeciderOptions,
 } from './egress-address.js';
 export { compileEgress, DEFAULT_EGRESS_PORTS, type EgressPolicy, type EgressRuleInput } from './egress-rules.js';
-export { normalizeDestination, INTERNAL_SERVICES, type Destination, type InternalService } from './egress-host.js';
+export { normalizeDestination, INTERNAL_SERVICES, type Destination, type InternalServiceName } from './egress-host.js';
 export { normalizeRequestPath, compilePathGlob, MAX_PATH_CHARS, type PathMatcher } from './egress-path.js';

@@ -1,0 +1,178 @@
+/**
+ * Forwarding one HTTP request upstream after it was decided and recorded:
+ * plain HTTP to the checked IP, or a request inside an intercepted tunnel over
+ * the proxy's own verified TLS connection. Streams both ways, counts bytes
+ * (the door's bytes-out-per-minute meter included), enforces the body limit
+ * while streaming, and records one `egress.close` with the outcome.
+ * Also the shared header helpers and the request-hook seam.
+ */
+import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, RequestOptions, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { DoorContext, EgressEventData } from './context.js';
+import { refuseResponse } from './internal.js';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own; never forwarded. */
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host',
+]);
+
+/** Headers worth forwarding (names in lower case): not hop-by-hop, not `Proxy-*`, not named by `Connection`. */
+export function forwardableHeaders(raw: readonly string[], connection: string | string[] | undefined): OutgoingHttpHeaders {
+  const named = new Set(String(connection ?? '').toLowerCase().split(',').map((s) => s.trim()).filter(Boolean));
+  const out: OutgoingHttpHeaders = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || lower.startsWith('proxy-') || named.has(lower)) continue;
+    const prev = out[lower];
+    out[lower] = prev === undefined ? raw[i + 1]! : ([] as string[]).concat(prev as string | string[], raw[i + 1]!);
+  }
+  return out;
+}
+
+/** Size of a request head as sent (request line and header lines), for the bytes-out meter. */
+export function headBytes(method: string, path: string, headers: OutgoingHttpHeaders): number {
+  let n = method.length + path.length + 13; // ' ' + ' HTTP/1.1\r\n' + final '\r\n'
+  for (const [name, value] of Object.entries(headers)) {
+    for (const v of ([] as unknown[]).concat(value ?? [])) n += name.length + String(v).length + 4;
+  }
+  return n;
+}
+
+export interface ForwardOptions {
+  /** Start the upstream request (plain `http.request` to the checked IP, or over the tunnel's TLS connection). */
+  open: (options: RequestOptions) => ClientRequest;
+  method: string;
+  path: string;
+  /** Headers to send, `Host` included. */
+  headers: OutgoingHttpHeaders;
+  /** A body transform from the request hook. */
+  body?: (source: Readable) => Readable;
+  /** The `egress.request` data already recorded; the close event repeats it with bytes and status. */
+  data: EgressEventData;
+  /** Reason for an upstream failure before any response (e.g. a certificate that does not verify). */
+  classifyError?: (err: Error) => string;
+}
+
+/**
+ * Forward one recorded request and stream the response back.
+ * `bytesOut` in the close event counts request body bytes, `bytesIn` response body bytes.
+ */
+export function forwardRequest(ctx: DoorContext, req: IncomingMessage, res: ServerResponse, o: ForwardOptions): void {
+  const conn = ctx.stateOf(req.socket);
+  const started = Date.now();
+  let bytesOut = 0;
+  let bytesIn = 0;
+  let bodyBytes = 0;
+  let closeReason = 'closed';
+  let done = false;
+  let stopped = false;
+  let responseEnded = false;
+  const meter = ctx.meter((reason) => stop(reason, `sandbox ${ctx.sandboxId} sent more than ${ctx.limits.maxBytesOutPerMinute} bytes in the last minute`));
+  const finish = (): void => {
+    if (done) return;
+    done = true;
+    meter.done();
+    ctx.recordClose(conn.closeReason ?? closeReason, { ...o.data, bytesIn, bytesOut, durationMs: Date.now() - started, ...(res.headersSent ? { status: res.statusCode } : {}) });
+  };
+  const upstream = o.open({ method: o.method, path: o.path, headers: o.headers, setHost: false });
+  function stop(reason: string, problem: string): void {
+    if (stopped || responseEnded) return;
+    stopped = true;
+    if (closeReason === 'closed') closeReason = reason;
+    upstream.destroy();
+    if (!res.headersSent) refuseResponse(res, reason, problem);
+    else res.destroy();
+    req.resume();
+    finish();
+  }
+  meter.out(headBytes(o.method, o.path, o.headers));
+  upstream.on('response', (up) => {
+    const out = forwardableHeaders(up.rawHeaders, up.headers.connection);
+    res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
+    up.on('data', (chunk: Buffer) => { bytesIn += chunk.length; conn.touch(); });
+    up.on('error', () => stop('upstream-error', 'the upstream connection failed mid-response'));
+    up.on('close', () => { if (!up.complete) stop('upstream-error', 'the upstream closed mid-response'); });
+    up.pipe(res);
+    up.on('end', () => { responseEnded = true; finish(); });
+  });
+  upstream.on('error', (err) => {
+    const reason = o.classifyError?.(err) ?? 'upstream-error';
+    stop(reason, err.message);
+  });
+  const source = o.body ? o.body(req) : req;
+  source.on('error', () => stop('request-hook-failed', 'the request body transform failed'));
+  req.on('data', (chunk: Buffer) => {
+    conn.touch();
+    bodyBytes += chunk.length;
+    if (bodyBytes <= ctx.limits.maxRequestBodyBytes) return;
+    stop('body-too-large', `the request body is larger than ${ctx.limits.maxRequestBodyBytes} bytes`);
+  });
+  source.on('data', (chunk: Buffer) => {
+    bytesOut += chunk.length;
+    meter.out(chunk.length);
+  });
+  res.on('close', () => {
+    if (responseEnded || stopped) return;
+    if (closeReason === 'closed' && !res.writableFinished) closeReason = 'client-closed';
+    upstream.destroy();
+    finish();
+  });
+  source.pipe(upstream);
+}
+
+/** A request about to be forwarded, as the request hook sees it. */
+export interface HookedRequest {
+  sandboxId: string;
+  agent: string;
+  /** `http` for plain proxy requests, `https` for requests inside an intercepted tunnel. */
+  scheme: 'http' | 'https';
+  /** Normalised destination host. */
+  host: string;
+  port: number;
+  method: string;
+  /** Origin-form path with query. */
+  path: string;
+  /** Headers that will be sent upstream, names in lower case (`host` included); change them in place. */
+  headers: OutgoingHttpHeaders;
+}
+
+/** What a request hook may ask for. Returning nothing forwards the request as it is. */
+export interface HookResult {
+  /** Refuse the request instead; `reason` appears in the audit event and in `X-Cordon-Error` (status 403). */
+  deny?: { reason: string; problem: string };
+  /**
+   * Transform the request body on its way upstream. If it changes the length,
+   * the hook must also fix `content-length` in `headers` (or delete it and
+   * set `transfer-encoding: chunked`).
+   */
+  body?: (source: Readable) => Readable;
+  /** Added to the audit event as `data.hook` (names, never secret values). */
+  note?: Record<string, unknown>;
+}
+
+/**
+ * The seam where the secrets layer swaps placeholders for real values: called
+ * for every plain HTTP request and every request inside an intercepted tunnel,
+ * after the policy allowed it and before the audit event is written and any
+ * byte is sent upstream. Not called for internal services or blind tunnels.
+ * A hook that throws or rejects refuses the request (`request-hook-failed`).
+ */
+export type EgressRequestHook = (request: HookedRequest) => HookResult | void | Promise<HookResult | void>;
+
+/** Run the hook, failing closed. */
+export async function applyRequestHook(hook: EgressRequestHook | undefined, request: HookedRequest): Promise<
+  { ok: true; result: HookResult } | { ok: false; reason: string; problem: string }
+> {
+  if (!hook) return { ok: true, result: {} };
+  try {
+    const result = (await hook(request)) ?? {};
+    if (result.deny) {
+      const reason = /^[a-z0-9-]{1,64}$/.test(String(result.deny.reason)) ? result.deny.reason : 'request-hook-failed';
+      return { ok: false, reason, problem: String(result.deny.problem ?? 'refused by the request hook') };
+    }
+    return { ok: true, result };
+  } catch (err) {
+    return { ok: false, reason: 'request-hook-failed', problem: `the request hook failed: ${(err as Error)?.message ?? err}` };
+  }
+}
