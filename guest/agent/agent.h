@@ -108,7 +108,7 @@ struct config {
   const char *port_name;    /* virtio port name to scan for */
   const char *unix_path;
   bool use_stdio;
-  int proxy_port;           /* 0 = no listener */
+  int proxy_port;           /* 0 = no listener; -1 = not given (device mode: DEFAULT_PROXY_PORT) */
   uint64_t max_file_bytes;
   uint64_t max_output_bytes;
   const char *token_path;

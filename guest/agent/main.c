@@ -4,7 +4,9 @@
  *   cordon-agent [--device PATH | --stdio | --unix PATH] [options]
  *
  * Without a mode flag it finds the virtio-serial port named cordon.0 through
- * /sys/class/virtio-ports/<port>/name and opens /dev/<port>. The main loop is a
+ * /sys/class/virtio-ports/<port>/name and opens /dev/<port>. On the virtio port
+ * (inside a VM) the egress listener is on by default, on 127.0.0.1:3128: it is
+ * the guest's only way out (`--proxy-port 0` turns it off). The main loop is a
  * single poll(): the control port, the SIGCHLD signalfd, the proxy listener
  * and every channel's pipes and sockets, all nonblocking.
  */
@@ -26,6 +28,8 @@
 #define MAX_OUT_BEFORE_INPUT_PAUSE (4u * 1024u * 1024u)
 #define DEVICE_WAIT_MS 30000
 #define EXIT_FLUSH_MS 2000
+/* The egress listener's port inside a VM; HTTP(S)_PROXY in the guest points at it. */
+#define DEFAULT_PROXY_PORT 3128
 
 /* ---- channel table ---- */
 
@@ -146,6 +150,7 @@ static void usage(FILE *f) {
         "  --stdio                frames on stdin/stdout (host tests)\n"
         "  --unix PATH            connect to a unix stream socket\n"
         "  --proxy-port N         listen on 127.0.0.1:N and carry connections as streams\n"
+        "                         (default 3128 on the virtio port, off otherwise; 0 = off)\n"
         "  --max-file-bytes N     largest file.read/file.write (default 268435456)\n"
         "  --max-output-bytes N   default exec output limit (default 67108864)\n"
         "  --token-path PATH      where token.set writes (default /run/cordon/token)\n"
@@ -170,7 +175,7 @@ static int parse_args(int argc, char **argv, struct config *c) {
     else if (strcmp(o, "--unix") == 0) c->unix_path = v;
     else if (strcmp(o, "--token-path") == 0 && v[0] == '/') c->token_path = v;
     else if (strcmp(o, "--random-device") == 0) c->random_device = v;
-    else if (strcmp(o, "--proxy-port") == 0 && parse_u64(v, &n) && n >= 1 && n <= 65535) c->proxy_port = (int)n;
+    else if (strcmp(o, "--proxy-port") == 0 && parse_u64(v, &n) && n <= 65535) c->proxy_port = (int)n;
     else if (strcmp(o, "--max-file-bytes") == 0 && parse_u64(v, &n)) c->max_file_bytes = n;
     else if (strcmp(o, "--max-output-bytes") == 0 && parse_u64(v, &n)) c->max_output_bytes = n;
     else if (strcmp(o, "--token-gid") == 0 && parse_u64(v, &n) && n < 0xffffffffu) c->token_gid = (long)n;
@@ -304,6 +309,7 @@ int main(int argc, char **argv) {
   a.cfg.token_path = "/run/cordon/token";
   a.cfg.token_gid = -1;
   a.cfg.random_device = "/dev/urandom";
+  a.cfg.proxy_port = -1;
   a.listen_fd = -1;
   a.exit_after_flush = -1;
   a.next_guest_channel = GUEST_CHANNEL_BASE + 1;
@@ -332,11 +338,13 @@ int main(int argc, char **argv) {
     }
   } else {
     a.device_mode = true;
+    if (a.cfg.proxy_port < 0) a.cfg.proxy_port = DEFAULT_PROXY_PORT;
     a.in_fd = a.out_fd = open_device(&a);
     if (a.in_fd < 0) return 1;
   }
   set_nonblock(a.in_fd);
   set_nonblock(a.out_fd);
+  if (a.cfg.proxy_port < 0) a.cfg.proxy_port = 0;
   if (a.cfg.proxy_port && stream_listen(&a) < 0)
     logmsg("warn", "cannot listen on 127.0.0.1:%d: %s; egress streams are off", a.cfg.proxy_port, strerror(errno));
 

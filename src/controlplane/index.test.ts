@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startControlPlane, acquireHomeLock, keyDir } from './index.js';
 import { defaultConfig } from '../config/index.js';
@@ -17,12 +17,15 @@ test('cordon up: token 0600, audited requests, second daemon refused, sealed on 
   const d = tempDir();
   try {
     const cp = await startControlPlane({ home: d.path, config: defaultConfig(), port: 0 });
+    const firstCaPem = cp.egress.caCertPem;
     let stopped = false;
     try {
       assert.match(cp.url, /^http:\/\/127\.0\.0\.1:\d+$/);
       assert.equal(cp.operatorToken.created, true);
       assert.equal(statSync(cp.operatorToken.path).mode & 0o777, 0o600);
       assert.equal(statSync(join(d.path, 'keys', 'audit-ed25519.key')).mode & 0o777, 0o600);
+      assert.equal(statSync(join(d.path, 'keys', 'egress-ca.key')).mode & 0o777, 0o600, 'the egress CA key is private');
+      assert.equal(cp.egress.caCertPem, readFileSync(join(d.path, 'keys', 'egress-ca.crt'), 'utf8'), 'the proxy hands guests the stored CA');
 
       await assert.rejects(startControlPlane({ home: d.path, config: defaultConfig(), port: 0 }), (err: unknown) => {
         assert.ok(err instanceof EnvironmentError);
@@ -59,6 +62,7 @@ test('cordon up: token 0600, audited requests, second daemon refused, sealed on 
     // A restart continues the same chain with the same token.
     const cp2 = await startControlPlane({ home: d.path, config: defaultConfig(), port: 0 });
     assert.equal(cp2.operatorToken.created, false);
+    assert.equal(cp2.egress.caCertPem, firstCaPem, 'guests keep trusting the same CA');
     await cp2.stop();
   } finally {
     d.cleanup();

@@ -1,15 +1,20 @@
 /**
- * The control plane that `cordon up` runs: store, audit log, operator token and
- * the HTTP API on a loopback address. One per `$CORDON_HOME` (a lock file keeps
- * a second one out). Stopping it writes a shutdown checkpoint to the audit log.
+ * The control plane that `cordon up` runs: store, audit log, operator token,
+ * the egress proxy (one door per sandbox, with the deployment's egress CA kept
+ * in `$CORDON_HOME/keys`) and the HTTP API on a loopback address. One per
+ * `$CORDON_HOME` (a lock file keeps a second one out). Stopping it destroys
+ * every sandbox, closes the proxy and writes a shutdown checkpoint to the
+ * audit log.
  */
 import { serve } from '@hono/node-server';
+import { X509Certificate } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createApi, operatorTokenChecker, loadOrCreateOperatorToken } from '../api/index.js';
 import { AuditLog, verifyAudit } from '../audit/index.js';
 import type { CordonConfig } from '../config/index.js';
+import { createEgressProxy, loadOrCreateEgressCa, type EgressProxy } from '../egress/index.js';
 import { CordonError, EnvironmentError } from '../errors/index.js';
 import { removeDaemonFile, writeDaemonFile } from '../sdk/index.js';
 import { createBackends, createSandboxManager, type SandboxManager } from '../sandbox/index.js';
@@ -42,6 +47,8 @@ export interface ControlPlane {
   readonly audit: AuditLog;
   /** The sandbox manager behind `/v1/sandboxes`. */
   readonly sandboxes: SandboxManager;
+  /** The egress proxy: each sandbox's only way out (its `caCertPem` is in every guest's trust store). */
+  readonly egress: EgressProxy;
   /** The operator token, and whether it was created by this start (show it once). */
   readonly operatorToken: { token: string; created: boolean; path: string };
   stop(): Promise<void>;
@@ -71,13 +78,17 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   let store: Store | undefined;
   let audit: AuditLog | undefined;
   let sandboxes: SandboxManager | undefined;
+  let egress: EgressProxy | undefined;
   try {
     store = await openConfiguredStore(home, config);
     audit = await AuditLog.open({ store, keyDir: keyDir(home), checkpointEvery: config.audit.checkpointEvery });
     const operatorToken = loadOrCreateOperatorToken(home);
     const auditLog = audit;
     const openedStore = store;
-    const manager = createSandboxManager({ home, config, audit: auditLog, backends: createBackends({ home }) });
+    const egressCa = loadOrCreateEgressCa(home);
+    const proxy = createEgressProxy({ ca: egressCa });
+    egress = proxy;
+    const manager = createSandboxManager({ home, config, audit: auditLog, backends: createBackends({ home }), egress: proxy });
     sandboxes = manager;
     const app = createApi({
       sandboxes: manager,
@@ -92,7 +103,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const server = await listen(app.fetch, host, port);
     const addr = server.address() as AddressInfo;
     const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
-    await auditLog.append({ type: 'daemon.start', actor: 'system', data: { url, version: CORDON_VERSION, pid: process.pid } });
+    const egressCaSha256 = new X509Certificate(egressCa.certPem).fingerprint256.replace(/:/g, '').toLowerCase();
+    await auditLog.append({ type: 'daemon.start', actor: 'system', data: { url, version: CORDON_VERSION, pid: process.pid, egressCaSha256 } });
     // Tell the SDK and CLI where the API is; removed again on stop.
     writeDaemonFile(home, { url, pid: process.pid, cordonVersion: CORDON_VERSION, startedAt: new Date().toISOString(), transient: opts.transient ?? false });
 
@@ -102,6 +114,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       store: openedStore,
       audit: auditLog,
       sandboxes: manager,
+      egress: proxy,
       operatorToken,
       stop() {
         stopping ??= (async function stopControlPlane() {
@@ -111,6 +124,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
           // Destroy every sandbox (audited) while the log is still open; running
           // command streams end with an error line, then their connections close.
           const managerFailure = await manager.close().then(() => undefined, (err: unknown) => ({ err }));
+          await proxy.close();
           await Promise.race([closed, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
           server.closeAllConnections?.();
           try {
@@ -128,6 +142,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   } catch (err) {
     removeDaemonFile(home);
     await sandboxes?.close().catch(() => undefined);
+    await egress?.close().catch(() => undefined);
     await audit?.close().catch(() => undefined);
     await store?.close().catch(() => undefined);
     lock.release();

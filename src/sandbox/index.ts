@@ -1,10 +1,11 @@
 /**
  * The sandbox layer's public surface: the contracts (types.ts), the manager
- * that the API, CLI and SDK use, the back ends, and what the CLI needs from the
+ * that the API, CLI and SDK use (each sandbox's one way out is its door on the
+ * egress proxy, see egress.ts), the back ends, and what the CLI needs from the
  * image and QEMU modules (`cordon image build`, `cordon doctor`).
  *
  * @example
- * const manager = createSandboxManager({ home, config, audit, backends: createBackends({ home }) });
+ * const manager = createSandboxManager({ home, config, audit, backends: createBackends({ home }), egress: createEgressProxy({ ca }) });
  */
 import { BubblewrapBackend } from './bubblewrap/index.js';
 import { GvisorBackend } from './gvisor/index.js';
@@ -18,6 +19,10 @@ export type {
 export { ISOLATION_STRENGTH } from './types.js';
 export { createSandboxManager, newSandboxId, DEFAULT_GUEST_USER, DEFAULT_RUN_TIMEOUT_MS } from './manager.js';
 export type { SandboxAudit, SandboxManagerOptions } from './manager.js';
+export {
+  GUEST_CA_BUNDLE_PATH, GUEST_CA_PATH, GUEST_NO_PROXY, GUEST_PROXY_PORT, GUEST_PROXY_URL, guestProxyEnv,
+} from './egress.js';
+export type { SandboxEgressProxy } from './egress.js';
 export { MicrovmBackend, MicrovmSandbox, findSnapshot, snapshotsDir } from './microvm/index.js';
 export type { MicrovmBackendOptions, Snapshot, StartedFrom } from './microvm/index.js';
 export { BubblewrapBackend } from './bubblewrap/index.js';

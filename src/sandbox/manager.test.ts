@@ -3,17 +3,23 @@
  * (`guest/build/cordon-agent --stdio`) running on the host, so exec, files and
  * protocol errors are the real protocol, without booting VMs. The audit log is
  * the real one on a temporary SQLite store, wrapped so that writes of chosen
- * event types fail (as a full disk would).
+ * event types fail (as a full disk would). The egress cases give each stand-in
+ * guest agent its own loopback listener (`--proxy-port`), so a host client
+ * plays the guest's curl, and the real egress proxy serves the doors.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer as createHttpServer, request as httpRequest, type Server as HttpServer } from 'node:http';
+import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex, PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { AuditLog, type AuditEvent } from '../audit/index.js';
+import { createEgressProxy, type EgressDoor, type EgressProxy } from '../egress/index.js';
 import { parseConfig } from '../config/index.js';
 import type { AuditError, InvalidInputError, SandboxError } from '../errors/index.js';
 import { openStore, type Store } from '../store/index.js';
@@ -44,8 +50,9 @@ class HostAgentSandbox implements BackendSandbox {
   paused = 0;
   resumed = 0;
 
-  constructor(readonly id: string, readonly tier: IsolationTier) {
-    this.#child = spawn(agentBin, ['--stdio'], { stdio: ['pipe', 'pipe', 'ignore'] });
+  constructor(readonly id: string, readonly tier: IsolationTier, readonly proxyPort?: number) {
+    const listen = proxyPort === undefined ? [] : ['--proxy-port', String(proxyPort)];
+    this.#child = spawn(agentBin, ['--stdio', ...listen], { stdio: ['pipe', 'pipe', 'ignore'] });
     this.pid = this.#child.pid;
     this.#child.stdout!.pipe(this.#fromGuest);
     this.channel = new GuestChannel(Duplex.from({ readable: this.#fromGuest, writable: this.#child.stdin! }));
@@ -92,14 +99,15 @@ class HostAgentBackend implements SandboxBackend {
   readonly contexts: BackendContext[] = [];
   readonly sandboxes: HostAgentSandbox[] = [];
   closed = false;
-  constructor(readonly isolation: Isolation, readonly tier: IsolationTier) {}
+  /** @param listen give each guest agent an egress listener on a free loopback port */
+  constructor(readonly isolation: Isolation, readonly tier: IsolationTier, readonly listen = false) {}
   async available(): Promise<BackendAvailability> {
     return this.availability;
   }
   async create(spec: SandboxSpec, ctx: BackendContext): Promise<HostAgentSandbox> {
     this.created.push(spec);
     this.contexts.push(ctx);
-    const s = new HostAgentSandbox(spec.id, this.tier);
+    const s = new HostAgentSandbox(spec.id, this.tier, this.listen ? await freePort() : undefined);
     await s.channel.ready;
     this.sandboxes.push(s);
     return s;
@@ -107,6 +115,15 @@ class HostAgentBackend implements SandboxBackend {
   async close(): Promise<void> {
     this.closed = true;
   }
+}
+
+/** A loopback port that was free a moment ago. */
+async function freePort(): Promise<number> {
+  const srv = createNetServer().listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((r) => srv.close(r));
+  return port;
 }
 
 const CONFIG = parseConfig(`
@@ -412,5 +429,202 @@ agents:
     const f = await fixture();
     assert.throws(() => f.manager.get('sb-aaaaaaaaaaaaaaaaaaaa'), /no sandbox sb-aaaaaaaaaaaaaaaaaaaa/);
     await assert.rejects(f.manager.create({ agent: 'vn', caller }), /no agent named "vn" \(did you mean "vm"\?\)/);
+  });
+});
+
+describe('sandbox manager: egress through the sandbox\'s own door', { skip }, () => {
+  let dir: string;
+  let upstream: HttpServer;
+  let upstreamPort: number;
+  const proxies: EgressProxy[] = [];
+  const managers: SandboxManager[] = [];
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cordon-manager-egress-'));
+    upstream = createHttpServer((req, res) => res.end(`upstream saw ${req.method} ${req.url}`));
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    upstreamPort = (upstream.address() as AddressInfo).port;
+  });
+  after(async () => {
+    for (const m of managers) await m.close();
+    for (const p of proxies) await p.close();
+    upstream.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /**
+   * A manager whose stand-in guests listen like a VM's agent. `net` may reach
+   * allowed.test (mapped to 127.0.0.1) on the upstream's port; `closed` has no
+   * egress rules. The proxy is passed without a CA: the stand-in guest is the
+   * host, whose trust store must not be touched.
+   */
+  async function egressFixture(o: { proxy: boolean; limits?: { maxConnections: number }; caCertPem?: string }) {
+    const home = mkdtempSync(join(dir, 'home-'));
+    const store = await openStore({ kind: 'sqlite', path: join(home, 'cordon.db') });
+    const log = await AuditLog.open({ store, keyDir: join(home, 'keys'), checkpointIntervalMs: 60_000 });
+    const config = parseConfig(`
+version: 1
+agents:
+  net: { isolation: microvm, egress: [ { host: allowed.test, ports: [${upstreamPort}] }, { cidr: 127.0.0.1/32, ports: [${upstreamPort}] } ] }
+  closed: { isolation: microvm }
+`);
+    const proxy = createEgressProxy({ lookup: async (h) => (h === 'allowed.test' ? [{ address: '127.0.0.1', family: 4 }] : []), ...(o.limits ? { limits: o.limits } : {}) });
+    proxies.push(proxy);
+    const doors: { sandboxId: string; door: EgressDoor; closed: boolean }[] = [];
+    const egress = {
+      ...(o.caCertPem ? { caCertPem: o.caCertPem } : {}),
+      openDoor: (opts: Parameters<EgressProxy['openDoor']>[0]) => {
+        const door = proxy.openDoor(opts);
+        const d = { sandboxId: opts.sandboxId, door, closed: false };
+        doors.push(d);
+        const close = door.close.bind(door);
+        door.close = async () => {
+          d.closed = true;
+          await close();
+        };
+        return door;
+      },
+    };
+    const microvm = new HostAgentBackend('microvm', 'microvm-tcg', true);
+    const failing = new Set<string>();
+    const audit = { append: (e: Parameters<AuditLog['append']>[0]) => (failing.has(e.type) ? Promise.reject(new Error(`disk full while writing ${e.type}`)) : log.append(e)) };
+    const manager = createSandboxManager({ home, config, audit, backends: { microvm }, ...(o.proxy ? { egress } : {}) });
+    managers.push(manager);
+    after(async () => {
+      await manager.close();
+      await log.close();
+      await store.close();
+    });
+    const guestPort = (id: string) => microvm.sandboxes.find((s) => s.id === id)!.proxyPort!;
+    return { manager, microvm, doors, log, guestPort, failing };
+  }
+
+  /** What a guest's curl does with http_proxy set: an absolute-URI request to the listener. */
+  function viaGuestListener(port: number, url: string): Promise<{ status: number; error?: string; headers: Record<string, unknown>; body: string }> {
+    return new Promise((resolve) => {
+      const req = httpRequest({ host: '127.0.0.1', port, path: url, headers: { host: new URL(url).host }, agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      });
+      req.setTimeout(5_000, () => req.destroy(new Error('no answer within 5 s')));
+      req.on('error', (err: NodeJS.ErrnoException) => resolve({ status: 0, error: err.code ?? err.message, headers: {}, body: '' }));
+      req.end();
+    });
+  }
+
+  async function egressEvents(log: AuditLog, sandbox: string): Promise<AuditEvent[]> {
+    for (let i = 0; i < 100; i++) {
+      const ev = (await log.query({ limit: 1000 })).filter((e) => e.type === 'egress.request' && e.sandbox === sandbox);
+      if (ev.length > 0) return ev;
+      await sleep(20);
+    }
+    return [];
+  }
+
+  test('a guest connection reaches its own sandbox\'s door: allowed and denied requests are attributed by channel', async () => {
+    const f = await egressFixture({ proxy: true });
+    const open = await f.manager.create({ agent: 'net', caller });
+    const shut = await f.manager.create({ agent: 'closed', caller });
+    const url = `http://allowed.test:${upstreamPort}/hello`;
+
+    const ok = await viaGuestListener(f.guestPort(open.id), url);
+    assert.deepEqual([ok.status, ok.body], [200, 'upstream saw GET /hello']);
+    const denied = await viaGuestListener(f.guestPort(shut.id), url);
+    assert.equal(denied.status, 403);
+    assert.equal(denied.headers['x-cordon-error'], 'host-not-allowed');
+
+    const [allowEv] = await egressEvents(f.log, open.id);
+    assert.deepEqual([allowEv?.decision, allowEv?.agent, allowEv?.data.host, allowEv?.data.port], ['allow', 'net', 'allowed.test', upstreamPort]);
+    const [denyEv] = await egressEvents(f.log, shut.id);
+    assert.deepEqual([denyEv?.decision, denyEv?.reason, denyEv?.agent], ['deny', 'host-not-allowed', 'closed']);
+    assert.deepEqual(f.doors.map((d) => d.sandboxId), [open.id, shut.id], 'one door per sandbox');
+    const ready = (await f.log.query({ limit: 1000 })).find((e) => e.type === 'sandbox.ready' && e.sandbox === open.id);
+    assert.deepEqual(ready?.data.egress, { door: true, proxyPort: f.guestPort(open.id), ca: null });
+  });
+
+  test('commands get the proxy variables; the agent cannot override them', async () => {
+    const f = await egressFixture({ proxy: true });
+    const info = await f.manager.create({ agent: 'net', caller });
+    const out: Buffer[] = [];
+    await f.manager.run(info.id, { argv: ['sh', '-c', 'printf "%s|%s|%s|%s|%s|%s" "$HTTP_PROXY" "$HTTPS_PROXY" "$http_proxy" "$https_proxy" "$NO_PROXY" "$no_proxy"'], onStdout: (b) => out.push(b) }, caller);
+    const url = 'http://127.0.0.1:3128';
+    assert.equal(Buffer.concat(out).toString(), [url, url, url, url, 'localhost,127.0.0.1,::1', 'localhost,127.0.0.1,::1'].join('|'));
+    await assert.rejects(f.manager.run(info.id, { argv: ['true'], env: { NO_PROXY: '*' } }, caller), /NO_PROXY is set by cordon/);
+  });
+
+  const endings: { name: string; reason: string; end: (f: Awaited<ReturnType<typeof egressFixture>>, id: string) => Promise<unknown> }[] = [
+    { name: 'destroy', reason: 'requested', end: (f, id) => f.manager.destroy(id, caller) },
+    { name: 'lifetime timeout', reason: 'timeout', end: () => sleep(1_300) },
+    { name: 'guest protocol error', reason: 'protocol-error', end: async (f) => {
+      const header = Buffer.alloc(9);
+      header.writeUInt32BE(0xffff_ffff, 0);
+      f.microvm.sandboxes[0]!.inject(header);
+      await f.microvm.sandboxes[0]!.exited;
+    } },
+    { name: 'the back end ends it (VMM exit)', reason: 'vmm-exited', end: async (f) => f.microvm.sandboxes[0]!.destroy('vmm-exited') },
+  ];
+  for (const c of endings) {
+    test(`the door closes when the sandbox ends: ${c.name}`, async () => {
+      const f = await egressFixture({ proxy: true });
+      const info = await f.manager.create({ agent: 'net', caller, timeoutMs: c.reason === 'timeout' ? 1_000 : 60_000 });
+      assert.equal((await viaGuestListener(f.guestPort(info.id), `http://allowed.test:${upstreamPort}/`)).status, 200);
+      await c.end(f, info.id);
+      for (let i = 0; i < 100 && f.manager.get(info.id).state !== 'destroyed'; i++) await sleep(20);
+      assert.deepEqual([f.manager.get(info.id).state, f.manager.get(info.id).endReason], ['destroyed', c.reason]);
+      assert.deepEqual(f.doors.map((d) => [d.sandboxId, d.closed]), [[info.id, true]]);
+      for (let i = 0; i < 50 && f.doors[0]!.door.activeConnections > 0; i++) await sleep(10);
+      assert.equal(f.doors[0]!.door.activeConnections, 0, 'the door\'s connections are gone');
+    });
+  }
+
+  test('a guest that resets connections the door refuses (over its connection cap) cannot take the daemon down', async () => {
+    const f = await egressFixture({ proxy: true, limits: { maxConnections: 2 } });
+    const info = await f.manager.create({ agent: 'net', caller });
+    const port = f.guestPort(info.id);
+    const held = await Promise.all([0, 1].map(async () => {
+      const s = netConnect({ port, host: '127.0.0.1' });
+      await once(s, 'connect');
+      s.write('GET http://allowed.test/ HTTP/1.1\r\n'); // an unfinished head keeps the slot taken
+      return s;
+    }));
+    await sleep(200);
+    for (let i = 0; i < 20; i++) {
+      const s = netConnect({ port, host: '127.0.0.1' });
+      s.on('error', () => undefined);
+      await once(s, 'connect');
+      s.resetAndDestroy();
+    }
+    await sleep(500);
+    for (const s of held) s.destroy();
+    await sleep(200);
+    const r = await viaGuestListener(port, `http://allowed.test:${upstreamPort}/after`);
+    assert.deepEqual([r.status, r.body], [200, 'upstream saw GET /after']);
+    assert.equal(f.manager.get(info.id).state, 'running');
+  });
+
+  test('an audit failure while the CA is installed refuses the sandbox: destroyed, door closed', async () => {
+    // The stand-in guest is the host: every setup event fails, so no write (audited first) can reach the host's trust store.
+    const f = await egressFixture({ proxy: true, caCertPem: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n' });
+    f.failing.add('sandbox.setup');
+    await assert.rejects(f.manager.create({ agent: 'net', caller }), /disk full while writing sandbox\.setup/);
+    const [s] = f.microvm.sandboxes;
+    assert.deepEqual(s?.destroyReasons, ['setup-failed']);
+    assert.deepEqual(f.doors.map((d) => [d.sandboxId, d.closed]), [[s!.id, true]]);
+    assert.deepEqual([f.manager.get(s!.id).state, f.manager.get(s!.id).endReason], ['destroyed', 'setup-failed']);
+  });
+
+  test('without an egress proxy, guest connections are refused at once (fail closed)', async () => {
+    const f = await egressFixture({ proxy: false });
+    const info = await f.manager.create({ agent: 'net', caller });
+    const started = performance.now();
+    const r = await viaGuestListener(f.guestPort(info.id), `http://allowed.test:${upstreamPort}/`);
+    assert.equal(r.status, 0, 'no response at all');
+    assert.match(r.error ?? '', /ECONNRESET|socket hang up/);
+    assert.ok(performance.now() - started < 3_000, 'closed at once, not left to time out');
+    const ready = (await f.log.query({ limit: 1000 })).find((e) => e.type === 'sandbox.ready' && e.sandbox === info.id);
+    assert.deepEqual(ready?.data.egress, { door: false, proxyPort: f.guestPort(info.id) });
+    assert.equal(f.doors.length, 0);
   });
 });

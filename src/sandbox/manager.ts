@@ -16,6 +16,14 @@
  * - A sandbox that ends by itself (a protocol error from a hostile guest, a
  *   VMM crash, a guest power-off) is recorded (`sandbox.protocol-error`,
  *   `sandbox.destroy` with the reason) and cleaned up; others keep running.
+ * - **One way out.** Each sandbox gets its own door on the egress proxy; every
+ *   connection the guest makes to 127.0.0.1:3128 arrives as a stream of its
+ *   control channel and goes to that door, which is closed however the
+ *   sandbox ends. Without a proxy, guest connections are refused. Commands get
+ *   the proxy variables, and the deployment CA is put into the guest's trust
+ *   store before the sandbox is handed out (see egress.ts); those file
+ *   accesses are audited by the same rules, as `sandbox.setup` events of the
+ *   actor `system`.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -25,6 +33,7 @@ import type { AuditEventInput } from '../audit/index.js';
 import { resolveAgent, RESERVED_ENV, type CordonConfig } from '../config/index.js';
 import { CordonError, InvalidInputError, NotFoundError, SandboxError } from '../errors/index.js';
 import { ensurePrivateDir } from '../util/index.js';
+import { guestProxyEnv, installEgressCa, refuseStream, type GuestFiles, type SandboxEgressProxy } from './egress.js';
 import { DEFAULT_MAX_FILE_BYTES, type ExecResult } from './protocol/index.js';
 import type {
   BackendExit, BackendSandbox, Caller, Isolation, RunCommandOptions, SandboxBackend, SandboxInfo, SandboxManager, SandboxSpec,
@@ -49,6 +58,13 @@ export interface SandboxManagerOptions {
    * @default false
    */
   prewarm?: boolean;
+  /**
+   * The egress proxy: each sandbox gets its own door, and the proxy's CA (when
+   * it has one) goes into each guest's trust store. Without one, every
+   * connection a guest makes is refused (the sandbox has no network).
+   * @default undefined
+   */
+  egress?: SandboxEgressProxy;
   /** Clock, for tests. @default Date.now */
   now?: () => number;
 }
@@ -86,13 +102,15 @@ interface Entry {
   sandbox: BackendSandbox;
   runDir: string;
   timer: NodeJS.Timeout | undefined;
+  /** This sandbox's door on the egress proxy, while it is open. */
+  door: { close(): Promise<void> } | undefined;
   /** Set once the manager starts ending it (so its own exit is not recorded twice). */
   ending: Promise<void> | undefined;
 }
 
 /**
  * @example
- * const manager = createSandboxManager({ home, config, audit: log, backends: createBackends({ home }) });
+ * const manager = createSandboxManager({ home, config, audit: log, backends: createBackends({ home }), egress: createEgressProxy({ ca }) });
  * const sb = await manager.create({ agent: 'default', caller: { actor: 'operator' } });
  * const r = await manager.run(sb.id, { argv: ['uname', '-r'], onStdout: (b) => process.stdout.write(b) }, { actor: 'operator' });
  * await manager.destroy(sb.id, { actor: 'operator' });
@@ -137,7 +155,7 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
     const spec: SandboxSpec = {
       id: newSandboxId(), agent: opts.agent, isolation: agent.isolation, vcpus: agent.resources.vcpus,
       memoryMiB: agent.resources.memoryMiB, diskMiB: agent.resources.diskMiB, timeoutMs,
-      maxOutputBytes: agent.resources.maxOutputBytes, env: { ...agent.env },
+      maxOutputBytes: agent.resources.maxOutputBytes, env: { ...guestProxyEnv(), ...agent.env },
     };
     await record({
       type: 'sandbox.create', actor: opts.caller.actor, agent: spec.agent, sandbox: spec.id,
@@ -161,7 +179,7 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
       starting.delete(start);
     }
     const entry: Entry = {
-      spec, sandbox, runDir, expiresAtMs: createdAtMs + timeoutMs, timer: undefined, ending: undefined,
+      spec, sandbox, runDir, expiresAtMs: createdAtMs + timeoutMs, timer: undefined, door: undefined, ending: undefined,
       info: {
         id: spec.id, agent: spec.agent, isolation: spec.isolation, tier: sandbox.tier, state: 'running',
         createdAt: new Date(createdAtMs).toISOString(), expiresAt: new Date(createdAtMs + timeoutMs).toISOString(),
@@ -171,8 +189,16 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
     };
     entries.set(spec.id, entry);
     void sandbox.exited.then((exit) => onExit(entry, exit));
+    let egress: Record<string, unknown>;
     try {
-      await record(event('sandbox.ready', entry, 'system', { tier: entry.info.tier, startMs: entry.info.startMs, startedFrom: entry.info.startedFrom, pid: sandbox.pid }));
+      egress = await connectEgress(entry, agent);
+    } catch (err) {
+      await end(entry, 'setup-failed', 'system').catch(() => undefined);
+      throw err;
+    }
+    entry.info.startMs = Math.round(now() - createdAtMs);
+    try {
+      await record(event('sandbox.ready', entry, 'system', { tier: entry.info.tier, startMs: entry.info.startMs, startedFrom: entry.info.startedFrom, pid: sandbox.pid, egress }));
     } catch (err) {
       await end(entry, 'audit-failed', 'system').catch(() => undefined);
       throw err;
@@ -183,6 +209,67 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
     }
     armLifetime(entry);
     return { ...entry.info };
+  }
+
+  /**
+   * Open the sandbox's door and route the guest's streams to it (or refuse
+   * them all when there is no proxy), then install the proxy's CA in the guest.
+   * Returns what the `sandbox.ready` event records about it.
+   */
+  async function connectEgress(entry: Entry, agent: ReturnType<typeof resolveAgent>): Promise<Record<string, unknown>> {
+    const channel = entry.sandbox.channel;
+    const proxyPort = channel.hello?.proxyPort ?? null;
+    if (!o.egress) {
+      channel.on('stream', refuseStream);
+      return { door: false, proxyPort };
+    }
+    const door = o.egress.openDoor({ sandboxId: entry.spec.id, agent: entry.spec.agent, agentConfig: agent, audit: o.audit });
+    entry.door = door;
+    channel.on('stream', (stream) => {
+      // A guest that resets a connection ends its stream with an error. The door sees the close, but
+      // streams it refuses outright (over its cap, closed) have no error listener of their own, and an
+      // unhandled 'error' would end the daemon: one guest must never take every sandbox down.
+      stream.on('error', () => undefined);
+      door.handle(stream);
+    });
+    if (!o.egress.caCertPem) return { door: true, proxyPort, ca: null };
+    const { env, paths } = await installEgressCa(systemFiles(entry, 'egress-ca'), o.egress.caCertPem);
+    entry.spec.env = { ...env, ...entry.spec.env };
+    return { door: true, proxyPort, ca: paths.bundle };
+  }
+
+  /**
+   * The guest's files as the manager's own setup reaches them: audited by the
+   * same rules as a caller's (a write before it happens, a read with its size),
+   * as `sandbox.setup` events of the actor `system`, so that a caller's file
+   * events stay the caller's.
+   */
+  function systemFiles(entry: Entry, step: string): GuestFiles {
+    const setup = (data: Record<string, unknown>) => record(event('sandbox.setup', entry, 'system', { step, ...data }));
+    return {
+      async read(path, maxBytes) {
+        let data: Buffer;
+        try {
+          data = await entry.sandbox.channel.readFile(path, { maxBytes });
+        } catch (err) {
+          await setup({ op: 'file.read', path, maxBytes, error: err instanceof CordonError ? err.code : 'error' });
+          throw err;
+        }
+        await setup({ op: 'file.read', path, bytes: data.length });
+        return data;
+      },
+      async write(path, data, mode) {
+        await setup({ op: 'file.write', path, bytes: data.length, mode });
+        await entry.sandbox.channel.writeFile(path, data, { mode });
+      },
+    };
+  }
+
+  /** Close the sandbox's door (its open connections end); never throws. */
+  async function closeDoor(entry: Entry): Promise<void> {
+    const door = entry.door;
+    entry.door = undefined;
+    await door?.close().catch(() => undefined);
   }
 
   async function chooseBackend(isolation: Isolation, agent: string): Promise<SandboxBackend> {
@@ -219,6 +306,7 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
       let auditError: unknown;
       await record(event('sandbox.destroy', entry, actor, { reason }, reason)).catch((err: unknown) => (auditError = err));
       try {
+        await closeDoor(entry);
         await entry.sandbox.destroy(reason);
       } finally {
         finish(entry, reason);
@@ -233,6 +321,7 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
     if (entry.ending) return;
     entry.ending = (async () => {
       clearTimeout(entry.timer);
+      await closeDoor(entry);
       if (exit.reason === 'protocol-error') {
         await record(event('sandbox.protocol-error', entry, 'system', { detail: exit.detail }, exit.detail)).catch(() => undefined);
       }

@@ -20,6 +20,7 @@
  * What it cannot do: it shares the host kernel (a kernel bug is an escape),
  * and tmpfs writes count as memory.
  */
+import { GUEST_AGENT_ARGS } from '../egress.js';
 import { assertTierFits, startOrClean } from '../tier.js';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -151,8 +152,8 @@ export class BubblewrapBackend implements SandboxBackend {
         }, readFileSync('/proc/self/limits', 'utf8')),
         hostId: userns ? this.#o.hostIdBase : undefined,
         bwrap: bwrapArgs(userns
-          ? { mode: 'userns', rootfsDir: TREE_MOUNT_POINT, infoFd: 3, blockFd: 4, seccompFd, tmpfsBytes: spec.diskMiB * 1024 * 1024 }
-          : { mode: 'rootless', rootfsDir: tree, seccompFd, tmpfsBytes: spec.diskMiB * 1024 * 1024 }),
+          ? { mode: 'userns', rootfsDir: TREE_MOUNT_POINT, infoFd: 3, blockFd: 4, seccompFd, tmpfsBytes: spec.diskMiB * 1024 * 1024, agentArgs: GUEST_AGENT_ARGS }
+          : { mode: 'rootless', rootfsDir: tree, seccompFd, tmpfsBytes: spec.diskMiB * 1024 * 1024, agentArgs: GUEST_AGENT_ARGS }),
       });
       child = spawn(argv[0]!, argv.slice(1), {
         stdio: Array<'pipe'>(1 + (seccompFd ?? (userns ? 4 : 2))).fill('pipe'),

@@ -17,6 +17,7 @@
  * (Python, git) work; and a sandbox over its memory limit is OOM-killed as a
  * whole (ends with `runtime-exited`), not one process at a time.
  */
+import { GUEST_AGENT_ARGS } from '../egress.js';
 import { assertTierFits, startOrClean } from '../tier.js';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -109,7 +110,7 @@ export class GvisorBackend implements SandboxBackend {
     mkdirSync(bundle, { recursive: true, mode: 0o700 });
     writeFileSync(join(bundle, 'config.json'), JSON.stringify(ociSpec({
       rootfsDir: tree, memoryMiB: spec.memoryMiB, cpus: spec.vcpus, maxProcesses: this.#o.maxProcesses,
-      tmpfsMiB: spec.diskMiB, cgroupsPath,
+      tmpfsMiB: spec.diskMiB, cgroupsPath, agentArgs: GUEST_AGENT_ARGS,
     })), { mode: 0o600 });
     const global = runscGlobalArgs({
       stateDir: join(ctx.runDir, 'state'), logPath: join(ctx.runDir, 'runsc.log'),

@@ -26,6 +26,7 @@ import {
 } from './manifest.js';
 import { GUEST_MODULES, openModuleTree, readModuleBytes, resolveModules } from './modules.js';
 import { customizeRootfs, debootstrap, makeDisk } from './rootfs.js';
+import { environmentFile, profileScript } from '../egress.js';
 import { ROOTFS_TREE_DIR } from './tree.js';
 
 export type BuildStep = 'kernel' | 'initramfs' | 'rootfs' | 'disk' | 'done';
@@ -106,7 +107,8 @@ export async function planImage(opts: BuildImageOptions) {
     mirror: findDebianMirror(suite, opts.aptDir),
     modules: [...GUEST_MODULES],
     diskMiB: opts.diskMiB ?? 2048,
-    initScriptSha256: createHash('sha256').update(initScript([])).update(readyScript()).digest('hex'),
+    // Every text file cordon writes into the guest counts, so a change to any of them rebuilds the image.
+    initScriptSha256: createHash('sha256').update(initScript([])).update(readyScript()).update(profileScript()).update(environmentFile()).digest('hex'),
     agentInitSha256: fileSha256(agentInit),
     agentDaemonSha256: fileSha256(agentDaemon),
   };

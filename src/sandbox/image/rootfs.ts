@@ -1,8 +1,9 @@
 /**
  * The guest's root file system: a Debian minbase tree from debootstrap, made
- * into a sandbox guest (agent binaries, an unprivileged `agent` user, no DNS),
- * then packed into an ext4 image with `mkfs.ext4 -d` (no loop mount, no
- * mount privileges) and converted to a compact qcow2 base.
+ * into a sandbox guest (agent binaries, an unprivileged `agent` user, no DNS,
+ * the egress proxy variables for login shells), then packed into an ext4
+ * image with `mkfs.ext4 -d` (no loop mount, no mount privileges) and converted
+ * to a compact qcow2 base.
  */
 import {
   appendFileSync, chmodSync, copyFileSync, existsSync, lchownSync, mkdirSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync,
@@ -10,6 +11,7 @@ import {
 import { join } from 'node:path';
 import { runTool } from './exec.js';
 import { READY_SCRIPT_PATH, readyScript } from './initramfs.js';
+import { environmentFile, GUEST_CA_PATH, profileScript } from '../egress.js';
 
 /** The unprivileged account the agent's commands run as. */
 export const AGENT_USER = { name: 'agent', uid: 1000, gid: 1000, home: '/home/agent', shell: '/bin/bash' } as const;
@@ -73,6 +75,13 @@ export function customizeRootfs(root: string, o: CustomizeOptions): { agentInit:
   rmSync(join(root, 'etc/resolv.conf'), { force: true });
   put('etc/resolv.conf', '');
   put('etc/fstab', '/dev/vda / ext4 rw,noatime 0 1\n');
+  // The only way out is the egress proxy behind 127.0.0.1:3128. Commands get these
+  // variables from the sandbox manager; login shells and PAM sessions from here.
+  mkdirSync(join(root, 'etc/profile.d'), { recursive: true });
+  put('etc/profile.d/cordon-egress.sh', profileScript());
+  put('etc/environment', environmentFile());
+  // The manager puts the deployment CA here (and into the system bundle) when a sandbox starts.
+  mkdirSync(join(root, GUEST_CA_PATH.slice(1), '..'), { recursive: true, mode: 0o755 });
   addAgentUser(root);
   put(READY_SCRIPT_PATH.slice(1), readyScript(), 0o755);
   const agentInit = installBinary(o.agentInit, join(root, 'sbin/cordon-init'));
