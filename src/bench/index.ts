@@ -4,3 +4,5 @@
  */
 export { benchAudit } from './audit.js';
 export { benchSandbox, type SandboxBenchOptions, type SandboxBenchResult, type BackendFigures } from './sandbox.js';
+export { benchEgress, type EgressBenchOptions, type EgressBenchResult } from './egress.js';
+export { formatTable as formatEgressTable, type DirectFigures, type ProxyFigures, type PeerEntry } from './egress-stats.js';

@@ -6,12 +6,12 @@ import type { Command } from 'commander';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchAudit, benchSandbox } from '../../bench/index.js';
+import { benchAudit, benchEgress, benchSandbox, formatEgressTable, type EgressBenchResult } from '../../bench/index.js';
 import { InvalidInputError } from '../../errors/index.js';
 import { createBackends } from '../../sandbox/index.js';
 import { cliHome, printJson } from '../context.js';
 
-const PARTS = ['audit', 'sandbox'] as const;
+const PARTS = ['audit', 'sandbox', 'egress'] as const;
 
 function wholeNumber(s: string, name: string, max: number): number {
   const n = Number(s);
@@ -21,6 +21,42 @@ function wholeNumber(s: string, name: string, max: number): number {
   return n;
 }
 
+interface BenchOptions {
+  json?: boolean;
+  events: string;
+  cycles: string;
+  rounds: string;
+  requests: string;
+  downloadMib: string;
+}
+
+/** One line per peer that was not measured: missing (with the install command) or failed. */
+function peerNotes(r: EgressBenchResult): string[] {
+  const notes: string[] = [];
+  for (const [name, e] of [['tinyproxy', r.tinyproxy], ['squid', r.squid]] as const) {
+    if ('missing' in e) notes.push(`${name} was not measured: ${e.missing}; fix: ${e.fix}`);
+    else if ('failed' in e) notes.push(`${name} was not measured: ${e.failed}`);
+  }
+  return notes;
+}
+
+/** The egress table, the goal check, and every peer that was not measured with the reason and the fix. */
+function egressText(r: EgressBenchResult): string {
+  const table = formatEgressTable(r.direct, [['cordon', r.cordon], ['tinyproxy', r.tinyproxy], ['squid', r.squid]], r.setup);
+  const notes = peerNotes(r);
+  for (const [name, e] of [['direct', r.direct], ['cordon', r.cordon], ['tinyproxy', r.tinyproxy], ['squid', r.squid]] as const) {
+    if ('errors' in e && e.errors > 0) notes.push(`${name}: ${e.errors} failed requests (last: ${e.lastError ?? '?'})`);
+  }
+  const goal = r.goal.fasterPeerOnEveryRow
+    ? 'goal: at least as fast as the faster peer on every row — met'
+    : `goal: at least as fast as the faster peer on every row — not met:\n${r.goal.misses.map((m) => `  - ${m}`).join('\n')}`;
+  const minimum = `minimum (added p50 ≤ 1 ms, requests/s ≥ every peer): ${r.goal.minimum ? 'met' : 'not met'}`;
+  const s = r.setup;
+  const setup = `${s.rounds} rounds, ${s.requestsPerRow} requests per latency row, ${s.concurrency} connections for ${s.rpsSeconds} s per round, ` +
+    `node ${s.node}, ${s.cpus} cores, load average ${s.loadAverageStart.toFixed(1)} → ${s.loadAverageEnd.toFixed(1)}, cordon audit events ${r.cordon.auditEvents}`;
+  return [table, '', goal, minimum, ...notes, setup, ''].join('\n');
+}
+
 export function registerBench(program: Command): void {
   program
     .command('bench <part>')
@@ -28,11 +64,27 @@ export function registerBench(program: Command): void {
     .option('--json', 'print JSON')
     .option('--events <n>', 'audit: how many events to append', '200000')
     .option('--cycles <n>', 'sandbox: create → exec → destroy cycles per back end', '50')
-    .action(async function benchCommand(part: string, opts: { json?: boolean; events: string; cycles: string }, cmd: Command) {
+    .option('--rounds <n>', 'egress: rounds, each measuring every system in turn', '5')
+    .option('--requests <n>', 'egress: timed requests per system for each latency row (split over the rounds)', '2000')
+    .option('--download-mib <n>', 'egress: size of the download, MiB', '100')
+    .action(async function benchCommand(part: string, opts: BenchOptions, cmd: Command) {
       if (!(PARTS as readonly string[]).includes(part)) {
         throw new InvalidInputError(`unknown benchmark ${JSON.stringify(part)}`, { fix: `choose one of: ${PARTS.join(', ')}` });
       }
       const log = (line: string) => { if (!opts.json) process.stderr.write(line + '\n'); };
+      if (part === 'egress') {
+        const rounds = wholeNumber(opts.rounds, '--rounds', 100);
+        const requests = wholeNumber(opts.requests, '--requests', 1_000_000);
+        const downloadMiB = wholeNumber(opts.downloadMib, '--download-mib', 4096);
+        log(`bench egress: direct, cordon, tinyproxy and squid side by side, ${rounds} rounds…`);
+        const result = await benchEgress({ rounds, requests, downloadMiB, onProgress: log });
+        if (opts.json) {
+          printJson(result);
+          // Not silently: a peer left out of the comparison is also said on stderr.
+          for (const note of peerNotes(result)) process.stderr.write(`warning: ${note}\n`);
+        } else process.stdout.write(egressText(result));
+        return;
+      }
       if (part === 'sandbox') {
         const cycles = wholeNumber(opts.cycles, '--cycles', 10_000);
         const home = cliHome(cmd);
