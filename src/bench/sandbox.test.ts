@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SandboxError } from '../errors/index.js';
 import type { BackendAvailability, BackendSandbox, Isolation, SandboxBackend } from '../sandbox/types.js';
-import { benchSandbox } from './sandbox.js';
+import { benchSandbox, residentMiB } from './sandbox.js';
 
 class StubBackend implements SandboxBackend {
   closed = false;
@@ -43,4 +43,12 @@ test('missing, unavailable and failing back ends are reported as skipped with th
     rmSync(home, { recursive: true, force: true });
   }
   assert.equal(existsSync(home), false);
+});
+
+test('residentMiB reads VmRSS and RssFile of a live process, and null for none or a gone one', () => {
+  const own = residentMiB(process.pid);
+  assert.ok(own.rssMiB !== null && own.rssMiB > 10, `node itself is resident (${own.rssMiB} MiB)`);
+  assert.ok(own.fileMiB !== null && own.fileMiB > 0 && own.fileMiB <= own.rssMiB, 'its binary is file-backed and part of the total');
+  assert.deepEqual(residentMiB(undefined), { rssMiB: null, fileMiB: null });
+  assert.deepEqual(residentMiB(2 ** 22 + 1), { rssMiB: null, fileMiB: null }, 'above pid_max: no such process');
 });

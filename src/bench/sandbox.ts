@@ -9,11 +9,15 @@
  * - `execP50Ms`, `execP95Ms`: round trip of `true` in a running sandbox;
  * - `idleRssMiB`: resident memory of the VMM/runtime of an idle 256 MiB sandbox
  *   (microvm: cold-booted; `idleRssRestoredMiB`: restored from a snapshot, which touches less guest memory);
+ *   microvm also reports the file-backed part of each (`idleRssFileMiB`, `idleRssRestoredFileMiB`:
+ *   QEMU's binary and libraries and, after a cold boot, the mapped kernel; the page cache holds
+ *   them once for all VMs) and `idleRssAfterBurstMiB`: a restored sandbox 5 s after a command
+ *   that used 100 MiB (what free page reporting gives back);
  * - `cycles`, `failures`, `cycleP50Ms`: consecutive create → exec → destroy, any error or leftover process counted.
  *
  * A back end that is missing or unavailable is reported as `{ skipped: reason }`.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensurePrivateDir, sleep } from '../util/index.js';
 import { newSandboxId } from '../sandbox/index.js';
@@ -42,7 +46,10 @@ export interface BackendFigures {
   execP50Ms: number;
   execP95Ms: number;
   idleRssMiB: number | null;
+  idleRssFileMiB?: number | null;
   idleRssRestoredMiB?: number | null;
+  idleRssRestoredFileMiB?: number | null;
+  idleRssAfterBurstMiB?: number | null;
   cycles: number;
   failures: number;
   cycleP50Ms: number;
@@ -103,11 +110,12 @@ async function benchMicrovm(pooled: MicrovmBackend, o: SandboxBenchOptions, at: 
   try {
     o.onProgress?.('microvm: cold boots');
     const coldRuns = await startRuns(cold, Math.min(starts, 3), at, 'agent');
-    const idleRssMiB = await idleRss(cold, at);
+    const coldIdle = await idleResident(cold, at);
     o.onProgress?.('microvm: snapshot (made once per VM shape) and restores');
     await restore.warm(SHAPE);
     const snapshotRuns = await startRuns(restore, starts, at, 'agent');
-    const idleRssRestoredMiB = await idleRss(restore, at);
+    const restoredIdle = await idleResident(restore, at);
+    const idleRssAfterBurstMiB = await rssAfterBurst(restore, at);
     o.onProgress?.('microvm: warm pool');
     const poolRuns: number[] = [];
     for (let i = 0; i < starts; i++) {
@@ -121,7 +129,9 @@ async function benchMicrovm(pooled: MicrovmBackend, o: SandboxBenchOptions, at: 
     return {
       coldMs: median(coldRuns), warmMs: median(poolRuns), snapshotMs: median(snapshotRuns),
       execP50Ms: round1(percentile(exec.times, 0.5)), execP95Ms: round1(percentile(exec.times, 0.95)),
-      idleRssMiB, idleRssRestoredMiB, ...cycles, tier: exec.tier,
+      idleRssMiB: coldIdle.rssMiB, idleRssFileMiB: coldIdle.fileMiB,
+      idleRssRestoredMiB: restoredIdle.rssMiB, idleRssRestoredFileMiB: restoredIdle.fileMiB, idleRssAfterBurstMiB,
+      ...cycles, tier: exec.tier,
     };
   } finally {
     await Promise.all([cold.close(), restore.close(), pool.close()]);
@@ -206,6 +216,48 @@ async function idleRss(backend: SandboxBackend, at: Place): Promise<number | nul
   } finally {
     await sb.destroy();
   }
+}
+
+/** Resident and file-backed memory of an idle sandbox's VMM (VmRSS and RssFile of its process), 2 s after it started. */
+async function idleResident(backend: SandboxBackend, at: Place): Promise<{ rssMiB: number | null; fileMiB: number | null }> {
+  const sb = await create(backend, at);
+  try {
+    await sleep(2_000);
+    return residentMiB(sb.pid);
+  } finally {
+    await sb.destroy();
+  }
+}
+
+/** How long the guest gets to report the pages it freed (Linux waits 2 s before reporting). */
+const AFTER_BURST_MS = 5_000;
+
+/** VmRSS of a sandbox's VMM `AFTER_BURST_MS` after a command that filled a 100 MiB buffer and exited. */
+async function rssAfterBurst(backend: SandboxBackend, at: Place): Promise<number | null> {
+  const sb = await create(backend, at);
+  try {
+    const r = await sb.channel.exec({ argv: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=100M', 'count=1'], user: 'agent', timeoutMs: 60_000 });
+    if (r.exitCode !== 0) throw new Error(`dd exited ${r.exitCode ?? r.signal}`);
+    await sleep(AFTER_BURST_MS);
+    return residentMiB(sb.pid).rssMiB;
+  } finally {
+    await sb.destroy();
+  }
+}
+
+/** VmRSS and RssFile of a process, in MiB (null when it cannot be read). */
+export function residentMiB(pid: number | undefined): { rssMiB: number | null; fileMiB: number | null } {
+  let status = '';
+  try {
+    if (pid !== undefined) status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    // gone, or another system's /proc
+  }
+  const field = (name: string) => {
+    const m = new RegExp(`^${name}:\\s+(\\d+)\\s+kB`, 'm').exec(status);
+    return m?.[1] ? Math.round(Number(m[1]) / 1024) : null;
+  };
+  return { rssMiB: field('VmRSS'), fileMiB: field('RssFile') };
 }
 
 async function churn(backend: SandboxBackend, n: number, at: Place, user: string | undefined): Promise<{ cycles: number; failures: number; cycleP50Ms: number; errors?: string[] }> {

@@ -15,8 +15,12 @@ import { EnvironmentError } from '../../errors/index.js';
 import { readElfSection } from './elf.js';
 import { runTool } from './exec.js';
 
-/** What the guest needs: virtio transport, disk, console port, entropy, ext4 root. */
-export const GUEST_MODULES = ['virtio_mmio', 'virtio_blk', 'virtio_console', 'virtio_rng', 'ext4'] as const;
+/**
+ * What the guest needs: virtio transport, disk, console port, entropy, ext4
+ * root, and the balloon driver, whose free page reporting hands the pages the
+ * guest frees back to the host (the VMM's resident memory shrinks with them).
+ */
+export const GUEST_MODULES = ['virtio_mmio', 'virtio_blk', 'virtio_console', 'virtio_rng', 'virtio_balloon', 'ext4'] as const;
 
 const KO_SUFFIX = /\.ko(\.xz|\.zst|\.gz)?$/;
 

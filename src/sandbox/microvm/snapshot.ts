@@ -28,12 +28,20 @@
  * ignores them otherwise: every clone's VMM parses the state.
  *
  * Measured (2-core development machine, QEMU 7.2, TCG, 256 MiB guest): making
- * a snapshot ~3.3 s (boot included; the state is ~73 MB, saved in ~0.6 s). A
+ * a snapshot ~3.3 s (boot included; the state is ~61 MB, saved in ~0.6 s). A
  * restore: QEMU up ~55 ms, state loaded ~35–90 ms, hello 15–100 ms after
  * `cont` (the agent's 100 ms poll for a host), refresh ~150–250 ms (the first
  * dynamically linked program runs slowly while TCG translates the guest code
  * anew), so ~430 ms from create to the first exec result; the warm pool
  * (pool.ts) takes that to ~110 ms.
+ *
+ * Memory: a restore writes every non-zero page of the state into fresh
+ * anonymous memory, so a clone starts with the template's ~61 MiB of guest
+ * pages resident (more with transparent huge pages), ~142 MiB VmRSS when idle.
+ * Mapping the template's RAM file privately instead (`x-ignore-shared`) would
+ * leave a clone only the pages it touches (measured: 79 MiB idle), but QEMU
+ * 7.2 opens a private `memory-backend-file` read-write, so every clone's VMM
+ * could rewrite the RAM of all the others: not done (see BENCHMARKS.md).
  */
 import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
@@ -46,8 +54,12 @@ import { FAILED_MARKER, type ImageManifest } from '../image/index.js';
 import { CONTROL_PORT_ID, kernelCmdline, qemuOptionsSchema, type AccelProbe, type Vm } from '../qemu/index.js';
 import { blankOverlay, copyOverlay, giveToVmm, reclaimFromVmm, releaseVmmIdentity, startVmm, VMM_FD, type VmmIdentity } from './vmm.js';
 
-/** Bump when the way snapshots are made changes (old ones are then ignored). */
-export const SNAPSHOT_RECIPE = 2;
+/**
+ * Bump when the way snapshots are made changes (old ones are then ignored),
+ * including QEMU options that the key does not list: a restore needs exactly
+ * the devices the template had. 3: a virtio-balloon device and a capped TCG cache.
+ */
+export const SNAPSHOT_RECIPE = 3;
 
 export const snapshotKeySchema = z.object({
   recipe: z.number().int(),

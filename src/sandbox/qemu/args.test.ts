@@ -25,23 +25,24 @@ function valuesOf(args: string[], flag: string): string[] {
 test('a TCG sandbox with a known TSC rate: no PIT, TSC rate and reliability on the kernel line', () => {
   const args = buildQemuArgs(base);
   assert.equal(valueOf(args, '-M'), 'microvm,acpi=on,pit=off,pic=off,rtc=on,isa-serial=on');
-  assert.equal(valueOf(args, '-accel'), 'tcg');
+  assert.equal(valueOf(args, '-accel'), 'tcg,tb-size=128');
   assert.equal(valueOf(args, '-cpu'), 'max');
   assert.equal(valueOf(args, '-m'), '256M');
   assert.equal(valueOf(args, '-smp'), '1');
-  assert.equal(valueOf(args, '-append'), 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115 tsc=reliable norandmaps');
+  assert.equal(valueOf(args, '-append'), 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115 tsc=reliable norandmaps initcall_blacklist=tracer_init_tracefs');
   assert.equal(valueOf(args, '-kernel'), '/img/vmlinux');
   assert.equal(valueOf(args, '-initrd'), '/img/initrd.img');
   for (const flag of ['-nodefaults', '-no-user-config', '-nographic', '-no-reboot']) assert.ok(args.includes(flag), `missing ${flag}`);
 });
 
 const kernelLines: [string, Partial<QemuOptions>, string][] = [
-  ['TCG without a TSC rate falls back to PIT calibration', { tscKhz: undefined, tscReliable: false }, 'console=ttyS0 panic=-1 quiet norandmaps'],
-  ['TCG with an unreliable host TSC gets the rate only', { tscReliable: false }, 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115 norandmaps'],
-  ['TCG keeps guest ASLR when asked to', { guestAslr: true }, 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115 tsc=reliable'],
-  ['KVM ignores the TCG timing and translation workarounds', { accel: 'kvm' }, 'console=ttyS0 panic=-1 quiet'],
-  ['KVM keeps ASLR even when guestAslr is false', { accel: 'kvm', guestAslr: false }, 'console=ttyS0 panic=-1 quiet'],
-  ['extra arguments come last', { kernelArgs: ['cordon.init=/sbin/cordon-ready'], quiet: false }, 'console=ttyS0 panic=-1 tsc_early_khz=2596115 tsc=reliable norandmaps cordon.init=/sbin/cordon-ready'],
+  ['TCG without a TSC rate falls back to PIT calibration', { tscKhz: undefined, tscReliable: false }, 'console=ttyS0 panic=-1 quiet norandmaps initcall_blacklist=tracer_init_tracefs'],
+  ['TCG with an unreliable host TSC gets the rate only', { tscReliable: false }, 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115 norandmaps initcall_blacklist=tracer_init_tracefs'],
+  ['TCG keeps guest ASLR when asked to', { guestAslr: true }, 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115 tsc=reliable initcall_blacklist=tracer_init_tracefs'],
+  ['KVM ignores the TCG timing and translation workarounds', { accel: 'kvm' }, 'console=ttyS0 panic=-1 quiet initcall_blacklist=tracer_init_tracefs'],
+  ['KVM keeps ASLR even when guestAslr is false', { accel: 'kvm', guestAslr: false }, 'console=ttyS0 panic=-1 quiet initcall_blacklist=tracer_init_tracefs'],
+  ['guest tracing builds tracefs again', { guestTracing: true }, 'console=ttyS0 panic=-1 quiet tsc_early_khz=2596115 tsc=reliable norandmaps'],
+  ['extra arguments come last', { kernelArgs: ['cordon.init=/sbin/cordon-ready'], quiet: false }, 'console=ttyS0 panic=-1 tsc_early_khz=2596115 tsc=reliable norandmaps initcall_blacklist=tracer_init_tracefs cordon.init=/sbin/cordon-ready'],
 ];
 for (const [name, change, want] of kernelLines) {
   test(`kernel line: ${name}`, () => assert.equal(valueOf(buildQemuArgs({ ...base, ...change }), '-append'), want));
@@ -58,9 +59,24 @@ test('the guest gets no network device and no host directory', () => {
   assert.equal(valueOf(args, '-nic'), 'none');
   for (const forbidden of ['-netdev', '-net', '-fsdev', '-virtfs', '-usb', '-vga']) assert.ok(!args.includes(forbidden), `${forbidden} present`);
   const devices = valuesOf(args, '-device');
-  assert.deepEqual(devices.map((d) => d.split(',')[0]), ['virtio-blk-device', 'virtio-serial-device', 'virtserialport', 'virtio-rng-device']);
+  assert.deepEqual(devices.map((d) => d.split(',')[0]), ['virtio-blk-device', 'virtio-serial-device', 'virtserialport', 'virtio-rng-device', 'virtio-balloon-device']);
   assert.ok(!args.join(' ').match(/virtio-net|vhost|9p|virtiofs/), 'no network or shared-folder device');
 });
+
+test('the balloon only reports free pages: no statistics, no hinting, no deflate-on-OOM', () => {
+  const balloon = valuesOf(buildQemuArgs(base), '-device').filter((d) => d.startsWith('virtio-balloon'));
+  assert.deepEqual(balloon, ['virtio-balloon-device,free-page-reporting=on']);
+  assert.ok(!valuesOf(buildQemuArgs({ ...base, freePageReporting: false }), '-device').some((d) => d.startsWith('virtio-balloon')));
+});
+
+const accels: [string, Partial<QemuOptions>, string][] = [
+  ['TCG caps its translation cache at 128 MiB by default', {}, 'tcg,tb-size=128'],
+  ['TCG takes another cache size', { tcgCacheMiB: 256 }, 'tcg,tb-size=256'],
+  ['KVM has no translation cache', { accel: 'kvm', tcgCacheMiB: 256 }, 'kvm'],
+];
+for (const [name, change, want] of accels) {
+  test(`accelerator: ${name}`, () => assert.equal(valueOf(buildQemuArgs({ ...base, ...change }), '-accel'), want));
+}
 
 test("QEMU's seccomp sandbox denies obsolete calls, privilege changes, spawning and resource control", () => {
   assert.equal(valueOf(buildQemuArgs(base), '-sandbox'), 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
@@ -100,6 +116,7 @@ const invalid: [string, Partial<QemuOptions>, RegExp][] = [
   ['a fractional TSC rate', { tscKhz: 2596115.5 }, /integer/],
   ['an unknown accelerator', { accel: 'hvf' as 'kvm' }, /Invalid enum value/],
   ['a name with spaces', { name: 'my vm' }, /Invalid/],
+  ['a translation cache below 16 MiB', { tcgCacheMiB: 8 }, /greater than or equal to 16/],
 ];
 for (const [name, change, re] of invalid) {
   test(`buildQemuArgs rejects ${name}`, () => assert.throws(() => buildQemuArgs({ ...base, ...change }), re));

@@ -1,9 +1,9 @@
 /**
  * The QEMU command line for a cordon microVM, as a pure function of its
  * options. Everything the guest can reach is listed here: one virtio-blk disk,
- * one virtio-serial port (the control channel), a virtio-rng and the serial
- * console. No network device, no shared host directory, no display; QEMU's
- * seccomp sandbox on.
+ * one virtio-serial port (the control channel), a virtio-rng, a virtio-balloon
+ * (free page reporting only) and the serial console. No network device, no
+ * shared host directory, no display; QEMU's seccomp sandbox on.
  *
  * Timekeeping under TCG (see docs/boot-reliability.md): microvm has no HPET
  * and no ACPI PM timer, and its ACPI is "hardware reduced", so Linux does not
@@ -12,6 +12,15 @@
  * tick at all and spins forever in `calibrate_delay()`. Passing the TSC rate
  * (`tsc_early_khz`) removes the calibration, and `tsc=reliable` stops the
  * jiffies-based watchdog from demoting the TSC, which skews the guest clock.
+ *
+ * Memory (see BENCHMARKS.md): a virtio-balloon device with free page
+ * reporting lets the guest hand the pages it frees back to the host (QEMU
+ * drops them), so a sandbox does not keep the high-water mark of a memory
+ * burst; it is never inflated (cordon sends no `balloon` command), so the guest
+ * always keeps all of its memory. The TCG translation cache is capped (QEMU's
+ * default is 1 GiB, which an idle sandbox keeps once a workload has filled it).
+ * The guest kernel skips building its tracing file system (about 9 MiB of
+ * kernel memory that no sandbox uses).
  */
 import { z } from 'zod';
 
@@ -38,6 +47,23 @@ export const qemuOptionsSchema = z.object({
       'address-space randomisation inside the guest. Under TCG it defaults to off (`norandmaps`): QEMU keys translated code by virtual address, so ASLR makes every exec translate libc again (measured: `true` 27 ms with it, 10 ms without). The whole guest is untrusted in cordon\'s threat model, so this weakens no boundary cordon relies on; set true to keep it. Under KVM it stays on.',
     ),
   quiet: z.boolean().default(true).describe('pass `quiet` to the kernel (less console output, faster boot under TCG)'),
+  tcgCacheMiB: z
+    .number()
+    .int()
+    .min(16)
+    .max(4096)
+    .default(128)
+    .describe(
+      "size of TCG's translated-code cache (`tb-size`). QEMU's default is 1 GiB, and the cache never shrinks: a sandbox keeps what its workloads filled. Measured: a python3 + git + curl workload fills about 64 MiB; at 32 MiB it ran 3-4x slower (the cache is flushed and refilled), at 128 MiB as fast as at 1 GiB.",
+    ),
+  freePageReporting: z
+    .boolean()
+    .default(true)
+    .describe('a virtio-balloon device with free page reporting: pages the guest frees are dropped by QEMU (the guest needs the virtio_balloon module)'),
+  guestTracing: z
+    .boolean()
+    .default(false)
+    .describe("build the guest kernel's tracing file system (about 9 MiB of guest kernel memory under Debian's 6.1 kernel); off, the kernel skips that initcall"),
   seccomp: z.boolean().default(true).describe("QEMU's -sandbox seccomp filter; turn off only to debug QEMU itself"),
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional().describe('process name shown by ps'),
 });
@@ -47,6 +73,13 @@ export type QemuOptions = z.input<typeof qemuOptionsSchema>;
 export const CONTROL_PORT_NAME = 'cordon.0';
 /** QEMU device id of the control port, as reported in QMP `VSERPORT_CHANGE` events. */
 export const CONTROL_PORT_ID = 'ctl0';
+/**
+ * The guest kernel's initcall that populates tracefs: a directory and several
+ * files for every trace event, thousands of inodes and dentries that stay
+ * pinned (measured: 9.5 MiB of slab under Debian's 6.1 kernel). A kernel
+ * without a function of that name ignores the blacklist entry.
+ */
+export const TRACEFS_INITCALL = 'tracer_init_tracefs';
 
 /**
  * The argument vector (without the binary) for `qemu-system-x86_64`.
@@ -62,7 +95,7 @@ export function buildQemuArgs(input: QemuOptions): string[] {
   if (o.name) args.push('-name', `${o.name},debug-threads=on`);
   args.push(
     '-M', `microvm,acpi=on,pit=${pit},pic=off,rtc=on,isa-serial=on`,
-    '-accel', o.accel,
+    '-accel', tcg ? `tcg,tb-size=${o.tcgCacheMiB}` : o.accel,
     '-cpu', tcg ? 'max' : 'host',
     '-m', `${o.memoryMiB}M`,
     '-smp', String(o.vcpus),
@@ -89,6 +122,7 @@ export function buildQemuArgs(input: QemuOptions): string[] {
     );
   }
   args.push('-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-device,rng=rng0');
+  if (o.freePageReporting) args.push('-device', 'virtio-balloon-device,free-page-reporting=on');
   if (o.qmpSocketPath) {
     args.push('-chardev', `socket,id=qmp,path=${optValue(o.qmpSocketPath)},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control');
   }
@@ -103,6 +137,7 @@ export function kernelCmdline(o: z.output<typeof qemuOptionsSchema>): string {
   if (o.accel === 'tcg' && o.tscKhz !== undefined) parts.push(`tsc_early_khz=${o.tscKhz}`);
   if (o.accel === 'tcg' && o.tscReliable) parts.push('tsc=reliable');
   if (o.accel === 'tcg' && o.guestAslr !== true) parts.push('norandmaps');
+  if (!o.guestTracing) parts.push(`initcall_blacklist=${TRACEFS_INITCALL}`);
   parts.push(...o.kernelArgs);
   return parts.join(' ');
 }

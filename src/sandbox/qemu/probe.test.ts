@@ -22,7 +22,7 @@ case " $* " in
       dirty) echo "VFS: Unable to mount root fs on unknown-block(0,0)"; exit 1 ;;
       *) exec sleep 30 ;;
     esac ;;
-  *" -accel tcg "*)
+  *" -accel tcg,"*|*" -accel tcg "*)
     echo tcg >> "$dir/calls.log"
     case "$FAKE_TCG" in
       fail) echo "[    0.0] tsc: Unable to calibrate against PIT"; exec sleep 30 ;;
