@@ -13,7 +13,7 @@ export {
   AGENT_NAME, DEFAULT_AGENT, HTTP_METHODS, RESERVED_ENV, PROVIDER_TYPES,
   type CordonConfig, type CordonConfigInput, type AgentConfig, type ResourcesConfig, type EgressRule, type HttpRule,
   type LlmConfig, type ToolPolicy, type SecretSource, type ProviderConfig, type ApprovalsConfig, type ServerConfig,
-  type AuditConfig, type StoreConfig, type ProviderType,
+  type AuditConfig, type StoreConfig, type ProviderType, type IdentityConfig, DEFAULT_TRUST_DOMAIN,
 } from './schema.js';
 export { validateHostPattern, hostMatches, validateCidr, RESERVED_DOMAIN, type HostPatternResult, type CidrResult } from './hosts.js';
 export { parseDuration, tryParseDuration, formatDuration, MAX_DURATION_MS } from './duration.js';

@@ -209,6 +209,29 @@ export const StoreSchema = z
     }
   });
 
+/** The SPIFFE trust domain when the config names none (a reserved-for-local-use suffix: it must be changed for tokens that leave this host). */
+export const DEFAULT_TRUST_DOMAIN = 'cordon.local';
+/** Longest sandbox token lifetime (tokens are refreshed before they expire, so short is cheap). */
+const MAX_TOKEN_TTL_MS = 3_600_000;
+
+export const IdentitySchema = z
+  .object({
+    trustDomain: patternString(
+      /^(?=.{1,255}$)[a-z0-9]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9_-]*[a-z0-9])?)*$/,
+      'SPIFFE trust domain',
+      'use a lower-case DNS-like name that your organisation controls, e.g. "agents.example.org"',
+    ).default(DEFAULT_TRUST_DOMAIN).describe('SPIFFE trust domain of sandbox identities: spiffe://<trustDomain>/agent/<agent>/sandbox/<id>'),
+    tokenTtl: durationString(1000).default('10m').describe('Lifetime of a sandbox token (whole seconds, at most 1h); a new one is delivered after 2/3 of it'),
+  })
+  .strict()
+  .describe('Sandbox identities and their short-lived tokens')
+  .superRefine((i, ctx) => {
+    const ms = parseDuration(i.tokenTtl);
+    if (ms > MAX_TOKEN_TTL_MS) addProblem(ctx, `"${i.tokenTtl}" is longer than 1h`, 'use minutes, e.g. "10m": tokens are refreshed before they expire', ['tokenTtl']);
+    else if (ms % 1000 !== 0) addProblem(ctx, `"${i.tokenTtl}" is not a whole number of seconds`, 'use a duration such as "10m" or "90s"', ['tokenTtl']);
+  })
+  .transform((i) => ({ ...i, tokenTtlMs: parseDuration(i.tokenTtl) }));
+
 export const ConfigSchema = z
   .object({
     version: z.literal(1).describe('Version of the config format; only 1 exists'),
@@ -219,6 +242,7 @@ export const ConfigSchema = z
     server: ServerSchema.default({}),
     audit: AuditSchema.default({}),
     store: StoreSchema.default({}),
+    identity: IdentitySchema.default({}),
   })
   .strict()
   .describe('cordon.yaml')
@@ -238,6 +262,7 @@ function providerTypeFor(name: string): ProviderType {
 export type CordonConfig = z.infer<typeof ConfigSchema>;
 export type CordonConfigInput = z.input<typeof ConfigSchema>;
 export type AgentConfig = z.infer<typeof AgentSchema>;
+export type IdentityConfig = z.infer<typeof IdentitySchema>;
 export type ResourcesConfig = z.infer<typeof ResourcesSchema>;
 export type EgressRule = z.infer<typeof EgressRuleSchema>;
 export type HttpRule = z.infer<typeof HttpRuleSchema>;

@@ -1,10 +1,16 @@
 /**
  * The control plane that `cordon up` runs: store, audit log, operator token,
  * the egress proxy (one door per sandbox, with the deployment's egress CA kept
- * in `$CORDON_HOME/keys`) and the HTTP API on a loopback address. One per
+ * in `$CORDON_HOME/keys`), the identity service (SPIFFE ids in
+ * `identity.trustDomain`, tokens of `identity.tokenTtl`, keys in
+ * `$CORDON_HOME/keys/identity`, JWKS on the API), the secrets router (each
+ * sandbox's placeholders swapped and its traffic scanned by the proxy), the
+ * LLM gateway behind `llm.cordon.internal` (reached only through a sandbox's
+ * door; callers authenticated by channel-bound service key or token; see
+ * services.ts) and the HTTP API on a loopback address. One per
  * `$CORDON_HOME` (a lock file keeps a second one out). Stopping it destroys
- * every sandbox, closes the proxy and writes a shutdown checkpoint to the
- * audit log.
+ * every sandbox, closes the proxy and the gateway and writes a shutdown
+ * checkpoint to the audit log.
  */
 import { serve } from '@hono/node-server';
 import { X509Certificate } from 'node:crypto';
@@ -16,6 +22,10 @@ import { AuditLog, verifyAudit } from '../audit/index.js';
 import type { CordonConfig } from '../config/index.js';
 import { createEgressProxy, loadOrCreateEgressCa, type EgressProxy } from '../egress/index.js';
 import { CordonError, EnvironmentError } from '../errors/index.js';
+import { createGateway, type Gateway, type GatewaySettingsInput } from '../gateway/index.js';
+import { createIdentityService, createSandboxKeys, type IdentityService } from '../identity/index.js';
+import { createSecretsRouter, resolveAgentSecrets } from '../secrets/index.js';
+import { createProviderKeyResolver, createRedactionSource, createSandboxAuthenticator, LLM_AUDIENCE } from './services.js';
 import { removeDaemonFile, writeDaemonFile } from '../sdk/index.js';
 import { createBackends, createSandboxManager, type SandboxManager } from '../sandbox/index.js';
 import { openStore, type Store } from '../store/index.js';
@@ -24,6 +34,7 @@ import { acquireHomeLock, type HomeLock } from './lock.js';
 import { CORDON_VERSION } from '../version.js';
 
 export { acquireHomeLock } from './lock.js';
+export { createSandboxAuthenticator, createProviderKeyResolver, createRedactionSource, LLM_AUDIENCE } from './services.js';
 
 export interface ControlPlaneOptions {
   /** State directory (`$CORDON_HOME`). */
@@ -39,6 +50,12 @@ export interface ControlPlaneOptions {
    * @default false
    */
   transient?: boolean;
+  /** Environment for secret sources and the master key. @default process.env */
+  env?: NodeJS.ProcessEnv;
+  /** LLM gateway settings (sizes, timeouts, filters). @default see GatewaySettingsSchema */
+  gatewaySettings?: GatewaySettingsInput;
+  /** Roots trusted for upstream certificates by the egress proxy (PEM), for tests and private CAs. @default the system roots */
+  upstreamCa?: string | string[];
 }
 
 export interface ControlPlane {
@@ -49,6 +66,10 @@ export interface ControlPlane {
   readonly sandboxes: SandboxManager;
   /** The egress proxy: each sandbox's only way out (its `caCertPem` is in every guest's trust store). */
   readonly egress: EgressProxy;
+  /** Sandbox identities (tokens, JWKS). */
+  readonly identity: IdentityService;
+  /** The LLM gateway behind `llm.cordon.internal`. */
+  readonly gateway: Gateway;
   /** The operator token, and whether it was created by this start (show it once). */
   readonly operatorToken: { token: string; created: boolean; path: string };
   stop(): Promise<void>;
@@ -79,6 +100,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   let audit: AuditLog | undefined;
   let sandboxes: SandboxManager | undefined;
   let egress: EgressProxy | undefined;
+  let identity: IdentityService | undefined;
+  let gateway: Gateway | undefined;
   try {
     store = await openConfiguredStore(home, config);
     audit = await AuditLog.open({ store, keyDir: keyDir(home), checkpointEvery: config.audit.checkpointEvery });
@@ -86,15 +109,36 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const auditLog = audit;
     const openedStore = store;
     const egressCa = loadOrCreateEgressCa(home);
-    const proxy = createEgressProxy({ ca: egressCa });
+    const ids = createIdentityService({ home, trustDomain: config.identity.trustDomain, ttlMs: config.identity.tokenTtlMs, audiences: [LLM_AUDIENCE] });
+    identity = ids;
+    const keys = createSandboxKeys();
+    const router = createSecretsRouter();
+    const llm = createGateway({
+      config, audit: auditLog,
+      authenticate: createSandboxAuthenticator({ identity: ids, keys }),
+      resolveSecret: createProviderKeyResolver(config, home, opts.env),
+      redact: createRedactionSource(router),
+      ...(opts.gatewaySettings ? { settings: opts.gatewaySettings } : {}),
+    });
+    gateway = llm;
+    const proxy = createEgressProxy({
+      ca: egressCa,
+      internal: { [LLM_AUDIENCE]: { name: 'llm', handle: (req, res, caller) => llm.handle(req, res, caller) } },
+      requestHook: router.requestHook, connectHook: router.connectHook, auditScrub: router.scrubAudit,
+      ...(opts.upstreamCa ? { upstreamCa: opts.upstreamCa } : {}),
+    });
     egress = proxy;
-    const manager = createSandboxManager({ home, config, audit: auditLog, backends: createBackends({ home }), egress: proxy });
+    const manager = createSandboxManager({
+      home, config, audit: auditLog, backends: createBackends({ home }), egress: proxy, identity: ids, serviceKeys: keys,
+      secrets: { resolve: (agent) => resolveAgentSecrets(config, agent, { home, ...(opts.env ? { env: opts.env } : {}) }), router },
+    });
     sandboxes = manager;
     const app = createApi({
       sandboxes: manager,
       audit: auditLog,
       isOperatorToken: operatorTokenChecker(operatorToken.token),
       version: CORDON_VERSION,
+      jwks: () => ids.jwks(),
       health: async () => ({ store: openedStore.kind, auditHead: (await openedStore.audit.head())?.seq ?? 0 }),
       verifyAudit: async () => ({ ...(await verifyAudit(openedStore, { keyDir: keyDir(home) })) }),
     });
@@ -104,7 +148,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const addr = server.address() as AddressInfo;
     const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
     const egressCaSha256 = new X509Certificate(egressCa.certPem).fingerprint256.replace(/:/g, '').toLowerCase();
-    await auditLog.append({ type: 'daemon.start', actor: 'system', data: { url, version: CORDON_VERSION, pid: process.pid, egressCaSha256 } });
+    await auditLog.append({
+      type: 'daemon.start', actor: 'system',
+      data: { url, version: CORDON_VERSION, pid: process.pid, egressCaSha256, trustDomain: ids.trustDomain, tokenTtlMs: ids.ttlMs, identityKid: ids.keys()[0]?.kid },
+    });
     // Tell the SDK and CLI where the API is; removed again on stop.
     writeDaemonFile(home, { url, pid: process.pid, cordonVersion: CORDON_VERSION, startedAt: new Date().toISOString(), transient: opts.transient ?? false });
 
@@ -115,6 +162,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       audit: auditLog,
       sandboxes: manager,
       egress: proxy,
+      identity: ids,
+      gateway: llm,
       operatorToken,
       stop() {
         stopping ??= (async function stopControlPlane() {
@@ -125,6 +174,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
           // command streams end with an error line, then their connections close.
           const managerFailure = await manager.close().then(() => undefined, (err: unknown) => ({ err }));
           await proxy.close();
+          ids.close();
+          await llm.close().catch(() => undefined);
           await Promise.race([closed, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
           server.closeAllConnections?.();
           try {
@@ -143,6 +194,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     removeDaemonFile(home);
     await sandboxes?.close().catch(() => undefined);
     await egress?.close().catch(() => undefined);
+    identity?.close();
+    await gateway?.close().catch(() => undefined);
     await audit?.close().catch(() => undefined);
     await store?.close().catch(() => undefined);
     lock.release();

@@ -14,6 +14,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { normalizeDestination } from '../policy/index.js';
 import { dialChecked, refuseRaw, splitAuthority, type DoorContext, type EgressEventData, type Tunnel } from './context.js';
+import { applyConnectHook } from './forward.js';
 import { terminateTunnel } from './intercept.js';
 import { resolveChecked } from './resolve.js';
 import { readClientHello } from './sni.js';
@@ -59,6 +60,9 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
   if (ctx.overBytesOut()) {
     return refuse('deny', 'bytes-out-limit', `sandbox ${ctx.sandboxId} sent more than ${ctx.limits.maxBytesOutPerMinute} bytes in the last minute; wait, or raise maxBytesOutPerMinute`);
   }
+  // Before DNS: a host name that carries a secret (or a placeholder) must not reach a resolver.
+  const hooked = await applyConnectHook(ctx.connectHook, { sandboxId: ctx.sandboxId, agent: ctx.agent, host, port: target.port });
+  if (!hooked.ok) return refuse('deny', hooked.reason, hooked.problem);
 
   const resolved = await resolveChecked(host, target.port, {
     lookup: ctx.lookup, checkAddress: ctx.checkAddress, timeoutMs: ctx.limits.dnsTimeoutMs,

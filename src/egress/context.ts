@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import type { AddressDecision, AddressRequest, EgressDecision, EgressRequest } from '../policy/index.js';
 import type { EgressCa } from './ca.js';
-import type { EgressRequestHook } from './forward.js';
+import type { EgressConnectHook, EgressRequestHook } from './forward.js';
 import type { InternalService } from './internal.js';
 import { statusForReason, type EgressLimits } from './limits.js';
 import type { EgressLookup } from './resolve.js';
@@ -99,6 +99,8 @@ export interface DoorContext {
   /** Internal services by normalised host name. */
   internal: ReadonlyMap<string, InternalService>;
   requestHook?: EgressRequestHook;
+  /** Called for each allowed CONNECT to the internet, before DNS. */
+  connectHook?: EgressConnectHook;
   /** Track a flow (tunnel or forwarded request) for the bytes-out limit; `abort` is called when the door goes over. */
   meter: (abort: (reason: string) => void) => BytesOutMeter;
   /** True while the door is over its bytes-out-per-minute limit. */

@@ -101,7 +101,11 @@ export function forwardRequest(ctx: DoorContext, req: IncomingMessage, res: Serv
     stop(reason, err.message);
   });
   const source = o.body ? o.body(req) : req;
-  source.on('error', () => stop('request-hook-failed', 'the request body transform failed'));
+  // A transform may name its refusal: an error with a kebab-case `reason` (e.g. `secret-exfiltration`) is reported as such.
+  source.on('error', (err: Error & { reason?: unknown }) => {
+    const named = typeof err?.reason === 'string' && /^[a-z0-9-]{1,64}$/.test(err.reason);
+    stop(named ? (err.reason as string) : 'request-hook-failed', named ? String(err.message) : 'the request body transform failed');
+  });
   req.on('data', (chunk: Buffer) => {
     conn.touch();
     bodyBytes += chunk.length;
@@ -142,7 +146,9 @@ export interface HookResult {
   /** Refuse the request instead; `reason` appears in the audit event and in `X-Cordon-Error` (status 403). */
   deny?: { reason: string; problem: string };
   /**
-   * Transform the request body on its way upstream. If it changes the length,
+   * Transform the request body on its way upstream; an error it emits with a
+   * kebab-case `reason` property refuses the request with that reason (its
+   * message is the problem shown). If it changes the length,
    * the hook must also fix `content-length` in `headers` (or delete it and
    * set `transfer-encoding: chunked`).
    */
@@ -174,5 +180,36 @@ export async function applyRequestHook(hook: EgressRequestHook | undefined, requ
     return { ok: true, result };
   } catch (err) {
     return { ok: false, reason: 'request-hook-failed', problem: `the request hook failed: ${(err as Error)?.message ?? err}` };
+  }
+}
+
+/** A CONNECT the policy allowed, before the proxy resolves its host. */
+export interface HookedConnect {
+  sandboxId: string;
+  agent: string;
+  /** Normalised destination host. */
+  host: string;
+  port: number;
+}
+
+/**
+ * Called for every allowed CONNECT to the internet before DNS (the secrets
+ * layer scans the host name). A `deny` refuses the tunnel with status 403 and
+ * the reason in `X-Cordon-Error`; a throw refuses it (`request-hook-failed`).
+ */
+export type EgressConnectHook = (request: HookedConnect) => Pick<HookResult, 'deny'> | void | Promise<Pick<HookResult, 'deny'> | void>;
+
+/** Run the CONNECT hook, failing closed. */
+export async function applyConnectHook(hook: EgressConnectHook | undefined, request: HookedConnect): Promise<
+  { ok: true } | { ok: false; reason: string; problem: string }
+> {
+  if (!hook) return { ok: true };
+  try {
+    const result = (await hook(request)) ?? {};
+    if (!result.deny) return { ok: true };
+    const reason = /^[a-z0-9-]{1,64}$/.test(String(result.deny.reason)) ? result.deny.reason : 'request-hook-failed';
+    return { ok: false, reason, problem: String(result.deny.problem ?? 'refused by the connect hook') };
+  } catch (err) {
+    return { ok: false, reason: 'request-hook-failed', problem: `the connect hook failed: ${(err as Error)?.message ?? err}` };
   }
 }

@@ -58,12 +58,7 @@ export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: Se
   if (!(declared <= ctx.limits.maxRequestBodyBytes)) {
     return refuse('deny', 'body-too-large', `the request body is larger than ${ctx.limits.maxRequestBodyBytes} bytes`);
   }
-  const resolved = await resolveChecked(decision.host ?? host, port, { lookup: ctx.lookup, checkAddress: ctx.checkAddress, timeoutMs: ctx.limits.dnsTimeoutMs });
-  if (!resolved.ok) {
-    if (resolved.address) data.address = resolved.address;
-    return refuse(resolved.reason.startsWith('dns-') || resolved.reason === 'no-address' ? 'error' : 'deny', resolved.reason, resolved.problem);
-  }
-  data.address = resolved.address;
+  // The hook (the secrets scan) runs before DNS: a secret in the host name must not reach a resolver.
   const headers = forwardableHeaders(req.rawHeaders, req.headers.connection);
   headers.host = url.host;
   const hooked = await applyRequestHook(ctx.requestHook, {
@@ -71,6 +66,12 @@ export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: Se
   });
   if (!hooked.ok) return refuse('deny', hooked.reason, hooked.problem);
   if (hooked.result.note) data.hook = hooked.result.note;
+  const resolved = await resolveChecked(decision.host ?? host, port, { lookup: ctx.lookup, checkAddress: ctx.checkAddress, timeoutMs: ctx.limits.dnsTimeoutMs });
+  if (!resolved.ok) {
+    if (resolved.address) data.address = resolved.address;
+    return refuse(resolved.reason.startsWith('dns-') || resolved.reason === 'no-address' ? 'error' : 'deny', resolved.reason, resolved.problem);
+  }
+  data.address = resolved.address;
   if (!(await ctx.record('allow', decision.reason, data))) {
     refuseResponse(res, 'audit-unavailable', 'the request could not be recorded, so it was not sent');
     req.resume();

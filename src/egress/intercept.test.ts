@@ -475,6 +475,26 @@ test('internal: plain http://llm.cordon.internal reaches the service as the door
   assert.ok((close.data.bytesIn as number) > 20);
 });
 
+test('internal: a service that reads the body only after an async step (token verification) still gets all of it', async () => {
+  const late: InternalService = {
+    name: 'llm',
+    handle: async (req, res) => {
+      await new Promise((r) => setTimeout(r, 100)); // the body has long arrived by now
+      let body = '';
+      for await (const d of req) body += (d as Buffer).toString();
+      res.end(`late saw ${body}`);
+    },
+  };
+  const { port } = await openDoor('int-late', { internal: { 'llm.cordon.internal': late } });
+  const s = netConnect({ port, host: '127.0.0.1' });
+  s.write('POST http://llm.cordon.internal/v1/x HTTP/1.1\r\nHost: llm.cordon.internal\r\nContent-Length: 5\r\n\r\nhello');
+  const r = await readResponse(s);
+  s.destroy();
+  assert.deepEqual([r.status, r.body], [200, 'late saw hello']);
+  const close = (await events('int-late', 'egress.close', 1))[0]!;
+  assert.equal(close.data.bytesOut, 5, 'the body is still counted');
+});
+
 test('internal: CONNECT llm.cordon.internal:443 is terminated with a CA leaf and dispatched to the service', async () => {
   const { port } = await openDoor('int-tls', { internal: { 'llm.cordon.internal': whoami } });
   const conn = await connectTo(port, 'llm.cordon.internal:443');

@@ -91,9 +91,18 @@ export async function serveInternal(ctx: DoorContext, service: InternalService, 
   stripClientControlHeaders(req);
   req.url = path;
   const started = Date.now();
-  let bytesOut = 0;
+  // Count the body as the parser pushes it, without reading it: a 'data' listener here would switch
+  // the request to flowing mode, and a service that starts reading only after an async step (token
+  // verification) would miss the body and wait forever.
+  let bytesOut = req.readableLength;
   let bytesIn = 0;
-  req.on('data', (chunk: Buffer) => { bytesOut += chunk.length; conn.touch(); });
+  const push = req.push.bind(req);
+  req.push = function countedPush(chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (chunk instanceof Uint8Array) bytesOut += chunk.length;
+    else if (typeof chunk === 'string') bytesOut += Buffer.byteLength(chunk, encoding);
+    conn.touch();
+    return push(chunk, encoding);
+  };
   const write = res.write.bind(res) as (...a: unknown[]) => boolean;
   const end = res.end.bind(res) as (...a: unknown[]) => ServerResponse;
   const count = (chunk: unknown): void => {

@@ -443,3 +443,46 @@ test('a ClientHello sent before the 200 arrives (pipelined) is not lost', async 
   assert.equal(e.reason, 'sni-mismatch', 'the early hello was read, not lost (which would be sni-timeout)');
   t.destroy();
 });
+
+test('the connect hook runs before DNS: a refused CONNECT never reaches the resolver or the upstream', async () => {
+  const looked: string[] = [];
+  const seen: Array<{ sandboxId: string; host: string; port: number }> = [];
+  const proxy = createEgressProxy({
+    lookup: async (h) => {
+      looked.push(h);
+      return NAMES[h] ? [{ address: NAMES[h]!, family: 4 }] : [];
+    },
+    connectHook: (r) => {
+      seen.push({ sandboxId: r.sandboxId, host: r.host, port: r.port });
+      if (r.host === 'other.example.com') return { deny: { reason: 'secret-exfiltration', problem: 'the host name carries a placeholder' } };
+      if (r.host === 'reset.example.com') throw new Error('hook broke');
+      return undefined;
+    },
+  });
+  proxies.push(proxy);
+  const door = proxy.openDoor({ sandboxId: 'sb-connect-hook', agent: 'tester', agentConfig: { egress: rules() }, audit });
+  const { port } = await door.listen(0, '127.0.0.1');
+  const before = tlsAccepted;
+  const cases = [
+    { name: 'denied by the hook', host: 'other.example.com', status: 403, reason: 'secret-exfiltration' },
+    { name: 'a hook that throws fails closed', host: 'reset.example.com', status: 403, reason: 'request-hook-failed' },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const r = await rawRequest(port, connectReq(`${c.host}:${tlsPort}`));
+    assert.equal(r.status, c.status, `${c.name}: ${r.head}`);
+    assert.match(r.head, new RegExp(`^X-Cordon-Error: ${c.reason}$`, 'mi'), c.name);
+    const e = await eventOf('sb-connect-hook', 'egress.request', i + 1);
+    assert.equal(e.reason, c.reason, c.name);
+    assert.equal(e.decision, 'deny', c.name);
+    r.socket.destroy();
+  }
+  assert.deepEqual(looked, [], 'no name was resolved for a refused CONNECT');
+  const ok = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+  assert.equal(ok.status, 200, 'a CONNECT the hook lets through proceeds');
+  assert.equal(await tlsPing(ok.socket, 'upstream.example.com'), 'pong:ping');
+  assert.deepEqual(looked, ['upstream.example.com']);
+  assert.equal(tlsAccepted, before + 1, 'only the allowed tunnel reached the upstream');
+  assert.deepEqual(seen.map((s) => [s.sandboxId, s.host, s.port]), [
+    ['sb-connect-hook', 'other.example.com', tlsPort], ['sb-connect-hook', 'reset.example.com', tlsPort], ['sb-connect-hook', 'upstream.example.com', tlsPort],
+  ]);
+});

@@ -24,7 +24,7 @@ import { createAddressDecider, createEgressDecider, failClosed, type AddressDeci
 import { handleConnect } from './connect.js';
 import type { EgressCa } from './ca.js';
 import { dialTcp, refuseRaw, type BytesOutMeter, type ConnState, type DoorContext, type EgressAuditSink, type EgressDial, type EgressEventData } from './context.js';
-import type { EgressRequestHook } from './forward.js';
+import type { EgressConnectHook, EgressRequestHook } from './forward.js';
 import { handleHttp } from './http.js';
 import { createTunnelServer } from './intercept.js';
 import { checkInternalServices, type InternalService } from './internal.js';
@@ -55,12 +55,19 @@ export interface EgressProxyOptions {
   internal?: Record<string, InternalService>;
   /** Called for every forwarded HTTP request before it is recorded and sent (the secrets seam). @default none */
   requestHook?: EgressRequestHook;
+  /** Called for every allowed CONNECT to the internet before its host is resolved (the secrets layer scans the name). @default none */
+  connectHook?: EgressConnectHook;  /**
+   * Called with the data of every audit event before it is written, to
+   * withhold guest text that carries a secret value (host, path, problem);
+   * changes `data` in place. A throw withholds every text field. @default none
+   */
+  auditScrub?: (sandboxId: string, data: Record<string, unknown>) => void;
 }
 
 export interface OpenDoorOptions {
   sandboxId: string;
   agent: string;
-  /** The agent's config (`config.agents[agent]`); only `egress` and `egressMode` are read. */
+  /** The agent's config (`config.agents[agent]`); only `egress`, `egressMode` and `interceptAll` are read. */
   agentConfig: Omit<EgressPolicy, 'agent'>;
   /** Where events go; an append that rejects makes the request refused. */
   audit: EgressAuditSink;
@@ -115,6 +122,8 @@ export function createEgressProxy(options: EgressProxyOptions = {}): EgressProxy
         limits, lookup, dial, selfAddresses: options.selfAddresses ?? [], nextConnId, internal, leafContext,
         ...(options.ca ? { ca: options.ca } : {}), ...(options.upstreamCa ? { upstreamCa: options.upstreamCa } : {}),
         ...(options.requestHook ? { requestHook: options.requestHook } : {}),
+        ...(options.connectHook ? { connectHook: options.connectHook } : {}),
+        ...(options.auditScrub ? { auditScrub: options.auditScrub } : {}),
       });
       doors.add(door);
       const close = door.close.bind(door);
@@ -142,6 +151,8 @@ interface DoorDeps {
   ca?: EgressCa;
   upstreamCa?: string | string[];
   requestHook?: EgressRequestHook;
+  connectHook?: EgressConnectHook;
+  auditScrub?: (sandboxId: string, data: Record<string, unknown>) => void;
 }
 
 /** TLS server contexts for the CA's leaves, one per host, as many as the CA caches. */
@@ -161,7 +172,11 @@ function createLeafContexts(ca: EgressCa, max = 1000): (host: string) => SecureC
 
 function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
   const { limits } = deps;
-  const policy: EgressPolicy = { agent: o.agent, egress: o.agentConfig?.egress ?? [], ...(o.agentConfig?.egressMode ? { egressMode: o.agentConfig.egressMode } : {}) };
+  const policy: EgressPolicy = {
+    agent: o.agent, egress: o.agentConfig?.egress ?? [],
+    ...(o.agentConfig?.egressMode ? { egressMode: o.agentConfig.egressMode } : {}),
+    ...(o.agentConfig?.interceptAll === true ? { interceptAll: true } : {}),
+  };
   const decide = failClosed(createEgressDecider(policy));
   const addressDecider = createAddressDecider(policy, { selfAddresses: deps.selfAddresses });
   const checkAddress = failClosed(addressDecider) as (r: Parameters<typeof addressDecider>[0]) => AddressDecision;
@@ -179,8 +194,17 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
 
   const event = (type: string, decision: string, reason: string, data: EgressEventData) => ({
     type, actor: `agent:${o.agent}`, agent: o.agent, sandbox: o.sandboxId, decision, reason,
-    data: JSON.parse(JSON.stringify(data)) as Record<string, unknown>,
+    data: scrubbed(JSON.parse(JSON.stringify(data)) as Record<string, unknown>),
   });
+  function scrubbed(copy: Record<string, unknown>): Record<string, unknown> {
+    if (!deps.auditScrub) return copy;
+    try {
+      deps.auditScrub(o.sandboxId, copy);
+    } catch {
+      for (const k of ['host', 'path', 'sni', 'problem']) if (typeof copy[k] === 'string') copy[k] = '[withheld: the audit scrubber failed]';
+    }
+    return copy;
+  }
   const ctx: DoorContext = {
     sandboxId: o.sandboxId, agent: o.agent, limits, decide, checkAddress, lookup: deps.lookup, dial: deps.dial,
     record: async function recordRequest(decision, reason, data): Promise<boolean> {
@@ -205,6 +229,7 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
     ...(deps.ca ? { ca: deps.ca } : {}),
     ...(deps.upstreamCa ? { upstreamCa: deps.upstreamCa } : {}),
     ...(deps.requestHook ? { requestHook: deps.requestHook } : {}),
+    ...(deps.connectHook ? { connectHook: deps.connectHook } : {}),
     meter: function meter(abort: (reason: string) => void): BytesOutMeter {
       flows.add(abort);
       return {

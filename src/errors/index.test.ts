@@ -19,6 +19,13 @@ const statuses: Array<[string, unknown, number]> = [
   ['environment', new EnvironmentError('env-missing-tool', 'x'), 503],
   ['sandbox', new SandboxError('sandbox-failed', 'x'), 503],
   ['key', new KeyError('key-corrupt', 'x'), 500],
+  ['a secret that cannot be resolved (secrets/)', new CordonError('secret-unresolved', 'x'), 503],
+  ['a secret store that is locked (secrets/)', new CordonError('secret-store-locked', 'x'), 503],
+  ['an invalid secret value (secrets/)', new CordonError('secret-invalid', 'x'), 400],
+  ['an unknown secret (secrets/)', new CordonError('secret-not-found', 'x'), 404],
+  ['a revoked identity (identity/)', new CordonError('identity-revoked', 'x'), 403],
+  ['an identity signing failure (identity/)', new CordonError('identity-token-too-large', 'x'), 503],
+  ['an unknown code stays 500', new CordonError('something-else', 'x'), 500],
   ['plain Error', new Error('x'), 500],
   ['a string', 'x', 500],
 ];

@@ -184,8 +184,22 @@ export function httpStatusFor(err: unknown): number {
   if (err instanceof LimitError) return 429;
   if (err instanceof AuditError || err instanceof StoreError) return 503;
   if (err instanceof EnvironmentError || err instanceof SandboxError) return 503;
+  // Errors of layers that build on this module (secrets/, identity/) are told apart by their code.
+  if (err instanceof CordonError && Object.hasOwn(CODE_STATUS, err.code)) return CODE_STATUS[err.code]!;
+  if (err instanceof CordonError && (err.code.startsWith('secret-') || err.code.startsWith('identity-'))) return 503;
   return 500;
 }
+
+/**
+ * Statuses of codes thrown by layers above this module. Other `secret-*` and
+ * `identity-*` codes are 503: the deployment cannot provide the secret or the
+ * identity now (an operator fixes it), the caller did nothing wrong.
+ */
+const CODE_STATUS: Readonly<Record<string, number>> = Object.freeze({
+  'secret-invalid': 400,
+  'secret-not-found': 404,
+  'identity-revoked': 403,
+});
 
 /** Turn anything thrown into a one-line-plus-fix description for a terminal. */
 export function describeError(err: unknown): string {

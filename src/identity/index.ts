@@ -26,3 +26,7 @@ export { spiffeId, parseSpiffeId, validateTrustDomain, TRUST_DOMAIN, SANDBOX_ID,
 export { openKeyRing, jwkThumbprint, DEFAULT_ROTATE_EVERY_MS, type KeyRing, type KeyRingOptions, type KeyInfo, type JwkSet, type PublicJwk } from './keyring.js';
 export type { TokenRefresher, RefreshOptions, RefreshFailure, DeliverToken } from './refresh.js';
 export { IdentityError } from './errors.js';
+export {
+  createSandboxKeys, SANDBOX_KEY_PREFIX, SANDBOX_KEY_PATTERN,
+  type SandboxKeys, type SandboxKeyCheck, type SandboxKeyRefusal,
+} from './sandbox-keys.js';

@@ -27,6 +27,15 @@ export interface EgressPolicy {
   egress: readonly EgressRuleInput[];
   /** `report` allows what the allowlist would deny and says so in `wouldDeny`. @default 'enforce' */
   egressMode?: 'enforce' | 'report';
+  /**
+   * Intercept TLS to every allowed host, not only those with method/path rules
+   * or bound secrets, so that each request is visible (and scanned for
+   * secrets). Always on when any rule binds a secret: an agent that holds a
+   * placeholder must not be able to send it, or a real value, through a blind
+   * tunnel. Set it for agents whose `env` carries secrets.
+   * @default false (true when a rule has `secrets`)
+   */
+  interceptAll?: boolean;
 }
 
 /** Ports an egress rule allows when it names none. */
@@ -65,10 +74,11 @@ export function compileEgress(policy: EgressPolicy): CompiledEgress {
   const agent = typeof policy?.agent === 'string' && policy.agent.length > 0 ? policy.agent : 'unknown';
   const mode = policy?.egressMode === 'report' ? 'report' : 'enforce';
   const list = Array.isArray(policy?.egress) ? policy.egress : [];
+  const interceptAll = policy?.interceptAll === true || list.some(hasBoundSecrets);
   const rules: CompiledRule[] = [];
   list.forEach((rule, index) => {
     const compiled = compileRule(agent, rule, index);
-    if (compiled) rules.push(compiled);
+    if (compiled) rules.push(interceptAll ? { ...compiled, intercept: true } : compiled);
   });
   return { agent, mode, rules };
 }
@@ -79,8 +89,7 @@ function compileRule(agent: string, rule: EgressRuleInput, index: number): Compi
   const portList = rule.ports === undefined ? DEFAULT_EGRESS_PORTS : Array.isArray(rule.ports) ? rule.ports : [];
   const ports = new Set(portList.filter((p) => Number.isInteger(p) && p >= 1 && p <= 65535));
   const http = Array.isArray(rule.rules) ? rule.rules.map((r, j) => compileHttpRule(`${ruleId}.rules[${j}]`, r)) : undefined;
-  const hasSecrets = !!rule.secrets && typeof rule.secrets === 'object' && Object.keys(rule.secrets).length > 0;
-  const base = { index, ruleId, ports, intercept: http !== undefined || hasSecrets, ...(http ? { http } : {}) };
+  const base = { index, ruleId, ports, intercept: http !== undefined || hasBoundSecrets(rule), ...(http ? { http } : {}) };
   if (typeof rule.host === 'string' && rule.cidr === undefined) {
     const checked = validateHostPattern(rule.host);
     if (!checked.ok) return undefined;
@@ -92,6 +101,10 @@ function compileRule(agent: string, rule: EgressRuleInput, index: number): Compi
     return cidr ? { ...base, cidr, wildcard: false } : undefined;
   }
   return undefined;
+}
+
+function hasBoundSecrets(rule: EgressRuleInput): boolean {
+  return !!rule && typeof rule === 'object' && !!rule.secrets && typeof rule.secrets === 'object' && Object.keys(rule.secrets).length > 0;
 }
 
 function compileHttpRule(ruleId: string, rule: { method?: string; path?: string; action: DecisionResult }): CompiledHttpRule {

@@ -1,5 +1,5 @@
 /** decideEgress: named cases asserting {result, reason, ruleId}, report mode, and a junk-input property test. */
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AgentSchema } from '../config/index.js';
 import { decideEgress, createEgressDecider, EGRESS_REASONS, type EgressRequest, type EgressDecision } from './egress.js';
@@ -164,9 +164,9 @@ const reportCases: Array<{ name: string; req: EgressRequest; want: EgressDecisio
     want: { result: 'deny', reason: 'internal-unknown', host: 'vault.cordon.internal', mode: 'report' },
   },
   {
-    name: 'an allowed host is simply allowed',
+    name: 'an allowed host is simply allowed (intercepted: this agent holds secrets)',
     req: connect('example.com'),
-    want: { result: 'allow', reason: 'host-allowed', ruleId: rid(2), ruleIndex: 2, host: 'example.com', mode: 'report' },
+    want: { result: 'allow', reason: 'host-allowed', ruleId: rid(2), ruleIndex: 2, intercept: true, host: 'example.com', mode: 'report' },
   },
 ];
 
@@ -253,5 +253,28 @@ test('property: random junk never throws and never allows an unknown host', () =
       const d = failClosed(decideEgress)(p as unknown as EgressPolicy, req as unknown as EgressRequest);
       assert.equal(d.result, 'deny');
     }
+  }
+});
+
+describe('an agent holding secrets gets every TLS host intercepted (so every request is scanned)', () => {
+  const plain = [{ host: 'example.com' }, { cidr: '203.0.113.0/24' }];
+  const cases: Array<{ name: string; policy: EgressPolicy; req: EgressRequest; intercept: boolean | undefined }> = [
+    { name: 'no secrets anywhere: a plain host is tunnelled blind', policy: { agent: 'a', egress: plain }, req: connect('example.com'), intercept: undefined },
+    { name: 'no secrets: a plain CIDR is tunnelled blind', policy: { agent: 'a', egress: plain }, req: connect('203.0.113.9'), intercept: undefined },
+    { name: 'interceptAll (secrets in env): plain host intercepted', policy: { agent: 'a', egress: plain, interceptAll: true }, req: connect('example.com'), intercept: true },
+    { name: 'interceptAll: CIDR rule intercepted too', policy: { agent: 'a', egress: plain, interceptAll: true }, req: connect('203.0.113.9'), intercept: true },
+    {
+      name: 'a secret bound to one host: the other hosts are intercepted too',
+      policy: { agent: 'a', egress: [...plain, { host: 'api.example.org', secrets: { authorization: 'Bearer {{secret.t}}' } }] },
+      req: connect('example.com'), intercept: true,
+    },
+    { name: 'interceptAll: false stays off without secrets', policy: { agent: 'a', egress: plain, interceptAll: false }, req: connect('example.com'), intercept: undefined },
+  ];
+  for (const c of cases) {
+    test(c.name, () => {
+      const got = decideEgress(c.policy, c.req);
+      assert.equal(got.result, 'allow', got.reason);
+      assert.equal(got.intercept, c.intercept);
+    });
   }
 });

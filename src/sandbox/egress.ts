@@ -46,6 +46,22 @@ export function guestProxyEnv(): Record<string, string> {
   };
 }
 
+/** The LLM gateway as guests reach it: plain HTTP to the internal name, through the door (never leaves the host). */
+export const GUEST_LLM_BASE = 'http://llm.cordon.internal';
+
+/**
+ * The variables that point the OpenAI and Anthropic SDKs (and most agent
+ * frameworks built on them) at cordon's LLM gateway, with the sandbox's
+ * service key as their API key: accepted by the gateway only on this
+ * sandbox's channel, and worthless once the sandbox ends.
+ */
+export function guestLlmEnv(serviceKey: string): Record<string, string> {
+  return {
+    OPENAI_BASE_URL: `${GUEST_LLM_BASE}/v1`, ANTHROPIC_BASE_URL: GUEST_LLM_BASE,
+    OPENAI_API_KEY: serviceKey, ANTHROPIC_API_KEY: serviceKey,
+  };
+}
+
 /**
  * The variables that point TLS clients at a bundle holding the system roots and
  * the deployment CA, for clients that do not read the system bundle by default

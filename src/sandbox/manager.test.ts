@@ -15,12 +15,14 @@ import { createServer as createHttpServer, request as httpRequest, type Server a
 import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Duplex, PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { AuditLog, type AuditEvent } from '../audit/index.js';
 import { createEgressProxy, type EgressDoor, type EgressProxy } from '../egress/index.js';
-import { parseConfig } from '../config/index.js';
+import { parseConfig, resolveAgent } from '../config/index.js';
+import { createIdentityService, createSandboxKeys, SANDBOX_KEY_PATTERN, type IdentityService, type TokenRefresher } from '../identity/index.js';
+import { createSecretsRouter, PLACEHOLDER_PATTERN, resolveAgentSecrets, SecretError } from '../secrets/index.js';
 import type { AuditError, InvalidInputError, SandboxError } from '../errors/index.js';
 import { openStore, type Store } from '../store/index.js';
 import { sleep } from '../util/index.js';
@@ -50,9 +52,12 @@ class HostAgentSandbox implements BackendSandbox {
   paused = 0;
   resumed = 0;
 
+  /** Where token.set writes: a private file per stand-in guest (never the host's /run). */
+  readonly tokenPath = join(mkdtempSync(join(tmpdir(), 'cordon-token-')), 'token');
+
   constructor(readonly id: string, readonly tier: IsolationTier, readonly proxyPort?: number) {
     const listen = proxyPort === undefined ? [] : ['--proxy-port', String(proxyPort)];
-    this.#child = spawn(agentBin, ['--stdio', ...listen], { stdio: ['pipe', 'pipe', 'ignore'] });
+    this.#child = spawn(agentBin, ['--stdio', '--token-path', this.tokenPath, ...listen], { stdio: ['pipe', 'pipe', 'ignore'] });
     this.pid = this.#child.pid;
     this.#child.stdout!.pipe(this.#fromGuest);
     this.channel = new GuestChannel(Duplex.from({ readable: this.#fromGuest, writable: this.#child.stdin! }));
@@ -89,6 +94,7 @@ class HostAgentSandbox implements BackendSandbox {
     this.#done = true;
     this.channel.close();
     this.#child.kill('SIGKILL');
+    rmSync(dirname(this.tokenPath), { recursive: true, force: true });
     this.#resolve(detail === undefined ? { reason } : { reason, detail });
   }
 }
@@ -626,5 +632,210 @@ agents:
     const ready = (await f.log.query({ limit: 1000 })).find((e) => e.type === 'sandbox.ready' && e.sandbox === info.id);
     assert.deepEqual(ready?.data.egress, { door: false, proxyPort: f.guestPort(info.id) });
     assert.equal(f.doors.length, 0);
+  });
+});
+
+describe('sandbox manager: identity, secrets and service keys', { skip }, () => {
+  const REAL = 'demo-REAL-value-0123456789abcdef';
+  let dir: string;
+  let upstream: HttpServer;
+  let upstreamPort: number;
+  /** Authorization headers the upstream received. */
+  const received: string[] = [];
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cordon-manager-secrets-'));
+    upstream = createHttpServer((req, res) => {
+      received.push(String(req.headers.authorization ?? ''));
+      res.end('ok');
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    upstreamPort = (upstream.address() as AddressInfo).port;
+  });
+  after(() => {
+    upstream.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function fixture(o: { identity?: Pick<IdentityService, 'startRefresh' | 'revoke'>; env?: NodeJS.ProcessEnv; secretsLayer?: boolean } = {}) {
+    const home = mkdtempSync(join(dir, 'home-'));
+    const store = await openStore({ kind: 'sqlite', path: join(home, 'cordon.db') });
+    const log = await AuditLog.open({ store, keyDir: join(home, 'keys'), checkpointIntervalMs: 60_000 });
+    const config = parseConfig(`
+version: 1
+agents:
+  holder:
+    isolation: microvm
+    env: { DEMO_TOKEN: "{{secret.demo}}", PLAIN: hello }
+    egress:
+      - { host: api.test, ports: [${upstreamPort}], secrets: { authorization: "Bearer {{secret.demo}}" } }
+      - { host: other.test, ports: [${upstreamPort}] }
+      - { cidr: 127.0.0.1/32, ports: [${upstreamPort}] }
+  plain: { isolation: microvm, env: { PLAIN: hello } }
+secrets:
+  demo: { from: env, name: DEMO }
+`);
+    const router = createSecretsRouter();
+    const proxy = createEgressProxy({
+      lookup: async (h) => (['api.test', 'other.test'].includes(h) ? [{ address: '127.0.0.1', family: 4 }] : []),
+      requestHook: router.requestHook, connectHook: router.connectHook, auditScrub: router.scrubAudit,
+    });
+    const identity = o.identity ?? createIdentityService({ home, trustDomain: 'test.local', audiences: ['llm.cordon.internal'] });
+    const keys = createSandboxKeys();
+    const microvm = new HostAgentBackend('microvm', 'microvm-tcg', true);
+    const manager = createSandboxManager({
+      home, config, audit: log, backends: { microvm }, egress: proxy, identity, serviceKeys: keys,
+      ...(o.secretsLayer === false ? {} : {
+        secrets: { resolve: (agent: string) => resolveAgentSecrets(config, agent, { home, env: o.env ?? { DEMO: REAL } }), router },
+      }),
+    });
+    after(async () => {
+      await manager.close();
+      await proxy.close();
+      await log.close();
+      await store.close();
+    });
+    const guest = (id: string) => microvm.sandboxes.find((s) => s.id === id)!;
+    const run = async (id: string, argv: string[]) => {
+      const out: Buffer[] = [];
+      await manager.run(id, { argv, onStdout: (b) => out.push(b) }, caller);
+      return Buffer.concat(out).toString();
+    };
+    return { manager, microvm, log, identity, keys, router, guest, run, config };
+  }
+
+  function viaGuest(port: number, url: string, headers: Record<string, string> = {}): Promise<{ status: number; reason: string }> {
+    return new Promise((resolve) => {
+      const req = httpRequest({ host: '127.0.0.1', port, path: url, headers: { host: new URL(url).host, ...headers }, agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, reason: String(res.headers['x-cordon-error'] ?? '') }));
+      });
+      req.setTimeout(5_000, () => req.destroy(new Error('no answer within 5 s')));
+      req.on('error', (err) => resolve({ status: 0, reason: err.message }));
+      req.end();
+    });
+  }
+
+  test('a token is audited (never its text), delivered before the sandbox is handed out, bound to its channel, revoked at the end', async () => {
+    const f = await fixture();
+    const ids = f.identity as IdentityService;
+    const info = await f.manager.create({ agent: 'plain', caller });
+    const token = readFileSync(f.guest(info.id).tokenPath, 'utf8');
+    const ok = await ids.verify(token, { audience: 'llm.cordon.internal', channelSandboxId: info.id });
+    assert.equal(ok.ok, true, JSON.stringify(ok));
+    const other = await ids.verify(token, { audience: 'llm.cordon.internal', channelSandboxId: 'sb-aaaaaaaaaaaaaaaaaaaa' });
+    assert.deepEqual(other.ok ? 'ok' : other.reason, 'wrong-channel');
+    const events = (await f.log.query({ limit: 1000 })).filter((e) => e.sandbox === info.id);
+    const types = events.map((e) => e.type);
+    assert.ok(types.indexOf('sandbox.token') < types.indexOf('sandbox.ready'), types.join(','));
+    const tokenEvent = events.find((e) => e.type === 'sandbox.token')!;
+    assert.deepEqual(Object.keys(tokenEvent.data).sort(), ['expiresAt', 'jti', 'kid', 'spiffeId']);
+    assert.equal(tokenEvent.data.spiffeId, `spiffe://test.local/agent/plain/sandbox/${info.id}`);
+    assert.ok(!JSON.stringify(events).includes(token), 'the token itself is in no audit event');
+    await f.manager.destroy(info.id, caller);
+    const after = await ids.verify(token, { audience: 'llm.cordon.internal', channelSandboxId: info.id });
+    assert.deepEqual(after.ok ? 'ok' : after.reason, 'revoked');
+  });
+
+  test('no first token: the sandbox is destroyed (setup-failed) and its identity revoked', async () => {
+    const revoked: string[] = [];
+    const identity = {
+      startRefresh: () => {
+        const first = Promise.reject(new Error('the signing key is unreadable'));
+        first.catch(() => undefined);
+        return { first, sandboxId: 'x', current: () => undefined, stop: () => undefined, stopped: false } as unknown as TokenRefresher;
+      },
+      revoke: (id: string) => void revoked.push(id),
+    };
+    const f = await fixture({ identity });
+    await assert.rejects(f.manager.create({ agent: 'plain', caller }), /signing key is unreadable/);
+    const id = f.microvm.created[0]!.id;
+    assert.deepEqual(f.manager.get(id).endReason, 'setup-failed');
+    assert.deepEqual(revoked, [id]);
+    assert.deepEqual(f.microvm.sandboxes[0]!.destroyReasons, ['setup-failed']);
+  });
+
+  test('secrets: the guest sees only placeholders; the bound host gets the real value; elsewhere it is refused and audited by name', async () => {
+    const f = await fixture();
+    const info = await f.manager.create({ agent: 'holder', caller });
+    const env = await f.run(info.id, ['env']);
+    const placeholder = /^DEMO_TOKEN=(.*)$/m.exec(env)?.[1] ?? '';
+    assert.match(placeholder, PLACEHOLDER_PATTERN);
+    assert.ok(!env.includes(REAL), 'the real value is not in the guest env');
+    assert.match(env, /^PLAIN=hello$/m);
+    assert.match(/^OPENAI_API_KEY=(.*)$/m.exec(env)?.[1] ?? '', SANDBOX_KEY_PATTERN);
+    assert.match(env, /^OPENAI_BASE_URL=http:\/\/llm\.cordon\.internal\/v1$/m);
+    const port = f.guest(info.id).proxyPort!;
+    received.length = 0;
+    const bound = await viaGuest(port, `http://api.test:${upstreamPort}/`, { authorization: `Bearer ${placeholder}` });
+    assert.equal(bound.status, 200);
+    assert.deepEqual(received, [`Bearer ${REAL}`], 'the upstream got the real value in place of the placeholder');
+    const cases: Array<{ name: string; url: string; headers: Record<string, string>; kind: string }> = [
+      { name: 'placeholder to another allowed host', url: `http://other.test:${upstreamPort}/`, headers: { authorization: `Bearer ${placeholder}` }, kind: 'placeholder-wrong-host' },
+      { name: 'real value raw in the query', url: `http://other.test:${upstreamPort}/?q=${REAL}`, headers: {}, kind: 'secret-value' },
+      { name: 'real value base64 in a header', url: `http://other.test:${upstreamPort}/`, headers: { 'x-data': Buffer.from(REAL).toString('base64') }, kind: 'secret-value' },
+    ];
+    received.length = 0;
+    for (const c of cases) {
+      const r = await viaGuest(port, c.url, c.headers);
+      assert.deepEqual([r.status, r.reason], [403, 'secret-exfiltration'], c.name);
+    }
+    assert.deepEqual(received, [], 'no refused request reached the upstream');
+    const events = (await f.log.query({ limit: 1000 })).filter((e) => e.sandbox === info.id);
+    const exf = events.filter((e) => e.type === 'egress.exfiltration');
+    assert.deepEqual(exf.map((e) => [e.data.secret, e.data.kind, e.data.host]), cases.map((c) => ['demo', c.kind, 'other.test']));
+    assert.ok(!JSON.stringify(events).includes(REAL), 'the real value is in no audit event');
+    assert.ok(!JSON.stringify(events).includes(Buffer.from(REAL).toString('base64')), 'nor its base64');
+    const create = events.find((e) => e.type === 'sandbox.create')!;
+    assert.deepEqual(create.data.secrets, ['demo']);
+  });
+
+  test('secrets: the sandbox\'s hook is removed when it ends', async () => {
+    const f = await fixture();
+    const info = await f.manager.create({ agent: 'holder', caller });
+    assert.equal(f.router.size, 1);
+    await f.manager.destroy(info.id, caller);
+    assert.equal(f.router.size, 0);
+  });
+
+  const unresolved = [
+    { name: 'a secret missing from the env source', env: {}, problem: /DEMO/ },
+    { name: 'a secret too short to be a credential', env: { DEMO: 'x' }, problem: /short|at least|bytes/ },
+  ];
+  for (const c of unresolved) {
+    test(`create fails before anything boots: ${c.name}`, async () => {
+      const f = await fixture({ env: c.env });
+      await assert.rejects(f.manager.create({ agent: 'holder', caller }), (e: unknown) => {
+        assert.ok(e instanceof SecretError && e.code === 'secret-unresolved', String(e));
+        assert.deepEqual(e.problems.map((p) => p.secret), ['demo']);
+        assert.match(e.describe(), c.problem);
+        return true;
+      });
+      assert.equal(f.microvm.created.length, 0, 'no back end was asked to start');
+      const ev = await f.log.query({ limit: 1000 });
+      assert.deepEqual(ev.filter((e) => e.type.startsWith('sandbox.')).map((e) => [e.type, e.reason ?? null]), [['sandbox.create', null], ['sandbox.destroy', 'create-failed']]);
+    });
+  }
+
+  test('an agent with secrets cannot start where there is no secrets layer (never blank)', async () => {
+    const f = await fixture({ secretsLayer: false });
+    await assert.rejects(f.manager.create({ agent: 'holder', caller }), (e: unknown) => e instanceof SecretError && e.code === 'secret-unresolved');
+    assert.equal(f.microvm.created.length, 0);
+    const plain = await f.manager.create({ agent: 'plain', caller });
+    assert.equal(plain.state, 'running', 'agents without secrets still start');
+  });
+
+  test('the service key works on its own channel only, and not after the sandbox ends', async () => {
+    const f = await fixture();
+    const a = await f.manager.create({ agent: 'plain', caller });
+    const b = await f.manager.create({ agent: 'plain', caller });
+    const keyOf = async (id: string) => /^OPENAI_API_KEY=(.*)$/m.exec(await f.run(id, ['env']))?.[1] ?? '';
+    const ka = await keyOf(a.id);
+    assert.deepEqual(f.keys.check(ka, a.id), { ok: true, sandboxId: a.id });
+    assert.deepEqual(f.keys.check(ka, b.id), { ok: false, reason: 'wrong-channel' });
+    await f.manager.destroy(a.id, caller);
+    assert.deepEqual(f.keys.check(ka, a.id), { ok: false, reason: 'unknown-key' });
+    assert.equal(resolveAgent(f.config, 'plain').env.PLAIN, 'hello');
   });
 });

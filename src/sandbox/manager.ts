@@ -24,6 +24,22 @@
  *   store before the sandbox is handed out (see egress.ts); those file
  *   accesses are audited by the same rules, as `sandbox.setup` events of the
  *   actor `system`.
+ * - **Secrets never enter the guest.** Before anything boots, every secret the
+ *   agent refers to is resolved (one missing or failing secret fails create,
+ *   `secret-unresolved`; a secret is never blank). The guest env gets per-
+ *   sandbox placeholders; the sandbox's secrets are registered with the
+ *   proxy's secrets router (substitution on bound hosts, exfiltration scan
+ *   everywhere, findings audited as `egress.exfiltration`, names only) and
+ *   removed when the sandbox ends. An agent that holds any secret gets every
+ *   TLS host intercepted (`interceptAll`), so no request leaves in a blind
+ *   tunnel where the scanner could not see it; CONNECT host names are scanned
+ *   before DNS.
+ * - **Identity.** Each sandbox's token is issued and delivered (`token.set`)
+ *   before it is handed out, and refreshed for its life; each delivery is
+ *   audited (`sandbox.token`: jti, kid, expiry, SPIFFE ID; never the token)
+ *   before it happens. No first token → the sandbox is destroyed
+ *   (`setup-failed`). Every end path revokes the identity and the sandbox's
+ *   service key (the per-sandbox key that LLM SDKs send to the gateway).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -32,8 +48,12 @@ import { z } from 'zod';
 import type { AuditEventInput } from '../audit/index.js';
 import { resolveAgent, RESERVED_ENV, type CordonConfig } from '../config/index.js';
 import { CordonError, InvalidInputError, NotFoundError, SandboxError } from '../errors/index.js';
+import type { IdentityService, SandboxKeys } from '../identity/index.js';
+import {
+  agentSecretNames, createSandboxSecrets, SecretError, type ExfiltrationFinding, type ResolvedSecrets, type SandboxSecrets, type SecretsRouter,
+} from '../secrets/index.js';
 import { ensurePrivateDir } from '../util/index.js';
-import { guestProxyEnv, installEgressCa, refuseStream, type GuestFiles, type SandboxEgressProxy } from './egress.js';
+import { guestLlmEnv, guestProxyEnv, installEgressCa, refuseStream, type GuestFiles, type SandboxEgressProxy } from './egress.js';
 import { DEFAULT_MAX_FILE_BYTES, type ExecResult } from './protocol/index.js';
 import type {
   BackendExit, BackendSandbox, Caller, Isolation, RunCommandOptions, SandboxBackend, SandboxInfo, SandboxManager, SandboxSpec,
@@ -65,8 +85,35 @@ export interface SandboxManagerOptions {
    * @default undefined
    */
   egress?: SandboxEgressProxy;
+  /**
+   * Sandbox identities: a token is issued and delivered before a sandbox is
+   * handed out, refreshed for its life, and revoked when it ends.
+   * @default undefined (no tokens)
+   */
+  identity?: Pick<IdentityService, 'startRefresh' | 'revoke'>;
+  /**
+   * Where the agents' secrets come from and where each sandbox's secrets are
+   * registered for the egress proxy. Without it, an agent that refers to any
+   * secret cannot be started (never blank). @default undefined
+   */
+  secrets?: ManagerSecrets;
+  /**
+   * Per-sandbox keys for cordon's internal services. When given, guests get
+   * `OPENAI_BASE_URL`/`ANTHROPIC_BASE_URL` pointing at `llm.cordon.internal`
+   * and the sandbox's key as `OPENAI_API_KEY`/`ANTHROPIC_API_KEY` (accepted
+   * only on this sandbox's channel, revoked when it ends). @default undefined
+   */
+  serviceKeys?: Pick<SandboxKeys, 'issue' | 'revoke'>;
   /** Clock, for tests. @default Date.now */
   now?: () => number;
+}
+
+/** The secrets layer as the manager uses it. */
+export interface ManagerSecrets {
+  /** Resolve every secret agent `name` refers to (`resolveAgentSecrets` bound to the config and home); rejects listing each problem. */
+  resolve(agent: string): Promise<ResolvedSecrets>;
+  /** The egress proxy's router (its request, connect and audit hooks dispatch by sandbox). */
+  router: Pick<SecretsRouter, 'register' | 'unregister'>;
 }
 
 /** A back end that can prepare fast starts for a VM shape (MicrovmBackend). */
@@ -104,6 +151,8 @@ interface Entry {
   timer: NodeJS.Timeout | undefined;
   /** This sandbox's door on the egress proxy, while it is open. */
   door: { close(): Promise<void> } | undefined;
+  /** This sandbox's secrets (placeholders, scanner), when its agent has any. */
+  secrets: SandboxSecrets | undefined;
   /** Set once the manager starts ending it (so its own exit is not recorded twice). */
   ending: Promise<void> | undefined;
 }
@@ -152,15 +201,41 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
       });
     }
     const backend = await chooseBackend(agent.isolation, opts.agent);
-    const spec: SandboxSpec = {
-      id: newSandboxId(), agent: opts.agent, isolation: agent.isolation, vcpus: agent.resources.vcpus,
-      memoryMiB: agent.resources.memoryMiB, diskMiB: agent.resources.diskMiB, timeoutMs,
-      maxOutputBytes: agent.resources.maxOutputBytes, env: { ...guestProxyEnv(), ...agent.env },
-    };
+    const secretNames = agentSecretNames(agent);
+    if (secretNames.length > 0 && !o.secrets) {
+      throw new SecretError('secret-unresolved', `agent "${opts.agent}" refers to secrets (${secretNames.join(', ')}), and this deployment has no secrets layer`, {
+        fix: 'start the sandbox through the control plane (`cordon up`), which resolves secrets, or remove {{secret.…}} from the agent',
+      });
+    }
+    const id = newSandboxId();
     await record({
-      type: 'sandbox.create', actor: opts.caller.actor, agent: spec.agent, sandbox: spec.id,
-      data: { isolation: spec.isolation, vcpus: spec.vcpus, memoryMiB: spec.memoryMiB, diskMiB: spec.diskMiB, timeoutMs, maxOutputBytes: spec.maxOutputBytes },
+      type: 'sandbox.create', actor: opts.caller.actor, agent: opts.agent, sandbox: id,
+      data: {
+        isolation: agent.isolation, vcpus: agent.resources.vcpus, memoryMiB: agent.resources.memoryMiB, diskMiB: agent.resources.diskMiB,
+        timeoutMs, maxOutputBytes: agent.resources.maxOutputBytes, ...(secretNames.length > 0 ? { secrets: secretNames } : {}),
+      },
     });
+    const createFailed = (err: unknown): Promise<unknown> => record({
+      type: 'sandbox.destroy', actor: 'system', agent: opts.agent, sandbox: id, reason: 'create-failed',
+      data: { reason: 'create-failed', error: err instanceof CordonError ? err.code : 'error', message: String((err as Error).message ?? err).slice(0, 2000) },
+    }).catch(() => undefined); // the create itself is already on record; the error goes to the caller
+    // Secrets first: one that cannot be resolved fails create before anything boots.
+    let secrets: SandboxSecrets | undefined;
+    if (secretNames.length > 0) {
+      try {
+        secrets = createSandboxSecrets({ agentName: opts.agent, agent, values: await o.secrets!.resolve(opts.agent) });
+      } catch (err) {
+        await createFailed(err);
+        throw err;
+      }
+    }
+    const serviceKey = o.serviceKeys?.issue(id);
+    const spec: SandboxSpec = {
+      id, agent: opts.agent, isolation: agent.isolation, vcpus: agent.resources.vcpus,
+      memoryMiB: agent.resources.memoryMiB, diskMiB: agent.resources.diskMiB, timeoutMs,
+      maxOutputBytes: agent.resources.maxOutputBytes,
+      env: { ...guestProxyEnv(), ...(serviceKey ? guestLlmEnv(serviceKey) : {}), ...(secrets ? secrets.env : agent.env) },
+    };
     const createdAtMs = now();
     const runDir = ensurePrivateDir(join(o.home, 'run', spec.id));
     const start = backend.create(spec, { home: o.home, runDir });
@@ -170,16 +245,14 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
       sandbox = await start;
     } catch (err) {
       rmSync(runDir, { recursive: true, force: true });
-      await record({
-        type: 'sandbox.destroy', actor: 'system', agent: spec.agent, sandbox: spec.id, reason: 'create-failed',
-        data: { reason: 'create-failed', error: err instanceof CordonError ? err.code : 'error', message: String((err as Error).message ?? err).slice(0, 2000) },
-      }).catch(() => undefined); // the create itself is already on record; the error goes to the caller
+      o.serviceKeys?.revoke(id);
+      await createFailed(err);
       throw err;
     } finally {
       starting.delete(start);
     }
     const entry: Entry = {
-      spec, sandbox, runDir, expiresAtMs: createdAtMs + timeoutMs, timer: undefined, door: undefined, ending: undefined,
+      spec, sandbox, runDir, expiresAtMs: createdAtMs + timeoutMs, timer: undefined, door: undefined, secrets, ending: undefined,
       info: {
         id: spec.id, agent: spec.agent, isolation: spec.isolation, tier: sandbox.tier, state: 'running',
         createdAt: new Date(createdAtMs).toISOString(), expiresAt: new Date(createdAtMs + timeoutMs).toISOString(),
@@ -190,15 +263,20 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
     entries.set(spec.id, entry);
     void sandbox.exited.then((exit) => onExit(entry, exit));
     let egress: Record<string, unknown>;
+    let identity: Record<string, unknown> | undefined;
     try {
       egress = await connectEgress(entry, agent);
+      identity = await startIdentity(entry);
     } catch (err) {
       await end(entry, 'setup-failed', 'system').catch(() => undefined);
       throw err;
     }
     entry.info.startMs = Math.round(now() - createdAtMs);
     try {
-      await record(event('sandbox.ready', entry, 'system', { tier: entry.info.tier, startMs: entry.info.startMs, startedFrom: entry.info.startedFrom, pid: sandbox.pid, egress }));
+      await record(event('sandbox.ready', entry, 'system', {
+        tier: entry.info.tier, startMs: entry.info.startMs, startedFrom: entry.info.startedFrom, pid: sandbox.pid, egress,
+        ...(identity ? { identity } : {}), ...(serviceKey ? { serviceKey: true } : {}),
+      }));
     } catch (err) {
       await end(entry, 'audit-failed', 'system').catch(() => undefined);
       throw err;
@@ -223,7 +301,13 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
       channel.on('stream', refuseStream);
       return { door: false, proxyPort };
     }
-    const door = o.egress.openDoor({ sandboxId: entry.spec.id, agent: entry.spec.agent, agentConfig: agent, audit: o.audit });
+    if (entry.secrets) {
+      o.secrets!.router.register(entry.spec.id, entry.secrets, {
+        onExfiltration: (finding, request) => void recordExfiltration(entry, finding, request),
+      });
+    }
+    // An agent holding secrets has every TLS host intercepted: nothing it sends is out of the scanner's sight.
+    const door = o.egress.openDoor({ sandboxId: entry.spec.id, agent: entry.spec.agent, agentConfig: { ...agent, interceptAll: entry.secrets !== undefined }, audit: o.audit });
     entry.door = door;
     channel.on('stream', (stream) => {
       // A guest that resets a connection ends its stream with an error. The door sees the close, but
@@ -265,11 +349,55 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
     };
   }
 
-  /** Close the sandbox's door (its open connections end); never throws. */
+  /**
+   * An exfiltration attempt the secrets layer refused: recorded with the
+   * secret's name, the host, where and in which encoding; never the value or
+   * the path (which could carry it). The refused request has its own
+   * `egress.request` deny event; this one is for alerting.
+   */
+  async function recordExfiltration(entry: Entry, f: Extract<ExfiltrationFinding, { found: true }>, request: { host: string; port: number }): Promise<void> {
+    const host = entry.secrets?.valueIn(request.host) === undefined ? request.host : '[withheld]';
+    await record(event('egress.exfiltration', entry, `agent:${entry.spec.agent}`, {
+      secret: f.secret, kind: f.kind, where: f.where, encoding: f.encoding, host, port: request.port,
+    }, 'secret-exfiltration')).catch(() => undefined); // the request is refused either way
+  }
+
+  /**
+   * Issue the sandbox's first token and deliver it (audited first), then keep
+   * it fresh. Returns what `sandbox.ready` records; throws when the first
+   * token could not be delivered.
+   */
+  async function startIdentity(entry: Entry): Promise<Record<string, unknown> | undefined> {
+    if (!o.identity) return undefined;
+    const refresher = o.identity.startRefresh({ id: entry.spec.id, agent: entry.spec.agent }, async function deliverToken(token, issued) {
+      await record(event('sandbox.token', entry, 'system', { jti: issued.jti, kid: issued.kid, expiresAt: issued.expiresAt, spiffeId: issued.spiffeId }));
+      await entry.sandbox.channel.setToken(token);
+    }, {
+      onFailure: (failure) => {
+        if (entry.ending) return;
+        void record(event('sandbox.token.failure', entry, 'system', {
+          reason: failure.reason, failures: failure.failures, retryInMs: failure.retryInMs,
+          error: failure.error instanceof CordonError ? failure.error.code : failure.error === undefined ? undefined : String((failure.error as Error).message ?? failure.error).slice(0, 500),
+        }, failure.reason)).catch(() => undefined);
+      },
+    });
+    const first = await refresher.first;
+    return { spiffeId: first.spiffeId, jti: first.jti, expiresAt: first.expiresAt };
+  }
+
+  /**
+   * Close the sandbox's door (its open connections end), revoke its identity
+   * and service key, and drop its secrets from the proxy; never throws.
+   */
   async function closeDoor(entry: Entry): Promise<void> {
+    try {
+      o.identity?.revoke(entry.spec.id);
+    } catch { /* revoke is idempotent; a failure must not keep the sandbox alive */ }
+    o.serviceKeys?.revoke(entry.spec.id);
     const door = entry.door;
     entry.door = undefined;
     await door?.close().catch(() => undefined);
+    o.secrets?.router.unregister(entry.spec.id);
   }
 
   async function chooseBackend(isolation: Isolation, agent: string): Promise<SandboxBackend> {

@@ -64,7 +64,7 @@ export function createSecretsRequestHook(secrets: SandboxSecrets, opts: SecretsH
         const scanner = secrets.scanner.body(target);
         const fail = (f: Extract<ExfiltrationFinding, { found: true }>): Error => {
           opts.onExfiltration?.(f, { ...target, path: request.path });
-          return new Error(`the request body carries ${describeFinding(f)}`);
+          return Object.assign(new Error(`the request body carries ${describeFinding(f)}`), { reason: EXFILTRATION_REASON });
         };
         const transform = new Transform({
           transform(chunk: Buffer, _enc, done) {

@@ -48,3 +48,4 @@ export {
   type SecretsHookRequest, type SecretsHookResult, type SecretsHookOptions,
 } from './hook.js';
 export { valuePatterns, percentDecode, type SecretEncoding, type BytePattern } from './encodings.js';
+export { createSecretsRouter, type SecretsRouter } from './router.js';

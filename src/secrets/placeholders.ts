@@ -70,6 +70,17 @@ export interface SandboxSecrets {
   scan(request: ScanRequest): ExfiltrationFinding;
   /** Put real values into the bound headers (see substitute.ts). */
   substitute(request: SubstituteRequest): SubstituteResult;
+  /**
+   * The name of a secret whose real value (in any encoding the scanner knows)
+   * is in `text`, else undefined: for withholding text from logs.
+   */
+  valueIn(text: string): string | undefined;
+  /**
+   * This sandbox's placeholders and real values, for in-process redaction
+   * (the LLM gateway strips them from prompts and output). Never log or send
+   * what this returns.
+   */
+  redactionList(): string[];
 }
 
 /**
@@ -110,7 +121,14 @@ export function createSandboxSecrets(opts: SandboxSecretsOptions): SandboxSecret
     placeholders: new Map([...placeholders].map(([ph, info]) => [ph, info.secret])),
     isBound: bound,
   });
+  const valuesOnly = createExfiltrationScanner({ values, placeholders: new Map(), isBound: () => false });
+  const valueIn = (text: string): string | undefined => {
+    const f = valuesOnly.scanHead({ host: text, port: 0 });
+    return f.found ? f.secret : undefined;
+  };
   return {
+    valueIn,
+    redactionList: () => [...placeholders.keys(), ...[...values.values()].map((v) => v.reveal())],
     agentName: opts.agentName,
     env: Object.freeze(env),
     placeholders,
