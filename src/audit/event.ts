@@ -12,6 +12,7 @@ import * as crypto from 'node:crypto';
 import { z } from 'zod';
 import { AuditError } from '../errors/index.js';
 import { canonicalJson } from '../util/index.js';
+import { validateEventInput, type ValidEventInput } from './validate.js';
 
 /** `prevHash` of the first event. */
 export const GENESIS_HASH = '0'.repeat(64);
@@ -29,7 +30,14 @@ export interface AuditEventInput {
   /** The policy outcome, e.g. `allow`, `deny`, `approve`. */
   decision?: string;
   reason?: string;
-  /** Any JSON object. @default {} */
+  /**
+   * Any JSON object. `append` takes it over: it is rendered to canonical JSON
+   * before `append` returns (later changes do not reach the stored event), it
+   * is not copied, and the returned event's `data` is this same object. So a
+   * caller that builds plain JSON for the event needs no defensive deep copy;
+   * one that must keep editing its object should pass a copy.
+   * @default {}
+   */
   data?: Record<string, unknown>;
 }
 
@@ -56,6 +64,10 @@ const name = (max: number) =>
     .max(max)
     .regex(/^[^\u0000-\u001f\u007f]+$/, 'must not contain control characters');
 
+/**
+ * The input rules as a zod schema, for callers that validate events of their
+ * own. `append` checks the same rules with {@link validateEventInput} (no copy).
+ */
 export const auditEventInputSchema = z
   .object({
     type: z
@@ -73,7 +85,7 @@ export const auditEventInputSchema = z
 
 /** An input that passed validation, split around the fields fixed at flush time. */
 export interface PreparedEvent {
-  readonly input: z.infer<typeof auditEventInputSchema> & { data: Record<string, unknown> };
+  readonly input: ValidEventInput;
   readonly ts: string;
   /** `{"actor":…` up to (not including) `,"prevHash"`. */
   readonly head: string;
@@ -88,16 +100,7 @@ export interface PreparedEvent {
  * @throws AuditError `audit-invalid-event` naming the field and the problem
  */
 export function prepareEvent(raw: AuditEventInput, ts: string): PreparedEvent {
-  const parsed = auditEventInputSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const where = issue?.path.join('.') || '(event)';
-    throw new AuditError('audit-invalid-event', `invalid audit event: ${where}: ${issue?.message ?? 'invalid'}`, {
-      fix: 'pass {type, actor, sandbox?, agent?, decision?, reason?, data?} with data a JSON object',
-      details: { path: where },
-    });
-  }
-  const input = { ...parsed.data, data: parsed.data.data ?? {} };
+  const input = validateEventInput(raw);
   let dataJson: string;
   try {
     dataJson = canonicalJson(input.data);
@@ -117,13 +120,17 @@ export function prepareEvent(raw: AuditEventInput, ts: string): PreparedEvent {
     (input.reason !== undefined ? `,"reason":${s(input.reason)}` : '') +
     (input.sandbox !== undefined ? `,"sandbox":${s(input.sandbox)}` : '');
   const tail = `,"ts":${s(ts)},"type":${s(input.type)}}`;
-  // seq (≤ 16 digits) and prevHash (64 hex) add at most ~100 bytes.
-  const bytes = Buffer.byteLength(head) + Buffer.byteLength(mid) + Buffer.byteLength(tail) + 100;
-  if (bytes > MAX_EVENT_BYTES) {
-    throw new AuditError('audit-invalid-event', `audit event too large: about ${bytes} bytes (limit ${MAX_EVENT_BYTES})`, {
-      fix: 'record a digest or an excerpt of large payloads instead of the payload itself',
-      details: { path: 'data', bytes },
-    });
+  // seq (≤ 16 digits) and prevHash (64 hex) add at most ~100 bytes. A UTF-16
+  // code unit is at most 3 UTF-8 bytes, so most events need no byte count.
+  const units = head.length + mid.length + tail.length;
+  if (units * 3 + 100 > MAX_EVENT_BYTES) {
+    const bytes = Buffer.byteLength(head) + Buffer.byteLength(mid) + Buffer.byteLength(tail) + 100;
+    if (bytes > MAX_EVENT_BYTES) {
+      throw new AuditError('audit-invalid-event', `audit event too large: about ${bytes} bytes (limit ${MAX_EVENT_BYTES})`, {
+        fix: 'record a digest or an excerpt of large payloads instead of the payload itself',
+        details: { path: 'data', bytes },
+      });
+    }
   }
   return { input, ts, head, mid, tail };
 }

@@ -38,3 +38,4 @@ export {
   type AuditSigningKey,
 } from './keys.js';
 export { checkpointPayload } from './checkpoint.js';
+export { measureAppendCpu, type AppendCpuFigures, type AppendCpuOptions, type AppendCpuResult } from './appendbench.js';

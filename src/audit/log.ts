@@ -1,13 +1,21 @@
 /**
  * The append side of the audit log, with group commit.
  *
- * `append` validates an event and queues it; one flush (on the next
- * `setImmediate`) numbers, chains and hashes the whole queue from the last
- * committed head and writes it in one transaction. An append resolves only
- * once its event is committed (SQLite WAL with synchronous=NORMAL: it survives
- * a crash of cordon; a power loss may drop the last commits). If the write
- * fails, every append of that batch rejects with `audit-write-failed` and the
- * head stays where it was, so a failed batch leaves neither a gap nor a fork.
+ * `append` validates an event and renders its body (canonical JSON, without
+ * the seq and prevHash) at once, then queues it; one flush (on the next
+ * `setImmediate`, so appends made in the same turn of the event loop, and
+ * those made while a write is under way, share it) numbers, chains and
+ * hashes up to `maxBatch` queued events from the last committed head and
+ * hands them to the store as one transaction. On SQLite that is one cached
+ * prepared INSERT per event inside one better-sqlite3 transaction, with no
+ * query builder on the way.
+ *
+ * An append resolves only once its event is committed (SQLite WAL with
+ * synchronous=NORMAL: it survives a crash of cordon; a power loss may drop
+ * the last commits). If the write fails, every append of that batch rejects
+ * with `audit-write-failed`, the transaction is rolled back, and the head
+ * stays where it was, so a failed batch leaves neither a gap nor a fork; the
+ * next batch chains on the last committed event.
  * A checkpoint sealing the head is signed once `checkpointEvery` events are
  * unsealed, every `checkpointIntervalMs` while any are, and on `close()`.
  */
@@ -39,7 +47,12 @@ export interface AuditLogOptions {
   checkpointIntervalMs?: number;
   /** Clock for event and checkpoint timestamps. @default () => new Date() */
   now?: () => Date;
-  /** Events written per transaction at most. @default 5000 */
+  /**
+   * Events written per transaction at most. The write runs synchronously on
+   * SQLite, so this also bounds how long one flush holds the event loop
+   * (about 4 ms for 1,000 events on the reference machine).
+   * @default 1000
+   */
   maxBatch?: number;
   /** Appends waiting to be written at most; beyond it appends are refused. @default 100000 */
   maxQueued?: number;
@@ -62,7 +75,7 @@ function resolveOptions(o: AuditLogOptions): Resolved {
     now: o.now ?? (() => new Date()),
     checkpointEvery: positiveInt(o.checkpointEvery ?? 1000, 'checkpointEvery'),
     checkpointIntervalMs: positiveInt(o.checkpointIntervalMs ?? 1000, 'checkpointIntervalMs'),
-    maxBatch: positiveInt(o.maxBatch ?? 5000, 'maxBatch'),
+    maxBatch: positiveInt(o.maxBatch ?? 1000, 'maxBatch'),
     maxQueued: positiveInt(o.maxQueued ?? 100_000, 'maxQueued'),
   };
 }
@@ -147,6 +160,11 @@ export class AuditLog {
 
   /**
    * Record an event. Resolves once it is durable in the store.
+   *
+   * `append` takes `input.data` over: it is read and rendered before `append`
+   * returns, never copied, and becomes the returned event's `data`. Pass plain
+   * JSON built for the event (no defensive deep copy is needed); pass a copy
+   * only if you keep changing the object afterwards.
    * @throws AuditError `audit-invalid-event`, `audit-write-failed`, `audit-overloaded`, `audit-closed`
    */
   append(input: AuditEventInput): Promise<AuditEvent> {

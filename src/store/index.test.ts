@@ -11,6 +11,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { sql } from 'kysely';
 import { StoreError } from '../errors/index.js';
 import { openStore, migrateLayer, MIGRATION_TABLE, type AuditRow, type Store } from './index.js';
+import { createKyselyStore } from './kysely-store.js';
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'cordon-store-'));
@@ -180,29 +181,39 @@ test('postgres is refused with a fix until it is implemented', async () => {
   });
 });
 
-test('insertEvents is all or nothing', async (t) => {
-  const cases: { name: string; batch: () => AuditRow[]; expectCount: number }[] = [
-    { name: 'a duplicate seq inside the batch inserts nothing', batch: () => [row(3), row(4), row(4)], expectCount: 2 },
-    { name: 'a seq that already exists inserts nothing', batch: () => [row(3), row(2)], expectCount: 2 },
-    {
-      name: 'a failure in a later chunk rolls back earlier chunks',
-      batch: () => [...Array.from({ length: 1200 }, (_, i) => row(i + 3)), row(10)],
-      expectCount: 2,
-    },
-    { name: 'a valid batch larger than one chunk inserts every row', batch: () => Array.from({ length: 1200 }, (_, i) => row(i + 3)), expectCount: 1202 },
-  ];
-  for (const c of cases) {
-    await t.test(c.name, async () => {
-      await withStore(async (store) => {
-        await store.audit.insertEvents([row(1), row(2)]);
-        const batch = c.batch();
-        if (c.expectCount === 2) await assert.rejects(store.audit.insertEvents(batch));
-        else await store.audit.insertEvents(batch);
-        assert.equal(await store.audit.count(), c.expectCount);
+/** The two ways rows are written: SQLite's own path, and the portable Kysely one (for other dialects). */
+const writers: { name: string; repo: (store: Store) => Store['audit'] }[] = [
+  { name: 'SQLite prepared INSERT', repo: (store) => store.audit },
+  { name: 'portable Kysely INSERTs', repo: (store) => createKyselyStore('sqlite', store.db, { onClose: async () => undefined }).audit },
+];
+
+for (const w of writers) {
+  test(`insertEvents is all or nothing (${w.name})`, async (t) => {
+    const cases: { name: string; batch: () => AuditRow[]; expectCount: number }[] = [
+      { name: 'a duplicate seq inside the batch inserts nothing', batch: () => [row(3), row(4), row(4)], expectCount: 2 },
+      { name: 'a seq that already exists inserts nothing', batch: () => [row(3), row(2)], expectCount: 2 },
+      {
+        name: 'a failure in a later chunk rolls back earlier chunks',
+        batch: () => [...Array.from({ length: 1200 }, (_, i) => row(i + 3)), row(10)],
+        expectCount: 2,
+      },
+      { name: 'a valid batch larger than one chunk inserts every row', batch: () => Array.from({ length: 1200 }, (_, i) => row(i + 3)), expectCount: 1202 },
+    ];
+    for (const c of cases) {
+      await t.test(c.name, async () => {
+        await withStore(async (store) => {
+          const audit = w.repo(store);
+          await audit.insertEvents([row(1), row(2)]);
+          const batch = c.batch();
+          if (c.expectCount === 2) await assert.rejects(audit.insertEvents(batch));
+          else await audit.insertEvents(batch);
+          assert.equal(await store.audit.count(), c.expectCount);
+          assert.deepEqual((await store.audit.readAfter(c.expectCount - 1, 1))[0], row(c.expectCount), 'rows round-trip unchanged');
+        });
       });
-    });
-  }
-});
+    }
+  });
+}
 
 test('readAfter pages in seq order and query filters', async () => {
   await withStore(async (store) => {
@@ -255,4 +266,48 @@ test('migrateLayer applies a layer migration once and refuses unknown ones', asy
     await assert.rejects(migrateLayer(store.db, 'things', {}), /newer version of cordon .*0001_things/);
     await assert.rejects(migrateLayer(store.db, 'Bad Name', {}), /invalid migration layer name/);
   });
+});
+
+test('insertEvents waits for a transaction that another layer holds open, and is not rolled back with it', async () => {
+  await withStore(async (store) => {
+    await store.audit.insertEvents([row(1)]);
+    let insertedWhileOpen: Promise<void> | undefined;
+    await assert.rejects(
+      store.db.transaction().execute(async (trx) => {
+        await trx.insertInto('cordon_meta').values({ key: 'k', value: 'v' }).execute();
+        insertedWhileOpen = store.audit.insertEvents([row(2), row(3)]);
+        await new Promise((r) => setTimeout(r, 20));
+        throw new Error('the other layer rolls back');
+      }),
+      /the other layer rolls back/,
+    );
+    await insertedWhileOpen;
+    assert.equal(await store.getMeta('k'), undefined, 'the other transaction was rolled back');
+    assert.deepEqual((await store.audit.readAfter(0, 10)).map((r) => r.seq), [1, 2, 3], 'the audit rows were committed on their own');
+  });
+});
+
+test('insertEvents refuses to write inside a transaction left open outside Kysely\'s transaction API', async () => {
+  await withStore(async (store) => {
+    await sql`begin`.execute(store.db);
+    await assert.rejects(store.audit.insertEvents([row(1)]), (err: unknown) => {
+      assert.ok(err instanceof StoreError);
+      assert.equal(err.code, 'store-busy');
+      return true;
+    });
+    await sql`rollback`.execute(store.db);
+    await store.audit.insertEvents([row(1)]);
+    assert.equal(await store.audit.count(), 1);
+  });
+});
+
+test('insertEvents fails when the store is closed', async () => {
+  const dir = tempDir();
+  try {
+    const store = await openStore({ kind: 'sqlite', path: join(dir, 'cordon.db') });
+    await store.close();
+    await assert.rejects(store.audit.insertEvents([row(1)]), /not open/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -29,16 +29,26 @@ const EVENT_COLUMNS = [
  */
 export type RowReader = (query: CompiledQuery) => Promise<unknown[][]>;
 
+/**
+ * Writes audit rows in one transaction, all or nothing, and resolves only
+ * once they are committed. A dialect may offer one that skips the query
+ * builder (SQLite: one cached prepared INSERT inside a better-sqlite3
+ * transaction); the portable one is a Kysely transaction of multi-row INSERTs.
+ */
+export type EventWriter = (rows: readonly AuditRow[]) => Promise<void>;
+
 export interface KyselyStoreOptions {
   /** Called once by `close()`. @default destroys the Kysely instance */
   onClose?: () => Promise<void>;
   rowReader?: RowReader;
+  /** @default multi-row INSERTs of {@link INSERT_CHUNK_ROWS} rows in a Kysely transaction */
+  eventWriter?: EventWriter;
 }
 
 /** Build a `Store` on a Kysely instance whose schema is already migrated. */
 export function createKyselyStore(kind: Store['kind'], db: Kysely<Database>, opts: KyselyStoreOptions = {}): Store {
   const onClose = opts.onClose ?? (() => db.destroy());
-  const audit = createAuditRepository(db, opts.rowReader);
+  const audit = createAuditRepository(db, opts.rowReader, opts.eventWriter);
   let closed = false;
   return {
     kind,
@@ -63,7 +73,11 @@ export function createKyselyStore(kind: Store['kind'], db: Kysely<Database>, opt
   };
 }
 
-function createAuditRepository(db: Kysely<Database>, rowReader: RowReader | undefined): AuditRepository {
+function createAuditRepository(
+  db: Kysely<Database>,
+  rowReader: RowReader | undefined,
+  eventWriter: EventWriter | undefined,
+): AuditRepository {
   type EventSelect = ReturnType<typeof selectEvents>;
   const selectEvents = () => db.selectFrom('audit_events').select(EVENT_COLUMNS);
   const run = async (q: EventSelect): Promise<AuditRow[]> => {
@@ -81,7 +95,7 @@ function createAuditRepository(db: Kysely<Database>, rowReader: RowReader | unde
       return row ? { seq: Number(row.seq), hash: row.hash } : undefined;
     },
 
-    async insertEvents(rows) {
+    insertEvents: eventWriter ?? async function insertEvents(rows) {
       if (rows.length === 0) return;
       await db.transaction().execute(async (trx: Transaction<Database>) => {
         for (let i = 0; i < rows.length; i += INSERT_CHUNK_ROWS) {

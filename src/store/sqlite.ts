@@ -1,7 +1,9 @@
 /**
  * The embedded SQLite back end (better-sqlite3): opens the file in WAL mode,
  * refuses files that are not SQLite databases without writing to them, caches
- * prepared statements under Kysely, and runs the store's migrations.
+ * prepared statements under Kysely, runs the store's migrations, and writes
+ * audit events on a path of its own that skips Kysely (the hot path of every
+ * door: see {@link rawEventWriter}).
  *
  * This is the only file that knows it is talking to SQLite.
  */
@@ -11,9 +13,9 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import { StoreError } from '../errors/index.js';
 import { ensurePrivateDir } from '../util/index.js';
-import { createKyselyStore, type RowReader } from './kysely-store.js';
+import { createKyselyStore, type EventWriter, type RowReader } from './kysely-store.js';
 import { MIGRATION_TABLE, migrateStore } from './migrations.js';
-import type { Database, Store } from './types.js';
+import type { AuditRow, Database, Store } from './types.js';
 
 /** The first 16 bytes of every SQLite 3 database file. */
 const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
@@ -32,13 +34,59 @@ export async function openSqliteStore(opts: SqliteStoreOptions): Promise<Store> 
   prepareFile(path);
   const raw = openConnection(path, opts.busyTimeoutMs ?? 5000);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingDatabase(raw) }) });
+  let eventWriter: EventWriter;
   try {
     await migrateStore(db, { seqType: 'integer' }, path);
+    eventWriter = rawEventWriter(db, raw);
   } catch (err) {
     await db.destroy();
     throw err;
   }
-  return createKyselyStore('sqlite', db, { rowReader: rawRowReader(db, raw) });
+  return createKyselyStore('sqlite', db, { rowReader: rawRowReader(db, raw), eventWriter });
+}
+
+/**
+ * Write audit rows with one prepared INSERT per row inside one better-sqlite3
+ * transaction (`BEGIN IMMEDIATE` … `COMMIT`, rolled back on any error): no
+ * query building, no round trips through Kysely's driver. The promise settles
+ * after COMMIT returned, i.e. with the connection's durability
+ * (WAL, synchronous=NORMAL).
+ *
+ * The connection is shared with Kysely. When nothing else holds a transaction
+ * open on it, the whole write runs synchronously, so nothing can interleave.
+ * When another layer's Kysely transaction is open (it awaits between its
+ * statements), the rows must not join it (its rollback would undo them, and
+ * better-sqlite3 would only nest a savepoint): the write then waits for
+ * Kysely's connection, which is free only once that transaction has ended.
+ */
+function rawEventWriter(db: Kysely<Database>, raw: BetterSqlite3.Database): EventWriter {
+  const insert = raw.prepare(
+    'insert into "audit_events" ("seq", "ts", "type", "sandbox", "agent", "actor", "decision", "prev_hash", "hash", "body") values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  );
+  const insertAll = raw.transaction(function insertAll(rows: readonly AuditRow[]): void {
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
+      insert.run(r.seq, r.ts, r.type, r.sandbox, r.agent, r.actor, r.decision, r.prevHash, r.hash, r.body);
+    }
+  });
+  const writeOwnTransaction = (rows: readonly AuditRow[]): void => {
+    if (raw.inTransaction) {
+      throw new StoreError('store-busy', 'a transaction opened outside Kysely is still open on the store connection; audit rows were not written', {
+        fix: 'end that transaction (commit or roll back) before recording audit events; report this as a bug',
+      });
+    }
+    insertAll.immediate(rows);
+  };
+  return function insertEventsRaw(rows) {
+    if (rows.length === 0) return Promise.resolve();
+    if (raw.inTransaction) return db.connection().execute(async () => writeOwnTransaction(rows));
+    try {
+      insertAll.immediate(rows);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return Promise.resolve();
+  };
 }
 
 /**

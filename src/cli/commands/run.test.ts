@@ -56,8 +56,11 @@ describe('cordon run', () => {
     assert.match(doc.sandbox, /^sb-[a-z2-7]{20}$/);
     assert.ok(doc.startMs > 0 && doc.durationMs >= 0);
     const events = await eventsOf(home.path, doc.sandbox);
-    assert.deepEqual(events.map((e) => e.type), ['sandbox.create', 'sandbox.ready', 'sandbox.exec', 'sandbox.exec.result', 'sandbox.destroy']);
-    assert.deepEqual((events[2]!.data as { argv: string[] }).argv, ['uname', '-r']);
+    // Setup (the deployment CA going in) and the first identity token come before ready.
+    assert.deepEqual(events.map((e) => e.type), [
+      'sandbox.create', 'sandbox.setup', 'sandbox.setup', 'sandbox.setup', 'sandbox.token', 'sandbox.ready', 'sandbox.exec', 'sandbox.exec.result', 'sandbox.destroy',
+    ]);
+    assert.deepEqual((events.find((e) => e.type === 'sandbox.exec')!.data as { argv: string[] }).argv, ['uname', '-r']);
     assertNoVmmLeft(events, doc.sandbox);
     assert.equal(existsSync(daemonFilePath(home.path)), false, 'the transient control plane removed daemon.json');
   });
