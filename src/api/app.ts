@@ -14,6 +14,8 @@ import type { AuditEventInput, AuditEventQuery } from '../audit/index.js';
 import { AuthError, CordonError, InvalidInputError, httpStatusFor } from '../errors/index.js';
 import type { JwkSet } from '../identity/index.js';
 import type { SandboxManager } from '../sandbox/index.js';
+import type { Approvals } from '../approvals/index.js';
+import { approvalRoutes, approvalsGuard } from './approvals.js';
 import { jwksRoutes } from './jwks.js';
 import { sandboxRoutes } from './sandboxes.js';
 
@@ -42,6 +44,8 @@ export interface ApiOptions {
   maxFileBytes?: number;
   /** The identity public keys; when given, `GET /.well-known/jwks.json` serves them without a token (see jwks.ts). */
   jwks?: () => JwkSet;
+  /** Held actions; when given, `/v1/approvals` is served (see approvals.ts). */
+  approvals?: Approvals;
 }
 
 type Vars = { Variables: { actor: string } };
@@ -91,6 +95,8 @@ export function createApi(opts: ApiOptions): Hono<Vars> {
   });
 
   if (opts.jwks) app.route('/.well-known', jwksRoutes({ jwks: opts.jwks, audit: opts.audit }));
+
+  app.use('/v1/*', approvalsGuard({ audit: opts.audit, isOperatorToken: opts.isOperatorToken }));
 
   app.use('/v1/*', async function authAndAudit(c, next) {
     const token = bearer(c);
@@ -148,6 +154,8 @@ export function createApi(opts: ApiOptions): Hono<Vars> {
       ...(opts.maxFileBytes !== undefined ? { maxFileBytes: opts.maxFileBytes } : {}),
     }));
   }
+
+  if (opts.approvals) app.route('/v1/approvals', approvalRoutes({ approvals: opts.approvals }));
 
   return app;
 }

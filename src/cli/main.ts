@@ -17,6 +17,7 @@ import { registerRun } from './commands/run.js';
 import { registerSandbox } from './commands/sandbox.js';
 import { registerImage } from './commands/image.js';
 import { registerSecrets } from './commands/secrets.js';
+import { registerApprovals } from './commands/approvals.js';
 
 /** Exit codes used by every command. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, internal: 70 } as const;
@@ -31,7 +32,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   for (const register of [
-    registerUp, registerRun, registerSandbox, registerImage, registerSecrets, registerDoctor, registerAudit, registerConfig, registerBench, registerVersion,
+    registerUp, registerRun, registerSandbox, registerImage, registerSecrets, registerApprovals, registerDoctor, registerAudit, registerConfig, registerBench, registerVersion,
   ]) {
     register(program);
   }

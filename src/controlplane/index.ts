@@ -7,7 +7,9 @@
  * sandbox's placeholders swapped and its traffic scanned by the proxy), the
  * LLM gateway behind `llm.cordon.internal` (reached only through a sandbox's
  * door; callers authenticated by channel-bound service key or token; see
- * services.ts) and the HTTP API on a loopback address. One per
+ * services.ts), the approvals (egress requests that a rule marks `approve`
+ * are held until an operator decides on `/v1/approvals`) and the HTTP API on
+ * a loopback address. One per
  * `$CORDON_HOME` (a lock file keeps a second one out). Stopping it destroys
  * every sandbox, closes the proxy and the gateway and writes a shutdown
  * checkpoint to the audit log.
@@ -18,13 +20,14 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createApi, operatorTokenChecker, loadOrCreateOperatorToken } from '../api/index.js';
+import { createApprovals, egressApprovalHook, type Approvals } from '../approvals/index.js';
 import { AuditLog, verifyAudit } from '../audit/index.js';
 import type { CordonConfig } from '../config/index.js';
 import { createEgressProxy, loadOrCreateEgressCa, type EgressProxy } from '../egress/index.js';
 import { CordonError, EnvironmentError } from '../errors/index.js';
 import { createGateway, type Gateway, type GatewaySettingsInput } from '../gateway/index.js';
 import { createIdentityService, createSandboxKeys, type IdentityService } from '../identity/index.js';
-import { createSecretsRouter, resolveAgentSecrets } from '../secrets/index.js';
+import { createSecretsRouter, PLACEHOLDER_PATTERN, resolveAgentSecrets } from '../secrets/index.js';
 import { createProviderKeyResolver, createRedactionSource, createSandboxAuthenticator, LLM_AUDIENCE } from './services.js';
 import { removeDaemonFile, writeDaemonFile } from '../sdk/index.js';
 import { createBackends, createSandboxManager, type SandboxManager } from '../sandbox/index.js';
@@ -70,6 +73,8 @@ export interface ControlPlane {
   readonly identity: IdentityService;
   /** The LLM gateway behind `llm.cordon.internal`. */
   readonly gateway: Gateway;
+  /** Held actions (egress rules and tools marked `approve`), decided on `/v1/approvals`. */
+  readonly approvals: Approvals;
   /** The operator token, and whether it was created by this start (show it once). */
   readonly operatorToken: { token: string; created: boolean; path: string };
   stop(): Promise<void>;
@@ -102,6 +107,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   let egress: EgressProxy | undefined;
   let identity: IdentityService | undefined;
   let gateway: Gateway | undefined;
+  let approvals: Approvals | undefined;
   try {
     store = await openConfiguredStore(home, config);
     audit = await AuditLog.open({ store, keyDir: keyDir(home), checkpointEvery: config.audit.checkpointEvery });
@@ -113,6 +119,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     identity = ids;
     const keys = createSandboxKeys();
     const router = createSecretsRouter();
+    const held = await createApprovals({ store, audit: auditLog, config: config.approvals });
+    approvals = held;
     const llm = createGateway({
       config, audit: auditLog,
       authenticate: createSandboxAuthenticator({ identity: ids, keys }),
@@ -125,6 +133,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       ca: egressCa,
       internal: { [LLM_AUDIENCE]: { name: 'llm', handle: (req, res, caller) => llm.handle(req, res, caller) } },
       requestHook: router.requestHook, connectHook: router.connectHook, auditScrub: router.scrubAudit,
+      approve: egressApprovalHook(held, {
+        holdTimeoutMs: config.approvals.holdTimeoutMs,
+        mask: (sandboxId) => ({ values: router.redactionList(sandboxId) ?? [], patterns: [PLACEHOLDER_PATTERN] }),
+      }),
       ...(opts.upstreamCa ? { upstreamCa: opts.upstreamCa } : {}),
     });
     egress = proxy;
@@ -139,6 +151,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       isOperatorToken: operatorTokenChecker(operatorToken.token),
       version: CORDON_VERSION,
       jwks: () => ids.jwks(),
+      approvals: held,
       health: async () => ({ store: openedStore.kind, auditHead: (await openedStore.audit.head())?.seq ?? 0 }),
       verifyAudit: async () => ({ ...(await verifyAudit(openedStore, { keyDir: keyDir(home) })) }),
     });
@@ -164,10 +177,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       egress: proxy,
       identity: ids,
       gateway: llm,
+      approvals: held,
       operatorToken,
       stop() {
         stopping ??= (async function stopControlPlane() {
           removeDaemonFile(home);
+          // First: requests held for approval end with approval-timeout, and their approvals stay pending in the store.
+          held.close();
           const closed = new Promise<void>((resolve) => server.close(() => resolve()));
           server.closeIdleConnections?.();
           // Destroy every sandbox (audited) while the log is still open; running
@@ -194,6 +210,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     removeDaemonFile(home);
     await sandboxes?.close().catch(() => undefined);
     await egress?.close().catch(() => undefined);
+    approvals?.close();
     identity?.close();
     await gateway?.close().catch(() => undefined);
     await audit?.close().catch(() => undefined);

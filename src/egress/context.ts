@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import type { AddressDecision, AddressRequest, EgressDecision, EgressRequest } from '../policy/index.js';
 import type { EgressCa } from './ca.js';
+import type { EgressApprovalHook } from './approve.js';
 import type { EgressConnectHook, EgressRequestHook } from './forward.js';
 import type { InternalService } from './internal.js';
 import { statusForReason, type EgressLimits } from './limits.js';
@@ -48,6 +49,8 @@ export interface EgressEventData {
   service?: string;
   /** What the request hook noted (e.g. secrets substituted, by name). */
   hook?: Record<string, unknown>;
+  /** The approval that permitted (or was asked for) this request. */
+  approval?: string;
 }
 
 /** One tunnel whose TLS the door terminates (an intercepted host or an internal service). */
@@ -101,6 +104,8 @@ export interface DoorContext {
   requestHook?: EgressRequestHook;
   /** Called for each allowed CONNECT to the internet, before DNS. */
   connectHook?: EgressConnectHook;
+  /** Holds requests that a rule marks `approve` until a human decides; absent = refused. */
+  approve?: EgressApprovalHook;
   /** Track a flow (tunnel or forwarded request) for the bytes-out limit; `abort` is called when the door goes over. */
   meter: (abort: (reason: string) => void) => BytesOutMeter;
   /** True while the door is over its bytes-out-per-minute limit. */

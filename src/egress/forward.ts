@@ -7,7 +7,7 @@
  * Also the shared header helpers and the request-hook seam.
  */
 import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, RequestOptions, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { DoorContext, EgressEventData } from './context.js';
 import { refuseResponse } from './internal.js';
 
@@ -48,6 +48,8 @@ export interface ForwardOptions {
   headers: OutgoingHttpHeaders;
   /** A body transform from the request hook. */
   body?: (source: Readable) => Readable;
+  /** The whole body, already read from the client (a request held for approval): sent instead of the client's stream. */
+  bufferedBody?: Buffer;
   /** The `egress.request` data already recorded; the close event repeats it with bytes and status. */
   data: EgressEventData;
   /** Reason for an upstream failure before any response (e.g. a certificate that does not verify). */
@@ -100,7 +102,8 @@ export function forwardRequest(ctx: DoorContext, req: IncomingMessage, res: Serv
     const reason = o.classifyError?.(err) ?? 'upstream-error';
     stop(reason, err.message);
   });
-  const source = o.body ? o.body(req) : req;
+  const origin: Readable = o.bufferedBody ? Readable.from([o.bufferedBody], { objectMode: false }) : req;
+  const source = o.body ? o.body(origin) : origin;
   // A transform may name its refusal: an error with a kebab-case `reason` (e.g. `secret-exfiltration`) is reported as such.
   source.on('error', (err: Error & { reason?: unknown }) => {
     const named = typeof err?.reason === 'string' && /^[a-z0-9-]{1,64}$/.test(err.reason);

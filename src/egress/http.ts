@@ -3,9 +3,13 @@
  * with method and path, resolve and check every address, record the request,
  * then forward it to the checked IP with the client's `Host`, without
  * hop-by-hop or `Proxy-*` headers (both ways). Origin-form requests (`GET /x`)
- * are refused: a proxy client always sends the absolute URI.
+ * are refused: a proxy client always sends the absolute URI. A request that
+ * a rule marks `approve` is held (approve.ts) after the request hook and
+ * before DNS; once its approval is granted and used, exactly the bytes that
+ * were approved are forwarded.
  */
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { holdForApproval } from './approve.js';
 import { applyRequestHook, forwardableHeaders, forwardRequest } from './forward.js';
 import { refuseResponse, serveInternal } from './internal.js';
 import { resolveChecked } from './resolve.js';
@@ -40,8 +44,8 @@ export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: Se
   if (decision.host) data.host = decision.host;
   if (decision.ruleId) data.ruleId = decision.ruleId;
   if (decision.wouldDeny) data.wouldDeny = { reason: decision.wouldDeny.reason, ...(decision.wouldDeny.ruleId ? { ruleId: decision.wouldDeny.ruleId } : {}) };
-  if (decision.result === 'approve') return refuse('deny', 'approval-not-available', `${req.method} ${path} needs a human approval, which this proxy cannot ask for yet`);
-  if (decision.result !== 'allow') {
+  const needsApproval = decision.result === 'approve' && !decision.internal;
+  if (decision.result !== 'allow' && !needsApproval) {
     return refuse('deny', decision.reason, `the policy of agent ${ctx.agent} does not allow ${req.method} http://${data.host}:${port}${path.slice(0, 200)} (${decision.reason})`);
   }
   if (decision.internal) {
@@ -61,11 +65,24 @@ export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: Se
   // The hook (the secrets scan) runs before DNS: a secret in the host name must not reach a resolver.
   const headers = forwardableHeaders(req.rawHeaders, req.headers.connection);
   headers.host = url.host;
+  const asSent = { ...headers };
   const hooked = await applyRequestHook(ctx.requestHook, {
     sandboxId: ctx.sandboxId, agent: ctx.agent, scheme: 'http', host: data.host!, port, method: req.method ?? '', path, headers,
   });
   if (!hooked.ok) return refuse('deny', hooked.reason, hooked.problem);
   if (hooked.result.note) data.hook = hooked.result.note;
+  let bufferedBody: Buffer | undefined;
+  if (needsApproval) {
+    // Held before DNS and before any byte goes out; the exact bytes read here are what an approval permits.
+    const held = await holdForApproval(ctx, req, res, { scheme: 'http', host: data.host!, port, method: req.method ?? '', path, headers: asSent });
+    if (!held.ok) {
+      if (held.approvalId) data.approval = held.approvalId;
+      return refuse('deny', held.reason, held.problem);
+    }
+    data.approval = held.approvalId;
+    bufferedBody = held.body;
+    if (headers['content-length'] === undefined && !hooked.result.body && bufferedBody.length > 0) headers['content-length'] = String(bufferedBody.length);
+  }
   const resolved = await resolveChecked(decision.host ?? host, port, { lookup: ctx.lookup, checkAddress: ctx.checkAddress, timeoutMs: ctx.limits.dnsTimeoutMs });
   if (!resolved.ok) {
     if (resolved.address) data.address = resolved.address;
@@ -81,5 +98,6 @@ export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: Se
   forwardRequest(ctx, req, res, {
     open: (o) => httpRequest({ ...o, host: address, port, agent: false }),
     method: req.method ?? 'GET', path, headers, data, ...(hooked.result.body ? { body: hooked.result.body } : {}),
+    ...(bufferedBody ? { bufferedBody } : {}),
   });
 }

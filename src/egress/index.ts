@@ -6,6 +6,8 @@
  * intercepted with leaves of the per-deployment egress CA (each request inside
  * decided and recorded; upstream certificates verified); `*.cordon.internal`
  * routes to cordon's own services, attributed to the door's sandbox.
+ * Requests that a rule marks `approve` are held until the `approve` hook
+ * (the approvals layer) says a human granted exactly that request.
  */
 export {
   createEgressProxy,
@@ -21,6 +23,7 @@ export {
 } from './ca.js';
 export { loadOrCreateEgressCa, EGRESS_CA_KEY_FILE, EGRESS_CA_CERT_FILE } from './ca-store.js';
 export type { InternalService, InternalCaller } from './internal.js';
+export type { EgressApprovalHook, EgressApprovalResult, HeldRequest } from './approve.js';
 export type { EgressRequestHook, HookedRequest, HookResult, EgressConnectHook, HookedConnect } from './forward.js';
 export { systemLookup, resolveChecked, type EgressLookup, type ResolvedAddress, type ResolveResult } from './resolve.js';
 export { parseClientHello, readClientHello, type ClientHelloParse, type ClientHelloResult } from './sni.js';

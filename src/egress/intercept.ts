@@ -9,13 +9,15 @@
  * TLS connection to the address checked at CONNECT time, verifying the
  * upstream certificate (system roots, or `upstreamCa`). Internal services get
  * the request in-process instead. Protocol upgrades (WebSocket) and CONNECT
- * inside a tunnel are refused.
+ * inside a tunnel are refused. A request that a rule marks `approve` is held
+ * for a human decision (approve.ts) before the upstream is dialled.
  */
 import { Agent, createServer as createHttpServer, request as httpRequest, type ClientRequestArgs, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { TLSSocket, connect as tlsConnect } from 'node:tls';
 import { normalizeDestination } from '../policy/index.js';
 import { dialChecked, refuseRaw, type DoorContext, type EgressEventData, type Tunnel } from './context.js';
+import { holdForApproval } from './approve.js';
 import { applyRequestHook, forwardableHeaders, forwardRequest } from './forward.js';
 import { PROXY_REASONS } from './limits.js';
 import { refuseResponse, serveInternal } from './internal.js';
@@ -245,8 +247,8 @@ async function handleTunnelRequest(ctx: DoorContext, tunnel: Tunnel, req: Incomi
   const decision = ctx.decide({ host: tunnel.host, port: tunnel.port, method, path, scheme: 'https' });
   if (decision.ruleId) data.ruleId = decision.ruleId;
   if (decision.wouldDeny) data.wouldDeny = { reason: decision.wouldDeny.reason, ...(decision.wouldDeny.ruleId ? { ruleId: decision.wouldDeny.ruleId } : {}) };
-  if (decision.result === 'approve') return refuse('deny', 'approval-not-available', `${method} ${path.slice(0, 200)} needs a human approval, which this proxy cannot ask for yet`);
-  if (decision.result !== 'allow') {
+  const needsApproval = decision.result === 'approve' && !tunnel.internal;
+  if (decision.result !== 'allow' && !needsApproval) {
     return refuse('deny', decision.reason, `the policy of agent ${ctx.agent} does not allow ${method} https://${tunnel.host}:${tunnel.port}${path.slice(0, 200)} (${decision.reason})`);
   }
   if (tunnel.internal) {
@@ -262,9 +264,22 @@ async function handleTunnelRequest(ctx: DoorContext, tunnel: Tunnel, req: Incomi
   }
   const headers = forwardableHeaders(req.rawHeaders, req.headers.connection);
   headers.host = req.headers.host;
+  const asSent = { ...headers };
   const hooked = await applyRequestHook(ctx.requestHook, { sandboxId: ctx.sandboxId, agent: ctx.agent, scheme: 'https', host: tunnel.host, port: tunnel.port, method, path, headers });
   if (!hooked.ok) return refuse('deny', hooked.reason, hooked.problem);
   if (hooked.result.note) data.hook = hooked.result.note;
+  let bufferedBody: Buffer | undefined;
+  if (needsApproval) {
+    // The exact bytes read here are what an approval permits; nothing goes upstream before it is granted and used.
+    const held = await holdForApproval(ctx, req, res, { scheme: 'https', host: tunnel.host, port: tunnel.port, method, path, headers: asSent });
+    if (!held.ok) {
+      if (held.approvalId) data.approval = held.approvalId;
+      return refuse('deny', held.reason, held.problem);
+    }
+    data.approval = held.approvalId;
+    bufferedBody = held.body;
+    if (headers['content-length'] === undefined && !hooked.result.body && bufferedBody.length > 0) headers['content-length'] = String(bufferedBody.length);
+  }
   let pool = pools.get(tunnel);
   if (!pool) {
     pool = new UpstreamAgent(ctx, tunnel);
@@ -285,5 +300,6 @@ async function handleTunnelRequest(ctx: DoorContext, tunnel: Tunnel, req: Incomi
   forwardRequest(ctx, req, res, {
     open: (o) => httpRequest({ ...o, agent, host: tunnel.host, port: tunnel.port }),
     method, path, headers, data, classifyError: classifyUpstreamError, ...(hooked.result.body ? { body: hooked.result.body } : {}),
+    ...(bufferedBody ? { bufferedBody } : {}),
   });
 }

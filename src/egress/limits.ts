@@ -23,6 +23,8 @@ export const egressLimitsSchema = z
       .describe('Largest plain-HTTP request body forwarded, in bytes; a larger one is refused with 413'),
     dnsTimeoutMs: z.number().int().positive().default(5_000).describe('Time allowed for resolving a destination'),
     connectTimeoutMs: z.number().int().positive().default(10_000).describe('Time allowed for dialling the upstream (and its TLS handshake when intercepting)'),
+    maxApprovalBodyBytes: z.number().int().min(0).max(16 * 1024 * 1024).default(1024 * 1024)
+      .describe('Largest body of a request held for human approval, in bytes (it is read whole, hashed and shown); a larger one is refused with 413'),
     maxBytesOutPerMinute: z.number().int().positive().default(1024 * 1024 * 1024)
       .describe('Bytes a sandbox may send to the internet in any 60 s (all its connections; requests to cordon\'s internal services are not counted); beyond it new requests get 429 and open tunnels and uploads are closed'),
   })
@@ -50,6 +52,7 @@ export const PROXY_REASONS = [
   'bad-request', 'headers-too-large', 'body-too-large', 'handshake-timeout', 'idle-timeout', 'too-many-connections',
   'sni-missing', 'sni-mismatch', 'sni-invalid', 'sni-timeout', 'sni-too-large', 'client-closed',
   'interception-not-available', 'internal-not-available', 'approval-not-available',
+  'approval-denied', 'approval-timeout', 'approval-expired', 'approval-flood', 'approval-used', 'approval-failed', 'approval-body-too-large',
   'host-mismatch', 'client-tls-failed', 'bytes-out-limit', 'request-hook-failed', 'internal-error',
   'dns-failed', 'dns-timeout', 'no-address', 'upstream-unreachable', 'upstream-timeout', 'upstream-error',
   'upstream-cert-invalid', 'upstream-tls-failed',
@@ -67,11 +70,11 @@ export type ProxyReason = (typeof PROXY_REASONS)[number];
 export function statusForReason(reason: string): number {
   switch (reason) {
     case 'bad-request': case 'bad-host': case 'bad-port': case 'bad-method': case 'bad-path': return 400;
-    case 'body-too-large': return 413;
+    case 'body-too-large': case 'approval-body-too-large': return 413;
     case 'headers-too-large': return 431;
     case 'handshake-timeout': return 408;
     case 'internal-unknown': return 404;
-    case 'too-many-connections': case 'bytes-out-limit': return 429;
+    case 'too-many-connections': case 'bytes-out-limit': case 'approval-flood': return 429;
     case 'dns-failed': case 'no-address': case 'upstream-unreachable': case 'upstream-error':
     case 'upstream-cert-invalid': case 'upstream-tls-failed': case 'internal-error': return 502;
     case 'dns-timeout': case 'upstream-timeout': return 504;

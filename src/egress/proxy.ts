@@ -24,6 +24,7 @@ import { createAddressDecider, createEgressDecider, failClosed, type AddressDeci
 import { handleConnect } from './connect.js';
 import type { EgressCa } from './ca.js';
 import { dialTcp, refuseRaw, type BytesOutMeter, type ConnState, type DoorContext, type EgressAuditSink, type EgressDial, type EgressEventData } from './context.js';
+import type { EgressApprovalHook } from './approve.js';
 import type { EgressConnectHook, EgressRequestHook } from './forward.js';
 import { handleHttp } from './http.js';
 import { createTunnelServer } from './intercept.js';
@@ -56,7 +57,14 @@ export interface EgressProxyOptions {
   /** Called for every forwarded HTTP request before it is recorded and sent (the secrets seam). @default none */
   requestHook?: EgressRequestHook;
   /** Called for every allowed CONNECT to the internet before its host is resolved (the secrets layer scans the name). @default none */
-  connectHook?: EgressConnectHook;  /**
+  connectHook?: EgressConnectHook;
+  /**
+   * Holds requests that a method/path rule marks `approve` until a human
+   * decides (see approve.ts); without it they are refused with
+   * `approval-not-available`. @default none
+   */
+  approve?: EgressApprovalHook;
+  /**
    * Called with the data of every audit event before it is written, to
    * withhold guest text that carries a secret value (host, path, problem);
    * changes `data` in place. A throw withholds every text field. @default none
@@ -123,6 +131,7 @@ export function createEgressProxy(options: EgressProxyOptions = {}): EgressProxy
         ...(options.ca ? { ca: options.ca } : {}), ...(options.upstreamCa ? { upstreamCa: options.upstreamCa } : {}),
         ...(options.requestHook ? { requestHook: options.requestHook } : {}),
         ...(options.connectHook ? { connectHook: options.connectHook } : {}),
+        ...(options.approve ? { approve: options.approve } : {}),
         ...(options.auditScrub ? { auditScrub: options.auditScrub } : {}),
       });
       doors.add(door);
@@ -152,6 +161,7 @@ interface DoorDeps {
   upstreamCa?: string | string[];
   requestHook?: EgressRequestHook;
   connectHook?: EgressConnectHook;
+  approve?: EgressApprovalHook;
   auditScrub?: (sandboxId: string, data: Record<string, unknown>) => void;
 }
 
@@ -230,6 +240,7 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
     ...(deps.upstreamCa ? { upstreamCa: deps.upstreamCa } : {}),
     ...(deps.requestHook ? { requestHook: deps.requestHook } : {}),
     ...(deps.connectHook ? { connectHook: deps.connectHook } : {}),
+    ...(deps.approve ? { approve: deps.approve } : {}),
     meter: function meter(abort: (reason: string) => void): BytesOutMeter {
       flows.add(abort);
       return {
