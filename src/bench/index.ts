@@ -6,3 +6,5 @@ export { benchAudit } from './audit.js';
 export { benchSandbox, type SandboxBenchOptions, type SandboxBenchResult, type BackendFigures } from './sandbox.js';
 export { benchEgress, type EgressBenchOptions, type EgressBenchResult } from './egress.js';
 export { formatTable as formatEgressTable, type DirectFigures, type ProxyFigures, type PeerEntry } from './egress-stats.js';
+export { benchDetect, formatDetectText, tuneThresholds, type DetectBenchOptions, type DetectBenchResult } from './detect.js';
+export { generateTraces, generateSession, createRng, AGENT_KINDS, ANOMALY_KINDS, type TraceSet, type TraceSession, type AgentKind, type AnomalyKind } from './detect-traces.js';

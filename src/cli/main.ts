@@ -18,6 +18,8 @@ import { registerSandbox } from './commands/sandbox.js';
 import { registerImage } from './commands/image.js';
 import { registerSecrets } from './commands/secrets.js';
 import { registerApprovals } from './commands/approvals.js';
+import { registerAlerts } from './commands/alerts.js';
+import { registerBaseline } from './commands/baseline.js';
 
 /** Exit codes used by every command. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, internal: 70 } as const;
@@ -32,7 +34,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   for (const register of [
-    registerUp, registerRun, registerSandbox, registerImage, registerSecrets, registerApprovals, registerDoctor, registerAudit, registerConfig, registerBench, registerVersion,
+    registerUp, registerRun, registerSandbox, registerImage, registerSecrets, registerApprovals, registerAlerts, registerBaseline, registerDoctor, registerAudit, registerConfig, registerBench, registerVersion,
   ]) {
     register(program);
   }

@@ -6,12 +6,12 @@ import type { Command } from 'commander';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchAudit, benchEgress, benchSandbox, formatEgressTable, type EgressBenchResult } from '../../bench/index.js';
+import { benchAudit, benchDetect, benchEgress, benchSandbox, formatDetectText, formatEgressTable, type EgressBenchResult } from '../../bench/index.js';
 import { InvalidInputError } from '../../errors/index.js';
 import { createBackends } from '../../sandbox/index.js';
 import { cliHome, printJson } from '../context.js';
 
-const PARTS = ['audit', 'sandbox', 'egress'] as const;
+const PARTS = ['audit', 'sandbox', 'egress', 'detect'] as const;
 
 function wholeNumber(s: string, name: string, max: number): number {
   const n = Number(s);
@@ -28,6 +28,8 @@ interface BenchOptions {
   rounds: string;
   requests: string;
   downloadMib: string;
+  seed: string;
+  trainSeed: string;
 }
 
 /** One line per peer that was not measured: missing (with the install command) or failed. */
@@ -67,11 +69,22 @@ export function registerBench(program: Command): void {
     .option('--rounds <n>', 'egress: rounds, each measuring every system in turn', '5')
     .option('--requests <n>', 'egress: timed requests per system for each latency row (split over the rounds)', '2000')
     .option('--download-mib <n>', 'egress: size of the download, MiB', '100')
+    .option('--seed <n>', 'detect: seed of the traces reported', '2')
+    .option('--train-seed <n>', 'detect: first seed of the traces the thresholds are tuned on (with +1000 and +2000; none may be --seed)', '1')
     .action(async function benchCommand(part: string, opts: BenchOptions, cmd: Command) {
       if (!(PARTS as readonly string[]).includes(part)) {
         throw new InvalidInputError(`unknown benchmark ${JSON.stringify(part)}`, { fix: `choose one of: ${PARTS.join(', ')}` });
       }
       const log = (line: string) => { if (!opts.json) process.stderr.write(line + '\n'); };
+      if (part === 'detect') {
+        const testSeed = wholeNumber(opts.seed, '--seed', 2 ** 31);
+        const trainSeed = wholeNumber(opts.trainSeed, '--train-seed', 2 ** 31);
+        log(`bench detect: tuning thresholds on seeds ${trainSeed}, ${trainSeed + 1000}, ${trainSeed + 2000}; reporting on seed ${testSeed}…`);
+        const result = benchDetect({ trainSeed, testSeed });
+        if (opts.json) printJson(result);
+        else process.stdout.write(formatDetectText(result));
+        return;
+      }
       if (part === 'egress') {
         const rounds = wholeNumber(opts.rounds, '--rounds', 100);
         const requests = wholeNumber(opts.requests, '--requests', 1_000_000);

@@ -1,0 +1,80 @@
+/**
+ * The detector's settings, validated with zod. Defaults were tuned on the
+ * training seed of `cordon bench detect` (see BENCHMARKS.md), never on the
+ * seed the figures are reported for.
+ */
+import { z } from 'zod';
+import { InvalidInputError } from '../errors/index.js';
+import { AMOUNT_FEATURES, CATEGORY_FEATURES } from './features.js';
+
+const FEATURE_NAMES = [...CATEGORY_FEATURES, ...AMOUNT_FEATURES] as [string, ...string[]];
+
+/** What an alert asks the control plane to do with the sandbox. */
+export const ALERT_ACTIONS = ['none', 'approve', 'pause'] as const;
+export type AlertAction = (typeof ALERT_ACTIONS)[number];
+
+const action = z.enum(ALERT_ACTIONS).describe('none: record and notify; approve: hold every further door action of the session for a human; pause: pause the sandbox until an operator resumes it');
+const positive = z.number().finite().positive();
+
+export const detectOptionsSchema = z
+  .object({
+    learnEvents: z.number().int().min(1).default(2000).describe('events after which an agent\'s baseline is learned'),
+    learnMs: z.number().int().min(60_000).default(7 * 24 * 3600_000).describe('time after the first event after which the baseline is learned, whichever comes first'),
+    mode: z.enum(['freeze', 'ewma']).default('freeze').describe('freeze: the learned profile never changes; ewma: it keeps following behaviour that raised no alert'),
+    ewmaAlpha: z.number().gt(0).lt(1).default(0.02).describe('ewma: weight of each new minute / observation'),
+    minMinutes: z.number().int().min(3).default(20).describe('active minutes a rate profile needs before rates are judged'),
+    maxHistoryMinutes: z.number().int().min(10).default(20_000).describe('active minutes kept while learning'),
+    thresholds: z
+      .object({
+        novelty: positive.default(1.1).describe('−log10 of the estimated chance that a session shows a new value of the feature (1.1 ≈ 8 %; reachable once ~20 recent learning sessions showed no new value)'),
+        rate: positive.default(20).describe('robust z-score of requests per minute'),
+        volume: positive.default(5.5).describe('robust z-score of log bytes out / log tokens per minute'),
+        features: z
+          .record(z.enum(FEATURE_NAMES), positive)
+          .default({})
+          .describe('per-feature overrides, e.g. { domain: 3.5, path: 1.5, tokens: 6 }'),
+      })
+      .strict()
+      .default({}),
+    madFloor: z
+      .object({
+        requests: positive.default(1.5),
+        bytesOut: positive.default(0.35),
+        tokens: positive.default(0.35),
+      })
+      .strict()
+      .default({})
+      .describe('smallest MAD used, so a very regular history does not make every wobble an alert'),
+    noveltyFeatures: z
+      .array(z.enum(CATEGORY_FEATURES))
+      .default(['domain', 'port', 'tool', 'command', 'command.arg', 'path.area', 'path', 'model'])
+      .describe('features judged for novelty; host is left out by default: a new host under a known site (another mirror of a package index) is common and weak evidence, and a new site is caught as domain'),
+    gapMs: z.number().int().min(1000).default(10 * 60_000).describe('a silence longer than this in a session is reported as a gap'),
+    clockSkewMs: z.number().int().min(0).default(5000).describe('how far back a timestamp may go before it is reported'),
+    actions: z
+      .object({ novelty: action.default('none'), rate: action.default('none'), volume: action.default('none') })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export type DetectOptionsInput = z.input<typeof detectOptionsSchema>;
+export type DetectOptions = z.output<typeof detectOptionsSchema>;
+
+/**
+ * Validate detector settings.
+ * @throws InvalidInputError naming the first bad field
+ */
+export function parseDetectOptions(input: unknown = {}): DetectOptions {
+  const r = detectOptionsSchema.safeParse(input ?? {});
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  throw new InvalidInputError(`invalid detect settings: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`, {
+    fix: 'see the detect options in the documentation (learnEvents, learnMs, mode, thresholds, actions)',
+  });
+}
+
+/** The threshold of one feature: its override, or its alert kind's. */
+export function thresholdFor(o: DetectOptions, kind: 'novelty' | 'rate' | 'volume', feature: string): number {
+  return o.thresholds.features[feature] ?? o.thresholds[kind];
+}
