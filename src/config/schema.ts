@@ -10,6 +10,7 @@ import {
   addProblem, cidrRange, durationString, hostPattern, httpUrl, intRange, patternString, port, secretTemplate,
 } from './fields.js';
 import { SECRET_NAME } from './templates.js';
+import { detectOptionsSchema } from '../detect/index.js';
 
 export const MiB = 1024 * 1024;
 /** Name of the agent that always exists; a file may redefine it. */
@@ -243,6 +244,7 @@ export const ConfigSchema = z
     audit: AuditSchema.default({}),
     store: StoreSchema.default({}),
     identity: IdentitySchema.default({}),
+    detect: detectOptionsSchema.default({}).describe('Behaviour baselines and anomaly alerts: learning window, thresholds and what an alert does (none, approve, pause)'),
   })
   .strict()
   .describe('cordon.yaml')

@@ -7,7 +7,7 @@
  * sandbox's placeholders swapped and its traffic scanned by the proxy), the
  * LLM gateway behind `llm.cordon.internal` (reached only through a sandbox's
  * door; callers authenticated by channel-bound service key or token; see
- * services.ts), the approvals (egress requests that a rule marks `approve`
+ * services.ts), live anomaly detection over the audit log (detect.ts), the approvals (egress requests that a rule marks `approve`
  * are held until an operator decides on `/v1/approvals`) and the HTTP API on
  * a loopback address. One per
  * `$CORDON_HOME` (a lock file keeps a second one out). Stopping it destroys
@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { createApi, operatorTokenChecker, loadOrCreateOperatorToken } from '../api/index.js';
 import { createApprovals, egressApprovalHook, type Approvals } from '../approvals/index.js';
 import { AuditLog, verifyAudit } from '../audit/index.js';
+import { startDetection, type Detection } from './detect.js';
 import type { CordonConfig } from '../config/index.js';
 import { createEgressProxy, loadOrCreateEgressCa, type EgressProxy } from '../egress/index.js';
 import { CordonError, EnvironmentError } from '../errors/index.js';
@@ -108,6 +109,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   let identity: IdentityService | undefined;
   let gateway: Gateway | undefined;
   let approvals: Approvals | undefined;
+  let detection: Detection | undefined;
   try {
     store = await openConfiguredStore(home, config);
     audit = await AuditLog.open({ store, keyDir: keyDir(home), checkpointEvery: config.audit.checkpointEvery });
@@ -145,6 +147,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       secrets: { resolve: (agent) => resolveAgentSecrets(config, agent, { home, ...(opts.env ? { env: opts.env } : {}) }), router },
     });
     sandboxes = manager;
+    const watch = await startDetection({
+      store, audit: auditLog, options: config.detect,
+      pause: (id) => manager.pause(id, { actor: 'system:detect' }),
+    });
+    detection = watch;
     const app = createApi({
       sandboxes: manager,
       audit: auditLog,
@@ -188,6 +195,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
           server.closeIdleConnections?.();
           // Destroy every sandbox (audited) while the log is still open; running
           // command streams end with an error line, then their connections close.
+          await watch.stop().catch(() => undefined);
           const managerFailure = await manager.close().then(() => undefined, (err: unknown) => ({ err }));
           await proxy.close();
           ids.close();
@@ -208,6 +216,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     };
   } catch (err) {
     removeDaemonFile(home);
+    await detection?.stop().catch(() => undefined);
     await sandboxes?.close().catch(() => undefined);
     await egress?.close().catch(() => undefined);
     approvals?.close();

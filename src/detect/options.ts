@@ -35,12 +35,13 @@ export const detectOptionsSchema = z
           .describe('per-feature overrides, e.g. { domain: 3.5, path: 1.5, tokens: 6 }'),
       })
       .strict()
-      .default({}),
+      .default({})
+      .describe('alert thresholds by detector kind, with per-feature overrides'),
     madFloor: z
       .object({
-        requests: positive.default(1.5),
-        bytesOut: positive.default(0.35),
-        tokens: positive.default(0.35),
+        requests: positive.default(1.5).describe('smallest MAD of requests per minute'),
+        bytesOut: positive.default(0.35).describe('smallest MAD of log bytes out per minute'),
+        tokens: positive.default(0.35).describe('smallest MAD of log model tokens per minute'),
       })
       .strict()
       .default({})
@@ -54,7 +55,8 @@ export const detectOptionsSchema = z
     actions: z
       .object({ novelty: action.default('none'), rate: action.default('none'), volume: action.default('none') })
       .strict()
-      .default({}),
+      .default({})
+      .describe('what an alert of each kind does: none (recorded only), approve (hold the session; carried out as a pause for now) or pause'),
   })
   .strict();
 

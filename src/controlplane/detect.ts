@@ -1,0 +1,89 @@
+/**
+ * Live anomaly detection in the control plane: follows the audit log from its
+ * current head, hands every event to the detect service (baselines loaded
+ * from and saved to the store), and acts on each alert:
+ *
+ * - the alert is recorded as a `detect.alert` audit event (evidence and score);
+ * - `pause`: the sandbox is paused through the sandbox manager and resumes
+ *   only on an operator's word (`POST /v1/sandboxes/ID/resume`);
+ * - `approve` ("hold the rest of the session for approval") is carried out
+ *   as a pause as well until the doors can hold every action of one session:
+ *   the stronger of the two, so nothing is let through that the operator
+ *   asked to see first.
+ *
+ * A failure to act (the sandbox already gone, the audit log refusing) is
+ * recorded as `detect.action-failed` when the log still writes; detection
+ * goes on either way.
+ */
+import { followAudit, type AuditEvent, type AuditEventInput } from '../audit/index.js';
+import { alertEvent, createDetectService, type Alert, type DetectOptionsInput, type DetectService } from '../detect/index.js';
+import type { Store } from '../store/index.js';
+
+export interface DetectionOptions {
+  store: Store;
+  audit: { append(e: AuditEventInput): Promise<unknown> };
+  /** Pause one sandbox (the manager's `pause` with a system caller). */
+  pause: (sandboxId: string) => Promise<unknown>;
+  options?: DetectOptionsInput;
+  /** How often the follower polls the log, and baselines are saved. @default 500 / 60000 */
+  pollIntervalMs?: number;
+  saveIntervalMs?: number;
+}
+
+export interface Detection {
+  readonly service: DetectService;
+  /** Stop following, save the baselines. */
+  stop(): Promise<void>;
+}
+
+/** Start following the audit log from its head. */
+export async function startDetection(o: DetectionOptions): Promise<Detection> {
+  const act = async function actOnAlert(a: Alert): Promise<void> {
+    await o.audit.append(alertEvent(a));
+    if ((a.action === 'pause' || a.action === 'approve') && a.sandbox) {
+      try {
+        await o.pause(a.sandbox);
+      } catch (err) {
+        await o.audit.append({
+          type: 'detect.action-failed', actor: 'system', agent: a.agent, sandbox: a.sandbox, decision: 'error', reason: a.action,
+          data: { alert: a.id, problem: (err as Error).message },
+        }).catch(() => undefined);
+      }
+    }
+  };
+  const service = await createDetectService({
+    store: o.store, ...(o.options ? { options: o.options } : {}), onAlert: act,
+    onError: (err, a) => {
+      void o.audit.append({
+        type: 'detect.action-failed', actor: 'system', agent: a.agent, ...(a.sandbox ? { sandbox: a.sandbox } : {}), decision: 'error', reason: a.action,
+        data: { alert: a.id, problem: (err as Error).message },
+      }).catch(() => undefined);
+    },
+  });
+  const abort = new AbortController();
+  const follow = (async function followForDetection(): Promise<void> {
+    for await (const e of followAudit(o.store, { signal: abort.signal, pollIntervalMs: o.pollIntervalMs ?? 500 })) {
+      if (e.type.startsWith('detect.')) continue; // our own alerts are not behaviour
+      await service.observe(eventForDetector(e)).catch(() => undefined);
+    }
+  })();
+  const saver = setInterval(() => void service.save().catch(() => undefined), o.saveIntervalMs ?? 60_000);
+  saver.unref();
+  return {
+    service,
+    stop: async function stopDetection(): Promise<void> {
+      clearInterval(saver);
+      abort.abort();
+      await follow.catch(() => undefined);
+      await service.save();
+    },
+  };
+}
+
+function eventForDetector(e: AuditEvent) {
+  return {
+    seq: e.seq, ts: e.ts, type: e.type,
+    ...(e.agent ? { agent: e.agent } : {}), ...(e.sandbox ? { sandbox: e.sandbox } : {}), ...(e.decision ? { decision: e.decision } : {}),
+    data: e.data,
+  };
+}
