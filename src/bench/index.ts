@@ -8,3 +8,5 @@ export { benchEgress, type EgressBenchOptions, type EgressBenchResult } from './
 export { formatTable as formatEgressTable, type DirectFigures, type ProxyFigures, type PeerEntry } from './egress-stats.js';
 export { benchDetect, formatDetectText, tuneThresholds, type DetectBenchOptions, type DetectBenchResult } from './detect.js';
 export { generateTraces, generateSession, createRng, AGENT_KINDS, ANOMALY_KINDS, type TraceSet, type TraceSession, type AgentKind, type AnomalyKind } from './detect-traces.js';
+export { benchDetector, formatDetectorText, computeMetrics, chooseThreshold, type DetectorBenchOptions, type DetectorBenchResult, type Metrics } from './detector.js';
+export { resolveDatasetsDir, hashSplit, loadDetectorSamples, type Sample } from './detector-data.js';

