@@ -17,6 +17,7 @@ import type { SandboxManager } from '../sandbox/index.js';
 import type { Approvals } from '../approvals/index.js';
 import { approvalRoutes, approvalsGuard } from './approvals.js';
 import { jwksRoutes } from './jwks.js';
+import { metricsRoutes, type MetricsSource } from './metrics.js';
 import { sandboxRoutes } from './sandboxes.js';
 
 /** The parts of the audit log the API needs. */
@@ -46,6 +47,8 @@ export interface ApiOptions {
   jwks?: () => JwkSet;
   /** Held actions; when given, `/v1/approvals` is served (see approvals.ts). */
   approvals?: Approvals;
+  /** Prometheus metrics; when given, `GET /v1/metrics` serves them (token and audit like every `/v1/` route; see metrics.ts). */
+  metrics?: MetricsSource;
 }
 
 type Vars = { Variables: { actor: string } };
@@ -156,6 +159,8 @@ export function createApi(opts: ApiOptions): Hono<Vars> {
   }
 
   if (opts.approvals) app.route('/v1/approvals', approvalRoutes({ approvals: opts.approvals }));
+
+  if (opts.metrics) app.route('/v1/metrics', metricsRoutes({ source: opts.metrics }));
 
   return app;
 }

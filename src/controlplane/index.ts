@@ -7,7 +7,8 @@
  * sandbox's placeholders swapped and its traffic scanned by the proxy), the
  * LLM gateway behind `llm.cordon.internal` (reached only through a sandbox's
  * door; callers authenticated by channel-bound service key or token; see
- * services.ts), live anomaly detection over the audit log (detect.ts), the approvals (egress requests that a rule marks `approve`
+ * services.ts), live anomaly detection over the audit log (detect.ts),
+ * Prometheus metrics derived from the audit log (`/v1/metrics`, see metrics/), the approvals (egress requests that a rule marks `approve`
  * are held until an operator decides on `/v1/approvals`) and the HTTP API on
  * a loopback address. One per
  * `$CORDON_HOME` (a lock file keeps a second one out). Stopping it destroys
@@ -28,6 +29,7 @@ import { createEgressProxy, loadOrCreateEgressCa, type EgressProxy } from '../eg
 import { CordonError, EnvironmentError } from '../errors/index.js';
 import { createGateway, type Gateway, type GatewaySettingsInput } from '../gateway/index.js';
 import { createIdentityService, createSandboxKeys, type IdentityService } from '../identity/index.js';
+import { createMetrics, startMetricsFeed, timedAppends, type MetricsFeed } from '../metrics/index.js';
 import { createSecretsRouter, PLACEHOLDER_PATTERN, resolveAgentSecrets } from '../secrets/index.js';
 import { createProviderKeyResolver, createRedactionSource, createSandboxAuthenticator, LLM_AUDIENCE } from './services.js';
 import { removeDaemonFile, writeDaemonFile } from '../sdk/index.js';
@@ -110,9 +112,17 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   let gateway: Gateway | undefined;
   let approvals: Approvals | undefined;
   let detection: Detection | undefined;
+  let metricsFeed: MetricsFeed | undefined;
   try {
     store = await openConfiguredStore(home, config);
-    audit = await AuditLog.open({ store, keyDir: keyDir(home), checkpointEvery: config.audit.checkpointEvery });
+    // Prometheus metrics from the audit stream (see metrics/), served on /v1/metrics.
+    const metrics = createMetrics({
+      agents: Object.keys(config.agents),
+      sandboxes: () => sandboxes?.list() ?? [],
+      pendingApprovals: async () => (await approvals?.list({ state: 'pending', limit: 1000 }))?.length ?? 0,
+    });
+    audit = timedAppends(await AuditLog.open({ store, keyDir: keyDir(home), checkpointEvery: config.audit.checkpointEvery }), metrics);
+    const feed = (metricsFeed = await startMetricsFeed({ store, metrics }));
     const operatorToken = loadOrCreateOperatorToken(home);
     const auditLog = audit;
     const openedStore = store;
@@ -159,6 +169,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       version: CORDON_VERSION,
       jwks: () => ids.jwks(),
       approvals: held,
+      metrics: metrics.registry,
       health: async () => ({ store: openedStore.kind, auditHead: (await openedStore.audit.head())?.seq ?? 0 }),
       verifyAudit: async () => ({ ...(await verifyAudit(openedStore, { keyDir: keyDir(home) })) }),
     });
@@ -196,6 +207,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
           // Destroy every sandbox (audited) while the log is still open; running
           // command streams end with an error line, then their connections close.
           await watch.stop().catch(() => undefined);
+          await feed.stop();
           const managerFailure = await manager.close().then(() => undefined, (err: unknown) => ({ err }));
           await proxy.close();
           ids.close();
@@ -217,6 +229,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   } catch (err) {
     removeDaemonFile(home);
     await detection?.stop().catch(() => undefined);
+    await metricsFeed?.stop();
     await sandboxes?.close().catch(() => undefined);
     await egress?.close().catch(() => undefined);
     approvals?.close();

@@ -1,0 +1,44 @@
+/**
+ * The metrics as `cordon up` wires them, over real HTTP on loopback: the
+ * scrape needs the operator token; events written after start (the daemon's
+ * own start, the API requests) are counted, audit appends are timed, and
+ * sandboxes by state are read from the manager.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startControlPlane } from '../controlplane/index.js';
+import { defaultConfig } from '../config/index.js';
+import { tempDir } from '../testkit/index.js';
+import { sleep } from '../util/index.js';
+import { valueOf } from './testing.js';
+
+test('cordon up serves /v1/metrics with the token, fed by its own audit log', async () => {
+  const d = tempDir();
+  try {
+    const cp = await startControlPlane({ home: d.path, config: defaultConfig(), port: 0 });
+    try {
+      assert.equal((await fetch(cp.url + '/v1/metrics')).status, 401);
+      const auth = { authorization: `Bearer ${cp.operatorToken.token}` };
+      let text = '';
+      const end = Date.now() + 5000;
+      // The feed polls the log; wait for it to count the refused scrape above.
+      while (Date.now() < end) {
+        const res = await fetch(cp.url + '/v1/metrics', { headers: auth });
+        assert.equal(res.status, 200);
+        text = await res.text();
+        if (valueOf(text, 'cordon_audit_events_total', { type: 'api.auth' }) === 1) break;
+        await sleep(100);
+      }
+      assert.equal(valueOf(text, 'cordon_audit_events_total', { type: 'daemon.start' }), 1);
+      assert.equal(valueOf(text, 'cordon_audit_events_total', { type: 'api.auth' }), 1);
+      assert.ok((valueOf(text, 'cordon_audit_append_duration_seconds_count', { result: 'ok' }) ?? 0) >= 2, 'appends are timed');
+      assert.equal(valueOf(text, 'cordon_sandboxes', { state: 'running' }), 0);
+      assert.equal(valueOf(text, 'cordon_approvals_pending'), 0);
+      assert.ok(valueOf(text, 'cordon_process_resident_memory_bytes') ?? valueOf(text, 'cordon_nodejs_heap_size_total_bytes'));
+    } finally {
+      await cp.stop();
+    }
+  } finally {
+    d.cleanup();
+  }
+});
