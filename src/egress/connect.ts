@@ -89,7 +89,7 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
     upstream.destroy();
     return refuse('deny', 'client-closed', 'the client went away while the proxy was dialling');
   }
-  socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+  socket.write(CONNECT_OK);
   if (head.length > 0) socket.unshift(head);
 
   const hello = await checkedHello(ctx, socket, data, () => upstream.destroy());
@@ -118,9 +118,8 @@ async function checkedHello(ctx: DoorContext, socket: Duplex, data: EgressEventD
   };
   if (!hello.ok) return fail(hello.reason, hello.problem);
   const sniHost = hello.sni === undefined ? undefined : normalizeDestination(hello.sni);
-  const isIp = normalizeDestination(data.host).kind === 'ip';
   if (hello.sni !== undefined) data.sni = hello.sni;
-  if (sniHost === undefined && !isIp) return fail('sni-missing', `the TLS ClientHello carries no server name; it must name ${data.host}`);
+  if (sniHost === undefined && normalizeDestination(data.host).kind !== 'ip') return fail('sni-missing', `the TLS ClientHello carries no server name; it must name ${data.host}`);
   if (sniHost !== undefined && (sniHost.kind === 'bad' || sniHost.host !== data.host)) {
     return fail('sni-mismatch', `the TLS server name ${hello.sni} does not equal the CONNECT host ${data.host} (domain fronting is refused)`);
   }
@@ -141,7 +140,7 @@ async function openTerminated(
     await ctx.record('deny', 'client-closed', data);
     return;
   }
-  socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+  socket.write(CONNECT_OK);
   if (head.length > 0) socket.unshift(head);
   const hello = await checkedHello(ctx, socket, data, () => undefined);
   if (!hello) return;
@@ -156,10 +155,15 @@ async function openTerminated(
 /** How long a half-closed tunnel may linger to flush the other direction. */
 const HALF_CLOSE_GRACE_MS = 5_000;
 
+/** The answer to an accepted CONNECT, written as one buffer (no per-tunnel string encoding). */
+const CONNECT_OK = Buffer.from('HTTP/1.1 200 Connection Established\r\n\r\n', 'latin1');
+
 /**
  * Pipe both ways and count bytes. When one side closes, the other is ended
  * and destroyed once its pending bytes are flushed (or after a grace period);
  * an error on either side destroys both. The close is recorded once, when both are gone.
+ * Each direction has one 'data' listener that counts, meters and writes (with
+ * backpressure through 'drain'), instead of `pipe()` plus counting listeners.
  */
 function splice(ctx: DoorContext, client: Duplex, upstream: Socket, first: Buffer, data: EgressEventData): void {
   const conn = ctx.stateOf(client);
@@ -178,21 +182,40 @@ function splice(ctx: DoorContext, client: Duplex, upstream: Socket, first: Buffe
   meter.out(first.length);
   const closed = (other: Duplex) => (): void => {
     // The closed side can neither send nor receive: flush what the other side still has to write, then drop it.
-    if (other.writableFinished) other.destroy();
-    else other.once('finish', () => other.destroy()).end();
-    setTimeout(() => other.destroy(), HALF_CLOSE_GRACE_MS).unref();
+    if (!other.destroyed) {
+      if (other.writableFinished) other.destroy();
+      else {
+        const grace = setTimeout(() => other.destroy(), HALF_CLOSE_GRACE_MS).unref();
+        other.once('close', () => clearTimeout(grace));
+        other.once('finish', () => other.destroy()).end();
+      }
+    }
     open -= 1;
     if (open === 0) meter.done();
     if (open === 0) ctx.recordClose(conn.closeReason ?? closeReason, { ...data, bytesIn, bytesOut, durationMs: Date.now() - started });
   };
-  client.on('data', (chunk: Buffer) => { bytesOut += chunk.length; conn.touch(); meter.out(chunk.length); });
-  upstream.on('data', (chunk: Buffer) => { bytesIn += chunk.length; conn.touch(); });
+  const touch = conn.touch;
+  client.on('data', function clientToUpstream(chunk: Buffer): void {
+    bytesOut += chunk.length;
+    touch();
+    meter.out(chunk.length);
+    if (!upstream.write(chunk)) client.pause();
+  });
+  upstream.on('data', function upstreamToClient(chunk: Buffer): void {
+    bytesIn += chunk.length;
+    touch();
+    if (!client.write(chunk)) upstream.pause();
+  });
+  upstream.on('drain', () => client.resume());
+  client.on('drain', () => upstream.resume());
+  // A half close is passed on, as `pipe()` would.
+  client.once('end', () => upstream.end());
+  upstream.once('end', () => client.end());
   upstream.once('error', () => fail('upstream-error'));
   client.once('error', () => fail('client-error'));
   upstream.once('close', closed(client));
   client.once('close', closed(upstream));
   upstream.write(first);
-  client.pipe(upstream);
-  upstream.pipe(client);
-  conn.touch();
+  client.resume();
+  touch();
 }

@@ -193,6 +193,20 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
   const slots = createConnectionSlots(limits.maxConnections);
   const states = new WeakMap<Duplex, ConnState>();
   const open = new Set<Duplex>();
+  /** Last byte seen per open connection; one door-wide sweep (not a timer per connection) closes the idle ones. */
+  const lastActive = new Map<Duplex, { st: ConnState; at: number }>();
+  const idleCheckMs = Math.max(50, Math.min(1000, Math.floor(limits.idleTimeoutMs / 4)));
+  let idleSweep: NodeJS.Timeout | undefined;
+  const sweepIdle = (): void => {
+    const now = Date.now();
+    for (const [socket, a] of lastActive) {
+      if (now - a.at < limits.idleTimeoutMs) continue;
+      a.st.closeReason = 'idle-timeout';
+      lastActive.delete(socket);
+      socket.destroy();
+      a.st.upstream?.destroy();
+    }
+  };
   let closed = false;
   let listener: NetServer | undefined;
   const bytesOut = createByteWindow(limits.maxBytesOutPerMinute);
@@ -204,7 +218,8 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
 
   const event = (type: string, decision: string, reason: string, data: EgressEventData) => ({
     type, actor: `agent:${o.agent}`, agent: o.agent, sandbox: o.sandboxId, decision, reason,
-    data: scrubbed(JSON.parse(JSON.stringify(data)) as Record<string, unknown>),
+    // A shallow copy: the scrubber replaces top-level strings only, and `append` renders the event before it returns.
+    data: scrubbed({ ...data } as Record<string, unknown>),
   });
   function scrubbed(copy: Record<string, unknown>): Record<string, unknown> {
     if (!deps.auditScrub) return copy;
@@ -303,29 +318,28 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
       void ctx.record('deny', 'too-many-connections', { conn: deps.nextConnId(), scheme: 'unknown', problem });
       return;
     }
-    let last = Date.now();
-    const st: ConnState = { id: deps.nextConnId(), openedAt: last, touch: () => { last = Date.now(); } };
+    const openedAt = Date.now();
+    const st: ConnState = { id: deps.nextConnId(), openedAt, touch: () => { active.at = Date.now(); } };
+    const active = { st, at: openedAt };
     states.set(socket, st);
     open.add(socket);
+    lastActive.set(socket, active);
+    if (!idleSweep) {
+      // Started with the first connection, stopped when the door closes; unref'd, so it never holds the process.
+      idleSweep = setInterval(sweepIdle, idleCheckMs);
+      idleSweep.unref();
+    }
     st.handshakeTimer = setTimeout(() => {
       const problem = `no whole request head within ${limits.handshakeTimeoutMs} ms`;
       refuseRaw(socket, 'handshake-timeout', problem);
       void ctx.record('deny', 'handshake-timeout', { conn: st.id, scheme: 'unknown', problem });
     }, limits.handshakeTimeoutMs);
-    const idleCheckMs = Math.max(50, Math.min(1000, Math.floor(limits.idleTimeoutMs / 4)));
-    const idle = setInterval(() => {
-      if (Date.now() - last < limits.idleTimeoutMs) return;
-      st.closeReason = 'idle-timeout';
-      socket.destroy();
-      st.upstream?.destroy();
-    }, idleCheckMs);
-    idle.unref();
     socket.on('data', st.touch);
     let released = false;
     socket.once('close', () => {
       if (released) return;
       released = true;
-      clearInterval(idle);
+      lastActive.delete(socket);
       if (st.handshakeTimer) clearTimeout(st.handshakeTimer);
       open.delete(socket);
       slots.release();
@@ -352,6 +366,8 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
     },
     close: async function close(): Promise<void> {
       closed = true;
+      if (idleSweep) clearInterval(idleSweep);
+      idleSweep = undefined;
       for (const s of open) s.destroy();
       const l = listener;
       listener = undefined;

@@ -26,8 +26,9 @@ export type ClientHelloParse =
  * @example parseClientHello(firstBytes) // { status: 'ok', sni: 'api.example.com' }
  */
 export function parseClientHello(buf: Buffer): ClientHelloParse {
-  // Gather the handshake bytes carried by consecutive handshake records.
-  const parts: Buffer[] = [];
+  // Gather the handshake bytes carried by consecutive handshake records (usually one: then no copy).
+  let first: Buffer | undefined;
+  let parts: Buffer[] | undefined;
   let have = 0;
   let need = -1;
   let off = 0;
@@ -38,16 +39,18 @@ export function parseClientHello(buf: Buffer): ClientHelloParse {
     const len = buf.readUInt16BE(off + 3);
     if (len === 0 || len > MAX_RECORD_BYTES) return { status: 'invalid', problem: 'the TLS record length is out of range' };
     if (buf.length < off + 5 + len) return { status: 'incomplete' };
-    parts.push(buf.subarray(off + 5, off + 5 + len));
+    const fragment = buf.subarray(off + 5, off + 5 + len);
+    if (first === undefined) first = fragment;
+    else (parts ??= [first]).push(fragment);
     have += len;
     off += 5 + len;
     if (need < 0 && have >= 4) {
-      const hs = Buffer.concat(parts);
+      const hs = parts ? Buffer.concat(parts) : first;
       if (hs[0] !== HANDSHAKE_CLIENT_HELLO) return { status: 'invalid', problem: 'the first handshake message is not a ClientHello' };
       need = 4 + hs.readUIntBE(1, 3);
     }
   }
-  return parseHelloBody(Buffer.concat(parts).subarray(4, need));
+  return parseHelloBody((parts ? Buffer.concat(parts) : first!).subarray(4, need));
 }
 
 function parseHelloBody(b: Buffer): ClientHelloParse {
