@@ -8,10 +8,10 @@
  * key is kept as `audit-ed25519.<keyId>.pub` so old checkpoints still verify.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { KeyError } from '../errors/index.js';
-import { ensurePrivateDir, writeFileAtomic } from '../util/index.js';
+import { ensurePrivateDir, readPrivateFile, writeFileAtomic } from '../util/index.js';
 
 export const PRIVATE_KEY_FILE = 'audit-ed25519.key';
 export const PUBLIC_KEY_FILE = 'audit-ed25519.pub';
@@ -73,28 +73,8 @@ export function loadOrCreateSigningKey(keyDir: string, opts: LoadKeyOptions = {}
 
 /** The private key in `path`, or undefined when the file does not exist. */
 function readPrivateKey(path: string): KeyObject | undefined {
-  let mode: number;
-  try {
-    const st = statSync(path);
-    if (!st.isFile()) throw corrupt(path, 'it is not a regular file');
-    mode = st.mode & 0o777;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    if (err instanceof KeyError) throw err;
-    throw corrupt(path, (err as Error).message);
-  }
-  if ((mode & 0o077) !== 0) {
-    throw new KeyError('key-permissions', `${path} is readable by other users (mode ${mode.toString(8).padStart(4, '0')}); refusing to use it`, {
-      fix: `chmod 600 ${path}`,
-      details: { path },
-    });
-  }
-  let pem: string;
-  try {
-    pem = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw corrupt(path, (err as Error).message);
-  }
+  const pem = readPrivateFile(path, 'the audit key', (why) => corrupt(path, why));
+  if (pem === undefined) return undefined;
   let key: KeyObject;
   try {
     key = createPrivateKey({ key: pem, format: 'pem' });

@@ -11,7 +11,7 @@ import { closeSync, fsyncSync, linkSync, openSync, readFileSync, statSync, unlin
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { KeyError } from '../errors/index.js';
-import { ensurePrivateDir, writeFileAtomic } from '../util/index.js';
+import { ensurePrivateDir, readPrivateFile, writeFileAtomic } from '../util/index.js';
 import { egressCaFrom, generateCaMaterial, type EgressCa, type EgressCaOptions } from './ca.js';
 
 export const EGRESS_CA_KEY_FILE = 'egress-ca.key';
@@ -69,24 +69,12 @@ function exists(path: string): boolean {
 
 /** The CA key in `path`, or undefined when the file does not exist. */
 function readKey(path: string): KeyObject | undefined {
-  let mode: number;
+  const pem = readPrivateFile(path, 'the egress CA key', (why) => new KeyError('key-corrupt', `cannot use the egress CA key ${path}: ${why}`, {
+    fix: `make ${path} a regular file readable by this user, or remove it and ${EGRESS_CA_CERT_FILE} beside it to make a new egress CA`, details: { path },
+  }));
+  if (pem === undefined) return undefined;
   try {
-    const st = statSync(path);
-    if (!st.isFile()) throw new KeyError('key-corrupt', `${path} is not a regular file`, { fix: `remove ${path}`, details: { path } });
-    mode = st.mode & 0o777;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    if (err instanceof KeyError) throw err;
-    throw new KeyError('key-corrupt', `cannot read ${path}: ${(err as Error).message}`, { fix: `make ${path} readable by this user`, details: { path }, cause: err });
-  }
-  if ((mode & 0o077) !== 0) {
-    throw new KeyError('key-permissions', `the egress CA key ${path} is open to other users (mode ${mode.toString(8).padStart(4, '0')}); refusing to use it`, {
-      fix: `chmod 600 ${path}`,
-      details: { path },
-    });
-  }
-  try {
-    const key = createPrivateKey({ key: readFileSync(path, 'utf8'), format: 'pem' });
+    const key = createPrivateKey({ key: pem, format: 'pem' });
     if (key.asymmetricKeyType !== 'ec') throw new Error(`it holds a ${key.asymmetricKeyType ?? 'unknown'} key, not ECDSA P-256`);
     return key;
   } catch (err) {

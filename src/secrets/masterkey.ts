@@ -10,10 +10,10 @@
  * O_EXCL, and never overwritten.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { KeyError } from '../errors/index.js';
-import { ensurePrivateDir } from '../util/index.js';
+import { ensurePrivateDir, readPrivateFile } from '../util/index.js';
 
 export const MASTER_KEY_ENV = 'CORDON_MASTER_KEY';
 export const MASTER_KEY_BYTES = 32;
@@ -87,28 +87,8 @@ export function loadMasterKey(opts: LoadMasterKeyOptions): MasterKey | undefined
 
 /** The key in `path`, or undefined when the file does not exist. */
 function readKeyFile(path: string): Buffer | undefined {
-  let mode: number;
-  try {
-    const st = statSync(path);
-    if (!st.isFile()) throw corrupt(path, 'it is not a regular file');
-    mode = st.mode & 0o777;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    if (err instanceof KeyError) throw err;
-    throw corrupt(path, (err as Error).message);
-  }
-  if ((mode & 0o077) !== 0) {
-    throw new KeyError('key-permissions', `${path} is readable by other users (mode ${mode.toString(8).padStart(4, '0')}); refusing to use it`, {
-      fix: `chmod 600 ${path}`,
-      details: { path },
-    });
-  }
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw corrupt(path, (err as Error).message);
-  }
+  const text = readPrivateFile(path, 'the secret store master key', (why) => corrupt(path, why));
+  if (text === undefined) return undefined;
   if (!/^[0-9a-fA-F]{64}\s*$/.test(text)) throw corrupt(path, 'it does not hold 64 hex digits');
   return Buffer.from(text.trim(), 'hex');
 }

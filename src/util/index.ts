@@ -2,7 +2,8 @@
  * Small shared helpers with no policy in them: where cordon keeps its state,
  * writing private files atomically, canonical JSON.
  */
-import { mkdirSync, writeFileSync, renameSync, chmodSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { mkdirSync, writeFileSync, renameSync, chmodSync, openSync, fsyncSync, closeSync, readFileSync, statSync } from 'node:fs';
+import { KeyError } from '../errors/index.js';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -84,4 +85,35 @@ export function canonicalJson(value: unknown): string {
 /** Sleep for `ms` milliseconds. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Read a file that holds a private key (audit signing key, master key, egress
+ * CA key). Returns undefined when it does not exist; refuses one that is not
+ * a regular file or cannot be read (`corrupt`), and one that group or others
+ * may read (`key-permissions`, fix `chmod 600`).
+ * @param what e.g. `the audit key`, used in the permissions message
+ * @param corrupt builds the error for a file that is there but unusable
+ */
+export function readPrivateFile(path: string, what: string, corrupt: (why: string) => Error): string | undefined {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw corrupt((err as Error).message);
+  }
+  if (!st.isFile()) throw corrupt('it is not a regular file');
+  const mode = Number(st.mode) & 0o777;
+  if ((mode & 0o077) !== 0) {
+    throw new KeyError('key-permissions', `${what} ${path} is readable by other users (mode ${mode.toString(8).padStart(4, '0')}); refusing to use it`, {
+      fix: `chmod 600 ${path}`,
+      details: { path },
+    });
+  }
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw corrupt((err as Error).message);
+  }
 }
