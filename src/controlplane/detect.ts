@@ -60,21 +60,33 @@ export async function startDetection(o: DetectionOptions): Promise<Detection> {
       }).catch(() => undefined);
     },
   });
+  // Detection is not a door: a failure here stops no action, so it is recorded
+  // (`detect.error`, at most once per kind of failure and minute) rather than thrown.
+  const lastSaid = new Map<string, number>();
+  const report = function reportDetectError(what: string, err: unknown, seq?: number): void {
+    const now = Date.now();
+    if (now - (lastSaid.get(what) ?? 0) < 60_000) return;
+    lastSaid.set(what, now);
+    void o.audit.append({
+      type: 'detect.error', actor: 'system', decision: 'error', reason: what,
+      data: { problem: (err as Error)?.message ?? String(err), ...(seq !== undefined ? { seq } : {}) },
+    }).catch(() => undefined);
+  };
   const abort = new AbortController();
   const follow = (async function followForDetection(): Promise<void> {
     for await (const e of followAudit(o.store, { signal: abort.signal, pollIntervalMs: o.pollIntervalMs ?? 500 })) {
-      if (e.type.startsWith('detect.')) continue; // our own alerts are not behaviour
-      await service.observe(eventForDetector(e)).catch(() => undefined);
+      if (e.type.startsWith('detect.')) continue; // our own alerts and errors are not behaviour
+      await service.observe(eventForDetector(e)).catch((err: unknown) => report('observe-failed', err, e.seq));
     }
-  })();
-  const saver = setInterval(() => void service.save().catch(() => undefined), o.saveIntervalMs ?? 60_000);
+  })().catch((err: unknown) => report('follow-failed', err));
+  const saver = setInterval(() => void service.save().catch((err: unknown) => report('save-failed', err)), o.saveIntervalMs ?? 60_000);
   saver.unref();
   return {
     service,
     stop: async function stopDetection(): Promise<void> {
       clearInterval(saver);
       abort.abort();
-      await follow.catch(() => undefined);
+      await follow;
       await service.save();
     },
   };
