@@ -16,7 +16,7 @@ export interface ChildLink {
 }
 
 /** Fork `./<name>.js` (or `.ts` under tsx) from this folder with an IPC channel. */
-export function forkModule(name: 'egress-client' | 'egress-upstream'): ChildLink {
+export function forkModule(name: 'egress-client' | 'egress-upstream' | 'gateway-client' | 'gateway-upstream'): ChildLink {
   const fromSources = import.meta.url.endsWith('.ts');
   const path = fileURLToPath(new URL(`./${name}${fromSources ? '.ts' : '.js'}`, import.meta.url));
   const child: ChildProcess = fork(path, [], {

@@ -120,7 +120,7 @@ export async function benchGateway(o: GatewayBenchOptions): Promise<GatewayBench
   process.once('exit', killPortkey).once('SIGINT', onSignal).once('SIGTERM', onSignal);
   try {
     // forkModule's names are typed for the egress bench; it forks `./<name>` beside it, which these modules are.
-    upstream = forkModule('gateway-upstream' as string as 'egress-upstream');
+    upstream = forkModule('gateway-upstream');
     const up = await upstream.ask<{ ok: boolean; url?: string; error?: string }>({}, 15_000);
     if (!up.ok || !up.url) throw new Error(`the bench upstream did not start: ${up.error ?? 'no url'}`);
 
@@ -143,7 +143,7 @@ export async function benchGateway(o: GatewayBenchOptions): Promise<GatewayBench
       { name: 'cordon', url: `${server.url}/v1/chat/completions`, headers: { ...json, authorization: `Bearer ${BENCH_KEY}` }, samples: emptySamples() },
     ];
 
-    client = forkModule('gateway-client' as string as 'egress-client');
+    client = forkModule('gateway-client');
     const run = runner(client);
     const ignore = (): void => undefined;
 
