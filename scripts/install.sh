@@ -25,6 +25,7 @@ APT_PACKAGES=(
   ca-certificates
   git
   curl
+  chromium          # dashboard tests in a real browser (playwright-core drives it)
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
