@@ -7,12 +7,13 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { SandboxError } from '../../errors/index.js';
 import { MicrovmBackend } from './backend.js';
+import { supportsLazyRam } from './snapshot.js';
 import type { MicrovmSandbox } from './sandbox.js';
 import { assertNothingLeft, HOSTILE_GUEST, processGone, run, testRunDir, testSpec, vmFixture, vmSkipReason, type VmFixture } from './testing.js';
 
@@ -117,7 +118,14 @@ describe('microvm back end', { skip, timeout: 10 * 60_000 }, () => {
     before(async () => {
       backend = fx.backend({ poolSize: 1 });
       const { snapshot } = await backend.warm(SHAPE);
-      assert.ok(snapshot.stateBytes > 1 << 20, 'the snapshot holds the machine state');
+      if (snapshot.key.lazyRam) {
+        // Lazy: the RAM is in ram.bin (read-only, the guest's size), the state holds only the devices.
+        assert.ok(snapshot.ramPath && statSync(snapshot.ramPath).size === SHAPE.memoryMiB * 1024 * 1024, 'the RAM file has the guest\'s size');
+        assert.equal(statSync(snapshot.ramPath).mode & 0o222, 0, 'the RAM file is read-only');
+        assert.ok(snapshot.stateBytes > 4096 && snapshot.stateBytes < 1 << 20, `the state holds the devices only (${snapshot.stateBytes} bytes)`);
+      } else {
+        assert.ok(snapshot.stateBytes > 1 << 20, 'the snapshot holds the machine state');
+      }
     });
     after(async () => {
       await backend.close();
@@ -197,4 +205,9 @@ describe('microvm back end', { skip, timeout: 10 * 60_000 }, () => {
       assert.ok(processGone(bystander.pid));
     });
   });
+});
+
+test('lazy snapshots only where QEMU can open the RAM file read-only (8.2 and later)', () => {
+  const cases: [string, boolean][] = [['7.2.22', false], ['8.1.5', false], ['8.2.0', true], ['9.0.1', true], ['10.0.2', true], ['', false], ['garbage', false]];
+  for (const [version, lazy] of cases) assert.equal(supportsLazyRam(version), lazy, version);
 });

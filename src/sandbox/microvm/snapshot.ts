@@ -35,15 +35,21 @@
  * anew), so ~430 ms from create to the first exec result; the warm pool
  * (pool.ts) takes that to ~110 ms.
  *
- * Memory: a restore writes every non-zero page of the state into fresh
+ * Memory: a plain restore writes every non-zero page of the state into fresh
  * anonymous memory, so a clone starts with the template's ~61 MiB of guest
  * pages resident (more with transparent huge pages), ~142 MiB VmRSS when idle.
- * Mapping the template's RAM file privately instead (`x-ignore-shared`) would
- * leave a clone only the pages it touches (measured: 79 MiB idle), but QEMU
- * 7.2 opens a private `memory-backend-file` read-write, so every clone's VMM
- * could rewrite the RAM of all the others: not done (see BENCHMARKS.md).
+ * Where QEMU can open a RAM file read-only (8.2 and later: `readonly=on,rom=off`)
+ * snapshots are **lazy** instead (`key.lazyRam`): the template's guest RAM is a
+ * shared file mapping (`ram.bin`), which the migration leaves out of the state
+ * (`x-ignore-shared`), and each clone maps that file privately and read-only:
+ * it reads the template's pages from the page cache, shared by all clones, and
+ * owns only the pages it writes (copy-on-write). The file is cordon's, mode
+ * 0444, opened read-only by each VMM: no clone can change what another sees.
+ * QEMU 7.2 opens a private RAM file read-write, so there every clone's VMM
+ * could rewrite the RAM of all the others: it keeps the plain restore
+ * (see BENCHMARKS.md for both figures).
  */
-import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -57,9 +63,22 @@ import { blankOverlay, copyOverlay, giveToVmm, reclaimFromVmm, releaseVmmIdentit
 /**
  * Bump when the way snapshots are made changes (old ones are then ignored),
  * including QEMU options that the key does not list: a restore needs exactly
- * the devices the template had. 3: a virtio-balloon device and a capped TCG cache.
+ * the devices the template had. 3: a virtio-balloon device and a capped TCG cache; 4: lazy RAM (`lazyRam`).
  */
-export const SNAPSHOT_RECIPE = 3;
+const MIB = 1024 * 1024;
+
+export const SNAPSHOT_RECIPE = 4;
+
+/**
+ * Whether this QEMU can map a snapshot's RAM file read-only and copy-on-write
+ * (`memory-backend-file,readonly=on,rom=off`, added in 8.2): lazy snapshots.
+ */
+export function supportsLazyRam(qemuVersion: string): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(qemuVersion);
+  if (!m) return false;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 8 || (major === 8 && minor >= 2);
+}
 
 export const snapshotKeySchema = z.object({
   recipe: z.number().int(),
@@ -68,6 +87,7 @@ export const snapshotKeySchema = z.object({
   tscKhz: z.number().int().nullable(),
   tscReliable: z.boolean(),
   qemuVersion: z.string(),
+  lazyRam: z.boolean().describe('guest RAM in a read-only file that clones map copy-on-write (QEMU >= 8.2), instead of in the state'),
   vcpus: z.number().int(),
   memoryMiB: z.number().int(),
   diskMiB: z.number().int(),
@@ -90,6 +110,8 @@ export interface Snapshot {
   diskPath: string;
   /** The migration stream. */
   statePath: string;
+  /** The template's guest RAM (lazy snapshots only): each clone maps it privately. */
+  ramPath?: string;
   /** An empty overlay backed by fd 6 (the snapshot disk), copied for each clone. */
   blankPath: string;
   stateBytes: number;
@@ -112,6 +134,7 @@ export function snapshotKey(image: ImageManifest, probe: AccelProbe, shape: VmSh
     tscKhz: probe.accel === 'tcg' ? probe.tcg.tscKhz : null,
     tscReliable: probe.tcg.tscReliable,
     qemuVersion: probe.key.qemuVersion,
+    lazyRam: supportsLazyRam(probe.key.qemuVersion),
     vcpus: shape.vcpus,
     memoryMiB: shape.memoryMiB,
     diskMiB: shape.diskMiB,
@@ -137,13 +160,18 @@ export function snapshotsDir(home: string): string {
 export function findSnapshot(home: string, key: SnapshotKey): Snapshot | undefined {
   const dir = join(snapshotsDir(home), snapshotId(key));
   const files = paths(dir);
-  if (![files.manifest, files.disk, files.state, files.blank].every((p) => existsSync(p))) return undefined;
+  const needed = [files.disk, files.state, files.blank, ...(key.lazyRam ? [files.ram] : [])];
+  if (![files.manifest, ...needed].every((p) => existsSync(p))) return undefined;
   try {
     const m = manifestSchema.parse(JSON.parse(readFileSync(files.manifest, 'utf8')));
     if (canonicalJson(m.key) !== canonicalJson(key) || statSync(files.state).size !== m.stateBytes) return undefined;
     // Every clone trusts these files: they must be cordon's and read-only.
-    if (![files.disk, files.state, files.blank].every(ownedReadOnly)) return undefined;
-    return { key, dir, diskPath: files.disk, statePath: files.state, blankPath: files.blank, stateBytes: m.stateBytes, buildMs: m.buildMs };
+    if (!needed.every(ownedReadOnly)) return undefined;
+    if (key.lazyRam && statSync(files.ram).size !== key.memoryMiB * MIB) return undefined;
+    return {
+      key, dir, diskPath: files.disk, statePath: files.state, blankPath: files.blank, stateBytes: m.stateBytes, buildMs: m.buildMs,
+      ...(key.lazyRam ? { ramPath: files.ram } : {}),
+    };
   } catch {
     return undefined;
   }
@@ -186,9 +214,16 @@ export async function buildSnapshot(o: BuildSnapshotOptions): Promise<Snapshot> 
   try {
     const baseBlank = await blankOverlay(join(o.home, 'microvm', 'blank'), VMM_FD.base, o.key.diskMiB, o.qemuImg);
     copyOverlay(baseBlank, files.disk, o.identity);
+    if (o.key.lazyRam) {
+      // A sparse file of the guest's size: pages the guest never touches stay holes.
+      writeFileSync(files.ram, '', { mode: 0o600 });
+      truncateSync(files.ram, o.key.memoryMiB * MIB);
+      giveToVmm(files.ram, o.identity, 0o600);
+    }
     ({ vm, socketDir } = startVmm({
       name: 'cordon-template', image: o.image, probe: o.probe, vcpus: o.key.vcpus, memoryMiB: o.key.memoryMiB,
       diskPath: files.disk, identity: o.identity, kernelArgs: o.key.kernelArgs, qemuPath: o.qemuPath,
+      ...(o.key.lazyRam ? { ram: { path: files.ram, role: 'template' as const } } : {}),
     }));
     o.onStarted?.(vm.pid);
     const qmp = await vm.qmp();
@@ -200,11 +235,12 @@ export async function buildSnapshot(o: BuildSnapshotOptions): Promise<Snapshot> 
     await Promise.race([portOpen, failed]);
     await sleep(o.settleMs ?? 500);
     await qmp.execute('stop');
-    const bytes = await migrateToFile(vm, socketDir, files.state, o.identity);
+    const bytes = await migrateToFile(vm, socketDir, files.state, o.identity, o.key.lazyRam);
     await vm.stop();
     vm = undefined;
     reclaimFromVmm(files.disk, 0o444); // never written again; clones read it through fd 6
     reclaimFromVmm(files.state, 0o444);
+    if (o.key.lazyRam) reclaimFromVmm(files.ram, 0o444); // the template's RAM at the stop; clones map it read-only
     const cloneBlank = await blankOverlay(tmp, VMM_FD.snapshotDisk, o.key.diskMiB, o.qemuImg);
     renameSync(cloneBlank, files.blank);
     const buildMs = Math.round(performance.now() - started);
@@ -228,7 +264,7 @@ export async function buildSnapshot(o: BuildSnapshotOptions): Promise<Snapshot> 
 }
 
 /** `migrate` the stopped VM to a unix socket we listen on; the stream goes to `statePath`. */
-async function migrateToFile(vm: Vm, socketDir: string, statePath: string, identity: VmmIdentity): Promise<number> {
+async function migrateToFile(vm: Vm, socketDir: string, statePath: string, identity: VmmIdentity, lazyRam: boolean): Promise<number> {
   const sockPath = join(socketDir, 'migrate.sock');
   let server: Server | undefined;
   try {
@@ -250,6 +286,8 @@ async function migrateToFile(vm: Vm, socketDir: string, statePath: string, ident
     });
     giveToVmm(sockPath, identity, 0o600);
     const qmp = await vm.qmp();
+    // Lazy snapshots: the RAM is in the shared file already; only device state goes to the stream.
+    if (lazyRam) await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
     await qmp.execute('migrate', { uri: `unix:${sockPath}` });
     const deadline = performance.now() + 120_000;
     for (;;) {
@@ -280,5 +318,6 @@ function paths(dir: string) {
     disk: join(dir, 'disk.qcow2'),
     state: join(dir, 'state.bin'),
     blank: join(dir, 'blank.qcow2'),
+    ram: join(dir, 'ram.bin'),
   };
 }

@@ -57,9 +57,10 @@ export async function startGuest(o: StartGuestOptions): Promise<StartedGuest> {
     ({ vm, socketDir } = startVmm({
       name: o.name, image: o.image, probe: o.probe, vcpus: o.shape.vcpus, memoryMiB: o.shape.memoryMiB,
       diskPath: o.diskPath, snapshot: o.snapshot, identity: o.identity, kernelArgs: o.kernelArgs, qemuPath: o.qemuPath,
+      ...(o.snapshot?.ramPath ? { ram: { path: o.snapshot.ramPath, role: 'clone' as const } } : {}),
     }));
     channel = await connectChannel(vm, o.helloTimeoutMs);
-    if (o.snapshot) await resumeRestored(vm, o.helloTimeoutMs);
+    if (o.snapshot) await resumeRestored(vm, o.helloTimeoutMs, o.snapshot.ramPath !== undefined);
     const exited = vm.exited.then((e) => {
       throw new SandboxError('sandbox-exited', `QEMU exited (${e.signal ?? `code ${e.code}`}) before the guest agent said hello`);
     });
@@ -81,9 +82,17 @@ export async function startGuest(o: StartGuestOptions): Promise<StartedGuest> {
   }
 }
 
-/** Wait for the incoming migration to finish loading, then run the vCPUs. */
-async function resumeRestored(vm: Vm, timeoutMs: number): Promise<void> {
+/**
+ * Wait for the incoming migration to finish loading, then run the vCPUs. A
+ * lazy clone (`lazyRam`) first turns on `x-ignore-shared`, as its template
+ * did, and then starts reading the state: its RAM is the template's file.
+ */
+async function resumeRestored(vm: Vm, timeoutMs: number, lazyRam: boolean): Promise<void> {
   const qmp = await vm.qmp();
+  if (lazyRam) {
+    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+    await qmp.execute('migrate-incoming', { uri: `fd:${VMM_FD.state}` });
+  }
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     const s = (await qmp.execute('query-status')) as { status?: string };

@@ -11,7 +11,7 @@
  * - **Files by descriptor.** The image lives under `$CORDON_HOME` (mode 0700),
  *   which that uid cannot traverse. cordon opens the kernel, initrd, base disk,
  *   snapshot and the sandbox's overlay itself and hands them over as fds
- *   3…8, named `/proc/self/fd/N` on QEMU's command line; the overlay's qcow2
+ *   3…9, named `/proc/self/fd/N` on QEMU's command line; the overlay's qcow2
  *   header names its backing file the same way, so the backing chain resolves
  *   inside the VMM without any path into the state directory.
  * - **Sockets in a private directory** under the system temp dir (short, for
@@ -31,7 +31,7 @@ import { GuestChannel } from '../protocol/index.js';
 import { launchVm, type AccelProbe, type Vm } from '../qemu/index.js';
 
 /** Where each file sits in the VMM's fd table. */
-export const VMM_FD = { kernel: 3, initrd: 4, base: 5, snapshotDisk: 6, disk: 7, state: 8 } as const;
+export const VMM_FD = { kernel: 3, initrd: 4, base: 5, snapshotDisk: 6, disk: 7, state: 8, ram: 9 } as const;
 
 /** The name QEMU (and a qcow2 backing-file header) uses for an inherited fd. */
 export function fdPath(fd: number): string {
@@ -127,6 +127,12 @@ export interface StartVmmOptions {
   diskPath: string;
   /** Restore this snapshot instead of booting. */
   snapshot?: { diskPath: string; statePath: string };
+  /**
+   * Guest RAM in a file (lazy snapshots, see snapshot.ts): a `template` maps it
+   * shared and read-write (its RAM ends up in the file); a `clone` opens it
+   * read-only and maps it privately (copy-on-write). Anonymous memory when left out.
+   */
+  ram?: { path: string; role: 'template' | 'clone' };
   identity: VmmIdentity;
   kernelArgs: string[];
   qemuPath?: string;
@@ -134,7 +140,8 @@ export interface StartVmmOptions {
 
 /**
  * Start QEMU; the caller owns the returned VM and socket directory. Under
- * `snapshot`, QEMU loads the saved state from fd 8 and waits, paused, for `cont`.
+ * `snapshot`, QEMU loads the saved state from fd 8 (for a lazy clone: once
+ * told to, see start.ts) and waits, paused, for `cont`.
  */
 export function startVmm(o: StartVmmOptions): { vm: Vm; socketDir: string } {
   const socketDir = makeSocketDir(o.identity);
@@ -152,13 +159,15 @@ export function startVmm(o: StartVmmOptions): { vm: Vm; socketDir: string } {
       o.snapshot ? open(o.snapshot.diskPath, 'r') : 'ignore',
       open(o.diskPath, 'r+'),
       o.snapshot ? open(o.snapshot.statePath, 'r') : 'ignore',
+      o.ram ? open(o.ram.path, o.ram.role === 'template' ? 'r+' : 'r') : 'ignore',
     ];
     const tcg = o.probe.accel === 'tcg';
     const vm = launchVm({
       runDir: socketDir,
       qemuPath: o.qemuPath,
       inheritFds: fds,
-      extraArgs: o.snapshot ? ['-incoming', `fd:${VMM_FD.state}`] : [],
+      // A lazy clone must turn on x-ignore-shared before the state is read: it waits for `migrate-incoming` (start.ts).
+      extraArgs: o.snapshot ? ['-incoming', o.ram?.role === 'clone' ? 'defer' : `fd:${VMM_FD.state}`] : [],
       uid: o.identity?.uid,
       gid: o.identity?.gid,
       machine: {
@@ -172,6 +181,7 @@ export function startVmm(o: StartVmmOptions): { vm: Vm; socketDir: string } {
         tscKhz: tcg ? o.probe.tcg.tscKhz ?? undefined : undefined,
         tscReliable: tcg && o.probe.tcg.tscReliable,
         kernelArgs: o.kernelArgs,
+        ...(o.ram ? { ram: { path: fdPath(VMM_FD.ram), shared: o.ram.role === 'template', readonly: o.ram.role === 'clone' } } : {}),
       },
     });
     return { vm, socketDir };

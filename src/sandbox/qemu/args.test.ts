@@ -108,6 +108,17 @@ test('commas in paths are doubled so they cannot add QEMU options', () => {
   assert.ok(valuesOf(args, '-chardev').includes('file,id=con0,path=/tmp/c,,x/console.log'));
 });
 
+test('guest RAM in a file: a template maps it shared, a clone read-only and private', () => {
+  const template = buildQemuArgs({ ...base, memoryMiB: 256, ram: { path: '/proc/self/fd/9', shared: true } });
+  assert.match(valueOf(template, '-M') ?? '', /,memory-backend=ram0$/);
+  assert.ok(valuesOf(template, '-object').includes('memory-backend-file,id=ram0,size=256M,mem-path=/proc/self/fd/9,share=on'));
+  const clone = buildQemuArgs({ ...base, memoryMiB: 256, ram: { path: '/proc/self/fd/9', shared: false, readonly: true } });
+  assert.ok(valuesOf(clone, '-object').includes('memory-backend-file,id=ram0,size=256M,mem-path=/proc/self/fd/9,share=off,readonly=on,rom=off'));
+  const plain = buildQemuArgs(base);
+  assert.ok(!(valueOf(plain, '-M') ?? '').includes('memory-backend'), 'anonymous RAM without the option');
+  assert.ok(!valuesOf(plain, '-object').some((o) => o.startsWith('memory-backend')));
+});
+
 const invalid: [string, Partial<QemuOptions>, RegExp][] = [
   ['a kernel argument with a space', { kernelArgs: ['init=/bin/sh rw'] }, /may not contain spaces or quotes/],
   ['a kernel argument with a quote', { kernelArgs: ['x="y"'] }, /may not contain spaces or quotes/],

@@ -64,6 +64,15 @@ export const qemuOptionsSchema = z.object({
     .boolean()
     .default(false)
     .describe("build the guest kernel's tracing file system (about 9 MiB of guest kernel memory under Debian's 6.1 kernel); off, the kernel skips that initcall"),
+  ram: z
+    .object({
+      path: z.string().min(1).describe('the file that holds guest RAM'),
+      shared: z.boolean().describe('map it shared (a snapshot template: guest RAM is written to the file) or private (a clone: copy-on-write over the file)'),
+      readonly: z.boolean().default(false).describe('open the file read-only (a clone; QEMU >= 8.2 only, `readonly=on,rom=off`)'),
+    })
+    .strict()
+    .optional()
+    .describe('guest RAM backed by a file, for lazy snapshot restores (see microvm/snapshot.ts); anonymous memory when left out'),
   seccomp: z.boolean().default(true).describe("QEMU's -sandbox seccomp filter; turn off only to debug QEMU itself"),
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional().describe('process name shown by ps'),
 });
@@ -94,7 +103,7 @@ export function buildQemuArgs(input: QemuOptions): string[] {
   const args: string[] = [];
   if (o.name) args.push('-name', `${o.name},debug-threads=on`);
   args.push(
-    '-M', `microvm,acpi=on,pit=${pit},pic=off,rtc=on,isa-serial=on`,
+    '-M', `microvm,acpi=on,pit=${pit},pic=off,rtc=on,isa-serial=on${o.ram ? ',memory-backend=ram0' : ''}`,
     '-accel', tcg ? `tcg,tb-size=${o.tcgCacheMiB}` : o.accel,
     '-cpu', tcg ? 'max' : 'host',
     '-m', `${o.memoryMiB}M`,
@@ -103,6 +112,10 @@ export function buildQemuArgs(input: QemuOptions): string[] {
     '-nic', 'none',
     '-kernel', o.kernelPath,
   );
+  if (o.ram) {
+    const access = o.ram.readonly ? ',readonly=on,rom=off' : '';
+    args.push('-object', `memory-backend-file,id=ram0,size=${o.memoryMiB}M,mem-path=${optValue(o.ram.path)},share=${o.ram.shared ? 'on' : 'off'}${access}`);
+  }
   if (o.initrdPath) args.push('-initrd', o.initrdPath);
   args.push('-append', kernelCmdline(o));
   if (o.consoleLogPath) args.push('-chardev', `file,id=con0,path=${optValue(o.consoleLogPath)}`);
