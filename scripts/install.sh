@@ -56,6 +56,32 @@ if [ "${CORDON_SKIP_APT:-0}" != "1" ]; then
   fi
 fi
 
+# QEMU 8.2 or newer maps a snapshot's memory read-only and copy-on-write, so
+# sandboxes restored from a snapshot share the template's pages (idle VMM about
+# 70 MiB instead of 140, see BENCHMARKS.md). Debian 12 ships QEMU 7.2; Debian's
+# own backports archive has a newer one. CORDON_QEMU_BACKPORTS=0 keeps 7.2
+# (cordon then restores snapshots the plain way).
+qemu_recent() {
+  local v
+  v=$(qemu-system-x86_64 --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+  set -- $v
+  [ "${1:-0}" -gt 8 ] || { [ "${1:-0}" -eq 8 ] && [ "${2:-0}" -ge 2 ]; }
+}
+if [ "${CORDON_SKIP_APT:-0}" != "1" ] && [ "${CORDON_QEMU_BACKPORTS:-1}" = "1" ] && ! qemu_recent \
+   && grep -qs '^VERSION_CODENAME=bookworm' /etc/os-release; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    say "adding Debian's bookworm-backports archive (for QEMU 8.2 or newer)"
+    printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' 'Components: main' \
+      'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' | $SUDO tee /etc/apt/sources.list.d/cordon-bookworm-backports.sources >/dev/null
+  fi
+  say "apt-get install -t bookworm-backports qemu-system-x86 qemu-utils"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils
+  qemu_recent || { echo "QEMU is still older than 8.2 after the backports install; set CORDON_QEMU_BACKPORTS=0 to keep it" >&2; exit 1; }
+fi
+
 say "npm packages"
 if [ -f package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
@@ -68,3 +94,4 @@ npm run build --silent
 say "guest agent (static C binaries)"
 make -s -C guest/agent
 say "done: run ./bin/cordon.js doctor to see what this machine offers"
+say "next: ./bin/cordon.js image build && ./bin/cordon.js demo   (the guest image, then the whole system in one run)"

@@ -34,6 +34,8 @@
 #define MAX_CHANNELS 256
 #define MAX_EXECS 64
 #define MAX_STREAMS 128
+#define MAX_FORWARDS 64                  /* host-opened forwards (forward.open) at once */
+#define FORWARD_CONNECT_MS 10000u        /* give up on a guest port that does not answer */
 
 /* Exit statuses the agent uses to talk to cordon-init. */
 #define EXIT_POWEROFF 64
@@ -88,6 +90,10 @@ struct stream_state {
   bool wr_eof;            /* host sent EOF */
   bool shut_wr;           /* shutdown(SHUT_WR) done */
   bool sent_close, got_close;
+  bool forward;           /* opened by the host's forward.open, not by the egress listener */
+  bool connecting;        /* forward.open: connect() in progress, no reply sent yet */
+  uint16_t port;          /* forward.open: the guest port */
+  uint64_t connect_deadline_ms;
 };
 
 struct channel {
@@ -206,6 +212,11 @@ void stream_on_eof(struct agent *a, struct channel *c);
 void stream_on_close(struct agent *a, struct channel *c);
 void stream_pump_in(struct agent *a, struct channel *c);
 void stream_pump_out(struct agent *a, struct channel *c);
+
+/* forward.c */
+void op_forward_open(struct agent *a, uint32_t id, const struct jdoc *d, int root);
+void forward_check(struct agent *a, struct channel *c, uint64_t now);
+int forward_count(struct agent *a);
 
 /* user.c */
 struct user_info {

@@ -208,6 +208,8 @@ static void pump_all(struct agent *a) {
       case CH_EXEC: exec_pump(a, c); break;
       case CH_FREAD: fread_pump(a, c); break;
       case CH_STREAM:
+        forward_check(a, c, now_ms());
+        if (c->type != CH_STREAM) break;
         stream_pump_out(a, c);
         if (c->type == CH_STREAM) stream_pump_in(a, c);
         break;
@@ -249,6 +251,10 @@ static int run(struct agent *a) {
         watch(pfd, &n, roles, x->in_fd, buf_size(&x->stdin_q) ? POLLOUT : 0, R_CHAN);
       } else if (c->type == CH_FREAD && room) {
         timeout = 0; /* regular files are always readable */
+      } else if (c->type == CH_STREAM && c->st.connecting) {
+        uint64_t left = c->st.connect_deadline_ms > now ? c->st.connect_deadline_ms - now : 0;
+        if (timeout < 0 || left < (uint64_t)timeout) timeout = (int)left;
+        watch(pfd, &n, roles, c->st.fd, POLLOUT, R_CHAN);
       } else if (c->type == CH_STREAM) {
         short ev = (short)((room && !c->st.rd_eof ? POLLIN : 0) | (buf_size(&c->st.q) ? POLLOUT : 0));
         watch(pfd, &n, roles, c->st.fd, ev, R_CHAN);
@@ -268,7 +274,7 @@ static int run(struct agent *a) {
       watch(pfd, &n, roles, a->out_fd, buf_size(&a->out) ? POLLOUT : 0, R_OUT);
     }
     watch(pfd, &n, roles, a->sig_fd, POLLIN, R_SIG);
-    if (chan_count(a, CH_STREAM) < MAX_STREAMS && now >= a->accept_stall_until_ms) {
+    if (chan_count(a, CH_STREAM) - forward_count(a) < MAX_STREAMS && now >= a->accept_stall_until_ms) {
       watch(pfd, &n, roles, a->listen_fd, POLLIN, R_LISTEN);
     } else if (a->listen_fd >= 0 && now < a->accept_stall_until_ms) {
       int left = (int)(a->accept_stall_until_ms - now);

@@ -221,7 +221,7 @@ static void op_health(struct agent *a, uint32_t id, const struct jdoc *d, int ro
   jw_key(&w, "execs");
   jw_int(&w, chan_count(a, CH_EXEC));
   jw_key(&w, "streams");
-  jw_int(&w, chan_count(a, CH_STREAM));
+  jw_int(&w, chan_count(a, CH_STREAM) - forward_count(a));
   jw_key(&w, "version");
   jw_cstr(&w, AGENT_VERSION);
   jw_key(&w, "kernel");
@@ -262,6 +262,7 @@ static const struct {
     {"entropy.reseed", op_entropy_reseed},
     {"token.set", op_token_set},
     {"shutdown", op_shutdown},
+    {"forward.open", op_forward_open},
 };
 
 void handle_control(struct agent *a, const uint8_t *p, size_t n) {

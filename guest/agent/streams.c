@@ -45,7 +45,7 @@ static uint32_t next_id(struct agent *a) {
 }
 
 void stream_accept(struct agent *a) {
-  while (chan_count(a, CH_STREAM) < MAX_STREAMS) {
+  while (chan_count(a, CH_STREAM) - forward_count(a) < MAX_STREAMS) {
     struct sockaddr_in peer;
     socklen_t len = sizeof peer;
     int fd = accept4(a->listen_fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -107,6 +107,7 @@ void stream_pump_in(struct agent *a, struct channel *c) {
   static uint8_t tmp[DATA_CHUNK_BYTES];
   char reason[96];
   struct stream_state *s = &c->st;
+  if (s->connecting) return;
   while (s->fd >= 0 && !s->rd_eof && c->send_credit > 0 && out_has_room(a)) {
     size_t want = c->send_credit < DATA_CHUNK_BYTES ? (size_t)c->send_credit : DATA_CHUNK_BYTES;
     ssize_t r = read(s->fd, tmp, want);
@@ -131,6 +132,7 @@ void stream_pump_in(struct agent *a, struct channel *c) {
 void stream_pump_out(struct agent *a, struct channel *c) {
   char reason[96];
   struct stream_state *s = &c->st;
+  if (s->connecting) return;
   while (s->fd >= 0 && buf_size(&s->q) > 0) {
     ssize_t w = write(s->fd, s->q.data + s->q.off, buf_size(&s->q));
     if (w < 0 && errno == EINTR) continue;
@@ -163,5 +165,6 @@ void stream_on_eof(struct agent *a, struct channel *c) {
 
 void stream_on_close(struct agent *a, struct channel *c) {
   c->st.got_close = true;
+  if (c->st.connecting) return; /* forward_check answers with the error reply `aborted` */
   stream_close(a, c, "");
 }

@@ -16,9 +16,17 @@ import type { JwkSet } from '../identity/index.js';
 import type { SandboxManager } from '../sandbox/index.js';
 import type { Approvals } from '../approvals/index.js';
 import { approvalRoutes, approvalsGuard } from './approvals.js';
+import { tunnelRoutes, tunnelsGuard } from './tunnels.js';
+import type { TunnelManager } from '../ingress/index.js';
 import { jwksRoutes } from './jwks.js';
 import { metricsRoutes, type MetricsSource } from './metrics.js';
 import { sandboxRoutes } from './sandboxes.js';
+import { alertRoutes, type AlertsSource } from './alerts.js';
+import { auditExportRoutes } from './audit-export.js';
+import { eventStreamRoutes } from './events.js';
+import { redteamRoutes } from './redteam.js';
+import { usageRoutes, type UsageRoutesOptions } from './usage.js';
+import { dashboardRedirect, dashboardRoutes } from '../dashboard/index.js';
 
 /** The parts of the audit log the API needs. */
 export interface ApiAudit {
@@ -47,8 +55,20 @@ export interface ApiOptions {
   jwks?: () => JwkSet;
   /** Held actions; when given, `/v1/approvals` is served (see approvals.ts). */
   approvals?: Approvals;
+  /** Ingress tunnels; when given, `/v1/tunnels` and `POST /v1/sandboxes/:id/tunnels` are served (see tunnels.ts). */
+  tunnels?: TunnelManager;
   /** Prometheus metrics; when given, `GET /v1/metrics` serves them (token and audit like every `/v1/` route; see metrics.ts). */
   metrics?: MetricsSource;
+  /** Detector alerts; when given, `/v1/alerts` (list, ack) is served (see alerts.ts). */
+  alerts?: AlertsSource;
+  /** The latest red-team scorecard's file; when given, `/v1/redteam/latest` serves it (see redteam.ts). */
+  redteamReportFile?: string;
+  /** Agent limits for `/v1/usage/sandboxes` (see usage.ts; served when `sandboxes` is given). */
+  sandboxLimits?: UsageRoutesOptions['limits'];
+  /** The dashboard bundle's directory; when given, the page is served at `/ui/` and `/` leads there (see dashboard/). */
+  dashboardDir?: string;
+  /** Aborted when the control plane stops: long-lived answers (the event stream) end at once. */
+  closing?: AbortSignal;
 }
 
 type Vars = { Variables: { actor: string } };
@@ -100,6 +120,7 @@ export function createApi(opts: ApiOptions): Hono<Vars> {
   if (opts.jwks) app.route('/.well-known', jwksRoutes({ jwks: opts.jwks, audit: opts.audit }));
 
   app.use('/v1/*', approvalsGuard({ audit: opts.audit, isOperatorToken: opts.isOperatorToken }));
+  app.use('/v1/*', tunnelsGuard({ audit: opts.audit, isOperatorToken: opts.isOperatorToken }));
 
   app.use('/v1/*', async function authAndAudit(c, next) {
     const token = bearer(c);
@@ -159,8 +180,22 @@ export function createApi(opts: ApiOptions): Hono<Vars> {
   }
 
   if (opts.approvals) app.route('/v1/approvals', approvalRoutes({ approvals: opts.approvals }));
+  if (opts.tunnels) app.route('/v1', tunnelRoutes({ tunnels: opts.tunnels }));
 
   if (opts.metrics) app.route('/v1/metrics', metricsRoutes({ source: opts.metrics }));
+
+  // The dashboard's routes (dashboard/, and alerts.ts, events.ts, audit-export.ts, redteam.ts, usage.ts).
+  app.route('/v1/events', eventStreamRoutes({ audit: opts.audit, ...(opts.closing ? { closing: opts.closing } : {}) }));
+  app.route('/v1/audit/export', auditExportRoutes({ audit: opts.audit }));
+  if (opts.alerts) app.route('/v1/alerts', alertRoutes({ alerts: opts.alerts, audit: opts.audit }));
+  if (opts.redteamReportFile) app.route('/v1/redteam', redteamRoutes({ file: opts.redteamReportFile }));
+  if (opts.sandboxes) app.route('/v1/usage', usageRoutes({ sandboxes: opts.sandboxes, ...(opts.sandboxLimits ? { limits: opts.sandboxLimits } : {}) }));
+  if (opts.dashboardDir !== undefined) {
+    app.route('/ui', dashboardRoutes({ dir: opts.dashboardDir }));
+    app.get('/', function toDashboard() {
+      return dashboardRedirect();
+    });
+  }
 
   return app;
 }

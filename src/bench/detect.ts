@@ -7,7 +7,7 @@
  * the result.
  */
 import { InvalidInputError } from '../errors/index.js';
-import { createDetector, type Alert, type AlertKind, type DetectOptionsInput } from '../detect/index.js';
+import { createDetector, FEATURE_THRESHOLDS, parseDetectOptions, type Alert, type AlertKind, type DetectOptionsInput } from '../detect/index.js';
 import { ANOMALY_KINDS, generateTraces, type AnomalyKind, type TraceOptions, type TraceSession, type TraceSet } from './detect-traces.js';
 
 export interface DetectBenchOptions {
@@ -22,7 +22,7 @@ export interface DetectBenchOptions {
   /**
    * Training trace sets (seeds trainSeed, trainSeed + 1000, …): each learns
    * its own baselines, so the thresholds cover how baselines differ, not
-   * only how sessions do. @default 3
+   * only how sessions do. @default 6
    */
   tuneSets?: number;
   /** Tune thresholds on the training seed; false uses the defaults. @default true */
@@ -70,7 +70,7 @@ export interface DetectBenchResult {
 
 /** Highest score per feature (`domain`, `path`, `requests`, `bytesOut`, …) in a session. */
 type MaxScores = Record<string, number>;
-const KIND_OF: Record<string, AlertKind> = { requests: 'rate', bytesOut: 'volume', tokens: 'volume' };
+const KIND_OF: Record<string, AlertKind> = { requests: 'rate', bytesOut: 'volume', tokens: 'volume', 'bytesOut.newSite': 'volume' };
 
 /** Feed the learning sessions, freeze every agent, then the evaluation sessions. */
 function run(set: TraceSet, options: DetectOptionsInput, onSession: (s: TraceSession, alerts: Alert[], scores: { before: MaxScores; after: MaxScores }) => void) {
@@ -128,12 +128,14 @@ export function benchDetect(o: DetectBenchOptions = {}): DetectBenchResult {
   const trainSeed = o.trainSeed ?? 1;
   const testSeed = o.testSeed ?? 2;
   const base: DetectOptionsInput = { ...(o.options ?? {}), learnEvents: 1e12, learnMs: 1e15 };
-  const trainSeeds = Array.from({ length: o.tuneSets ?? 3 }, (_, i) => trainSeed + i * 1000);
+  const trainSeeds = Array.from({ length: o.tuneSets ?? 6 }, (_, i) => trainSeed + i * 1000);
   if (trainSeeds.includes(testSeed)) {
     throw new InvalidInputError(`test seed ${testSeed} is one of the training seeds (${trainSeeds.join(', ')})`, { fix: 'report on a seed the thresholds were not tuned on, e.g. --train-seed 1 --seed 2' });
   }
   const floor = { novelty: 1, rate: 3, volume: 3 };
-  let thresholds = { novelty: 1.1, rate: 20, volume: 5.5, features: {} as Record<string, number> };
+  // Untuned: the detector's own defaults (options.ts); tuning starts from them too.
+  const defaults = parseDetectOptions({}).thresholds;
+  let thresholds = { novelty: defaults.novelty, rate: defaults.rate, volume: defaults.volume, features: { ...FEATURE_THRESHOLDS, ...defaults.features } as Record<string, number> };
   if (o.tune ?? true) {
     const normalMax: MaxScores[] = [];
     for (const seed of trainSeeds) {

@@ -18,8 +18,12 @@ import { registerSandbox } from './commands/sandbox.js';
 import { registerImage } from './commands/image.js';
 import { registerSecrets } from './commands/secrets.js';
 import { registerApprovals } from './commands/approvals.js';
+import { registerTunnel } from './commands/tunnel.js';
 import { registerAlerts } from './commands/alerts.js';
 import { registerBaseline } from './commands/baseline.js';
+import { registerDemo } from './commands/demo.js';
+import { registerRedteam } from './commands/redteam.js';
+import { registerTools } from './commands/tools.js';
 
 /** Exit codes used by every command. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, internal: 70 } as const;
@@ -34,7 +38,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   for (const register of [
-    registerUp, registerRun, registerSandbox, registerImage, registerSecrets, registerApprovals, registerAlerts, registerBaseline, registerDoctor, registerAudit, registerConfig, registerBench, registerVersion,
+    registerUp, registerDemo, registerRun, registerSandbox, registerImage, registerSecrets, registerApprovals, registerTunnel, registerAlerts, registerBaseline, registerDoctor, registerAudit, registerConfig, registerBench, registerRedteam, registerTools, registerVersion,
   ]) {
     register(program);
   }

@@ -1,7 +1,8 @@
 /**
  * Checks that span the whole file and so cannot live on one schema field:
  * every `{{secret.NAME}}` anywhere must name a declared secret, and an agent
- * with model access needs a provider. They run on the raw data, so they are
+ * with model access needs a provider, and every MCP server an agent names
+ * under `tools:` must be defined under `mcpServers:`. They run on the raw data, so they are
  * reported together with schema problems even when the schema check fails.
  */
 import { scanTemplate } from './templates.js';
@@ -77,6 +78,24 @@ export function crossCheck(data: Record<string, unknown>): RawIssue[] {
           path: ['agents', name, 'llm'],
           problem: 'the agent has model access, but no providers are configured',
           fix: 'add one under providers:, e.g. openai: { baseUrl: "https://api.openai.com/v1", apiKey: "{{secret.openai_key}}" }',
+        });
+      }
+    }
+  }
+  // Every MCP server an agent names under tools: must be defined under mcpServers:.
+  const servers = isRecord(data.mcpServers) ? Object.keys(data.mcpServers) : [];
+  if (isRecord(data.agents)) {
+    for (const [name, agent] of Object.entries(data.agents)) {
+      if (!isRecord(agent) || !isRecord(agent.tools)) continue;
+      for (const server of Object.keys(agent.tools)) {
+        if (servers.includes(server)) continue;
+        const suggestion = closest(server, servers);
+        issues.push({
+          path: ['agents', name, 'tools', server],
+          problem: `names the MCP server "${server}", which is not defined under mcpServers:`,
+          fix: suggestion
+            ? `did you mean "${suggestion}"? Otherwise define it: mcpServers: { ${server}: { command: ["/usr/bin/node", "server.js"] } }`
+            : `define it, e.g. mcpServers: { ${server}: { command: ["/usr/bin/node", "server.js"] } } or { url: "https://mcp.example.com/mcp" }`,
         });
       }
     }

@@ -11,6 +11,7 @@ import {
 } from './fields.js';
 import { SECRET_NAME } from './templates.js';
 import { detectOptionsSchema } from '../detect/index.js';
+import { telemetryOptionsSchema } from '../otel/index.js';
 
 export const MiB = 1024 * 1024;
 /** Name of the agent that always exists; a file may redefine it. */
@@ -123,6 +124,53 @@ export const ToolPolicySchema = z
   .strict()
   .describe('Which tools of one MCP server the agent may call');
 
+/** Debian package names (policy manual 5.6.1): lower case, digits, "+", "-", "."; at least two characters. */
+export const DEBIAN_PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
+/** Guest paths an agent image may not copy into: cordon's own files and the directories each sandbox replaces (the process back ends mount an empty /home/agent). */
+export const RESERVED_GUEST_PATHS = ['/proc', '/sys', '/dev', '/run', '/tmp', '/var/tmp', '/home/agent', '/boot', '/sbin/cordon-init', '/usr/sbin/cordon-agent', '/usr/lib/cordon', '/etc/cordon'] as const;
+
+const imageCopyFrom = z.string().superRefine((from, ctx) => {
+  const parts = from.split('/');
+  if (from === '' || from.startsWith('/') || from.includes('\\') || from.includes('\0')) {
+    addProblem(ctx, `"${from}" is not a directory relative to cordon.yaml`, 'write a relative path such as "agent" or "./projects/reviewer"');
+  } else if (parts.includes('..')) {
+    addProblem(ctx, `"${from}" leaves the directory of cordon.yaml`, 'copy only directories below the one that holds cordon.yaml (no "..")');
+  }
+});
+const imageCopyTo = z.string().superRefine((to, ctx) => {
+  const parts = to.split('/').slice(1);
+  if (!to.startsWith('/') || to === '/' || parts.some((p) => p === '' || p === '.' || p === '..') || to.includes('\0')) {
+    addProblem(ctx, `"${to}" is not a normalised absolute guest path`, 'write an absolute path without ".", ".." or a trailing "/", e.g. "/opt/app"');
+    return;
+  }
+  const hit = RESERVED_GUEST_PATHS.find((r) => to === r || to.startsWith(`${r}/`) || r.startsWith(`${to}/`));
+  if (hit) addProblem(ctx, `"${to}" overlaps ${hit}, which cordon owns or replaces in every sandbox`, 'copy to a path such as "/opt/app" or "/srv/agent"');
+});
+
+export const AgentImageSchema = z
+  .object({
+    packages: z.array(patternString(DEBIAN_PACKAGE, 'Debian package name', 'use the package name as apt knows it, e.g. "nodejs" or "python3-requests" (check with `apt-cache policy NAME`)'))
+      .max(200).default([]).describe('Debian packages installed into the image with apt, e.g. ["nodejs", "python3-venv"]'),
+    copy: z.array(z.object({
+      from: imageCopyFrom.describe('Directory to copy, relative to the directory of cordon.yaml; it must exist'),
+      to: imageCopyTo.describe('Absolute guest path it is copied to (owned by the agent user), e.g. "/opt/app"'),
+    }).strict().describe('One project directory copied into the image')).max(16).default([]).describe('Project directories copied into the image'),
+  })
+  .strict()
+  .describe("The agent's own image: the base image plus Debian packages and project directories, built by `cordon image build --agent NAME`")
+  .superRefine((img, ctx) => {
+    const seen = new Set<string>();
+    img.packages.forEach((p, i) => {
+      if (seen.has(p)) addProblem(ctx, `package "${p}" is listed twice`, 'list each package once', ['packages', i]);
+      seen.add(p);
+    });
+    img.copy.forEach((a, i) => img.copy.forEach((b, j) => {
+      if (i < j && (a.to === b.to || a.to.startsWith(`${b.to}/`) || b.to.startsWith(`${a.to}/`))) {
+        addProblem(ctx, `copy targets "${a.to}" and "${b.to}" overlap`, 'give each copied directory its own guest path', ['copy', j, 'to']);
+      }
+    }));
+  });
+
 export const AgentSchema = z
   .object({
     isolation: z.enum(['microvm', 'gvisor', 'bubblewrap']).default('microvm').describe('Sandbox back end: microvm, gvisor, or bubblewrap (development only)'),
@@ -132,6 +180,7 @@ export const AgentSchema = z
     llm: LlmSchema.optional(),
     tools: z.record(simpleName('MCP server name'), ToolPolicySchema).default({}).describe('MCP servers and the tools the agent may call on each'),
     env: z.record(envName, z.string()).default({}).describe('Environment variables in the guest; {{secret.NAME}} becomes a placeholder'),
+    image: AgentImageSchema.optional(),
   })
   .strict()
   .describe('One kind of agent: its sandbox, network, models and tools');
@@ -157,12 +206,12 @@ export const SecretSourceSchema = z
   .discriminatedUnion('from', [StoreSecretSchema, EnvSecretSchema, CommandSecretSchema])
   .describe('Where a secret comes from: {from: store}, {from: env, name}, or {from: command, command: [...]}');
 
-export const PROVIDER_TYPES = ['openai', 'anthropic', 'openai-compatible'] as const;
+export const PROVIDER_TYPES = ['openai', 'anthropic', 'openai-compatible', 'scripted'] as const;
 export type ProviderType = (typeof PROVIDER_TYPES)[number];
 
 export const ProviderSchema = z
   .object({
-    type: z.enum(PROVIDER_TYPES).optional().describe('API dialect; taken from the provider name when that is openai or anthropic, else openai-compatible'),
+    type: z.enum(PROVIDER_TYPES).optional().describe('API dialect; taken from the provider name when that is openai or anthropic, else openai-compatible; scripted replays the built-in demo conversation in process (baseUrl is never contacted)'),
     baseUrl: httpUrl('provider base URL').describe('Base URL of the provider API, e.g. "https://api.openai.com/v1"'),
     apiKey: secretTemplate('apiKey').optional().describe('API key as a secret reference, e.g. "{{secret.openai_key}}"'),
   })
@@ -179,6 +228,57 @@ export const ApprovalsSchema = z
   .strict()
   .describe('Human approval of high-risk actions')
   .transform((a) => ({ ...a, ttlMs: parseDuration(a.ttl), holdTimeoutMs: parseDuration(a.holdTimeout) }));
+
+/** An MCP server name: no "__" and no trailing "_", so the first "__" of `github__create_issue` always separates server and tool. */
+export const MCP_SERVER_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?=[A-Za-z0-9-])){0,62}$/;
+const mcpServerName = patternString(MCP_SERVER_NAME, 'MCP server name', 'use letters, digits, "-" and single "_" inside the name (never "__", which separates server and tool, nor a trailing "_"), e.g. "github"');
+/** Host paths never bound into a local MCP server's confinement as a whole. */
+const TOO_BROAD_PATHS = ['/', '/etc', '/root', '/home', '/var', '/boot', '/srv', '/opt', '/usr', '/tmp'];
+const hostPath = z.string().superRefine((p, ctx) => {
+  if (!p.startsWith('/')) addProblem(ctx, `"${p}" is not an absolute path`, 'write the full host path, e.g. "/opt/mcp-servers/github"');
+  else if (/[\x00-\x1f\x7f]/.test(p) || p.split('/').includes('..')) addProblem(ctx, `"${p}" contains ".." or control characters`, 'write a plain absolute path');
+});
+const bindPath = hostPath.superRefine((p, ctx) => {
+  if (TOO_BROAD_PATHS.includes(p.replace(/\/+$/, '') || '/') || /^\/(proc|sys|dev|run)(\/|$)/.test(p)) {
+    addProblem(ctx, `"${p}" is too broad or holds host state (credentials, devices, other processes)`, 'name the directory that holds the server\'s code, e.g. "/opt/mcp-servers/github"');
+  }
+});
+
+export const McpServerSchema = z
+  .object({
+    command: z.array(z.string().min(1)).min(1).optional().describe('Local server: program and arguments, run on the host under bubblewrap, e.g. ["/usr/bin/node", "/opt/mcp/github/index.js"] (exactly one of command or url)'),
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'use letters, digits and "_", not starting with a digit'), z.string())
+      .optional().describe('Local server: its whole environment (nothing else is inherited); {{secret.NAME}} becomes the real value'),
+    network: z.boolean().optional().describe('Local server: give it the host network (default false: no network at all)'),
+    paths: z.array(bindPath).optional().describe('Local server: host paths mounted read-only besides the system directories (its code and dependencies; not "/", a whole top-level directory, or /proc, /sys, /dev, /run)'),
+    cwd: hostPath.optional().describe('Local server: working directory inside the confinement (default /tmp, a private tmpfs)'),
+    url: httpUrl('MCP server URL').optional().describe('Remote server: streamable HTTP endpoint, e.g. "https://mcp.example.com/mcp"; reached only when the agent\'s egress rules allow its host (exactly one of command or url)'),
+    headers: z.record(headerName, secretTemplate('MCP server header')).optional().describe('Remote server: headers sent with every request, e.g. { authorization: "Bearer {{secret.mcp_token}}" }'),
+    timeout: durationString(1000).default('60s').describe('Longest one call to this server may take, e.g. "30s"'),
+    poisonedTools: z.enum(['flag', 'hide']).default('flag').describe('Tools whose descriptions look like injected instructions: flag (listed with a warning, audited) or hide (not listed, calls refused)'),
+  })
+  .strict()
+  .describe('An upstream MCP server that agents reach through the tools gateway')
+  .superRefine((s, ctx) => {
+    if (s.command !== undefined && s.url !== undefined) {
+      addProblem(ctx, 'the server has both command and url', 'keep command: for a local server run under bubblewrap, or url: for a remote one');
+    } else if (s.command === undefined && s.url === undefined) {
+      addProblem(ctx, 'the server has neither command nor url', 'add command: ["/usr/bin/node", "server.js"] (local) or url: "https://mcp.example.com/mcp" (remote)');
+    }
+    const localOnly = (['env', 'network', 'paths', 'cwd'] as const).filter((k) => s[k] !== undefined);
+    if (s.url !== undefined && s.command === undefined) {
+      for (const k of localOnly) addProblem(ctx, `${k} applies to local servers (command:) only`, `remove ${k}; a remote server's credentials go in headers:`, [k]);
+    }
+    if (s.command !== undefined && s.url === undefined && s.headers !== undefined) {
+      addProblem(ctx, 'headers applies to remote servers (url:) only', 'remove headers; give a local server its credentials in env:', ['headers']);
+    }
+  })
+  .transform((s) => {
+    const common = { timeout: s.timeout, timeoutMs: parseDuration(s.timeout), poisonedTools: s.poisonedTools };
+    return s.command !== undefined
+      ? { kind: 'local' as const, command: s.command, env: s.env ?? {}, network: s.network ?? false, paths: s.paths ?? [], ...(s.cwd !== undefined ? { cwd: s.cwd } : {}), ...common }
+      : { kind: 'remote' as const, url: s.url ?? '', headers: s.headers ?? {}, ...common };
+  });
 
 export const ServerSchema = z
   .object({
@@ -244,7 +344,9 @@ export const ConfigSchema = z
     audit: AuditSchema.default({}),
     store: StoreSchema.default({}),
     identity: IdentitySchema.default({}),
+    mcpServers: z.record(mcpServerName, McpServerSchema).default({}).describe('Upstream MCP servers by name, reached through the tools gateway; agents name them under tools:'),
     detect: detectOptionsSchema.default({}).describe('Behaviour baselines and anomaly alerts: learning window, thresholds and what an alert does (none, approve, pause)'),
+    telemetry: telemetryOptionsSchema.default({}).describe('Optional export of audit events as OpenTelemetry logs (OTLP/HTTP JSON); off unless telemetry.otlp is set'),
   })
   .strict()
   .describe('cordon.yaml')
@@ -264,6 +366,7 @@ function providerTypeFor(name: string): ProviderType {
 export type CordonConfig = z.infer<typeof ConfigSchema>;
 export type CordonConfigInput = z.input<typeof ConfigSchema>;
 export type AgentConfig = z.infer<typeof AgentSchema>;
+export type AgentImageConfig = z.infer<typeof AgentImageSchema>;
 export type IdentityConfig = z.infer<typeof IdentitySchema>;
 export type ResourcesConfig = z.infer<typeof ResourcesSchema>;
 export type EgressRule = z.infer<typeof EgressRuleSchema>;
@@ -277,3 +380,5 @@ export type ApprovalsConfig = z.infer<typeof ApprovalsSchema>;
 export type ServerConfig = z.infer<typeof ServerSchema>;
 export type AuditConfig = z.infer<typeof AuditSchema>;
 export type StoreConfig = z.infer<typeof StoreSchema>;
+/** An `mcpServers:` entry as loaded: `kind` is `local` (command) or `remote` (url). */
+export type McpServerConfig = z.infer<typeof McpServerSchema>;

@@ -76,3 +76,127 @@ for (const c of [
     }
   });
 }
+
+/** A loopback webhook receiver: answers each POST by `answer(n)` (status, or 'hang' to never answer). */
+async function receiver(answer: (n: number) => number | 'hang') {
+  const { createServer } = await import('node:http');
+  const bodies: Record<string, any>[] = [];
+  const hung: import('node:http').ServerResponse[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      const a = answer(bodies.length);
+      if (a === 'hang') hung.push(res);
+      else res.writeHead(a).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as import('node:net').AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}/hook`, bodies,
+    close: () => new Promise<void>((r) => { for (const res of hung) res.destroy(); server.closeAllConnections(); server.close(() => r()); }),
+  };
+}
+
+async function withDetection(
+  extra: { webhook?: Record<string, unknown>; store?: (s: Awaited<ReturnType<typeof openStore>>) => Awaited<ReturnType<typeof openStore>> },
+  body: (audit: AuditLog) => Promise<void>,
+): Promise<void> {
+  const dir = tempDir('cordon-detect-cp-');
+  const store = await openStore({ kind: 'sqlite', path: join(dir.path, 'cordon.db') });
+  const audit = await AuditLog.open({ store, keyDir: join(dir.path, 'keys'), checkpointIntervalMs: 60_000 });
+  const watch = await startDetection({
+    store: extra.store ? extra.store(store) : store, audit, pollIntervalMs: 20, pause: async () => undefined,
+    options: { learnEvents: 30, thresholds: { novelty: 0.5, features: { domain: 0.5 } }, ...(extra.webhook ? { webhook: extra.webhook as { url: string } } : {}) },
+  });
+  try {
+    await body(audit);
+  } finally {
+    await watch.stop();
+    await audit.close();
+    await store.close();
+    dir.cleanup();
+  }
+}
+
+const events = async (audit: AuditLog, type: string) => (await audit.query({ limit: 10_000 })).filter((e) => e.type === type);
+
+async function learnThenExfil(audit: AuditLog): Promise<void> {
+  for (let n = 1; n <= 12; n++) await session(audit, n, ['pypi.org', 'files.pythonhosted.org', 'github.com']);
+  await until(async () => ((await audit.query({ limit: 10_000 })).length >= 60 ? true : undefined));
+  await session(audit, 13, ['pypi.org', 'exfil.example.net'], false);
+}
+
+test('alert webhook: each alert is POSTed with a Slack-compatible text and the alert; a 500 is retried', async () => {
+  const hook = await receiver((n) => (n === 1 ? 500 : 200));
+  try {
+    await withDetection({ webhook: { url: hook.url, retries: 2, timeoutMs: 2000 } }, async (audit) => {
+      await learnThenExfil(audit);
+      const alert = await until(async () => (await events(audit, 'detect.alert'))[0]);
+      assert.ok(alert, 'the new domain raised an alert');
+      const got = await until(async () => (hook.bodies.length >= 2 ? hook.bodies : undefined));
+      assert.ok(got, 'the webhook was called again after answering 500');
+      assert.equal(got[1]!.alert.id, alert.data.id, 'the retry carries the same alert');
+      assert.equal(got[1]!.alert.feature, 'domain');
+      assert.match(got[1]!.text, /novelty alert for agent coder .*new domain "example\.net".*cordon alerts ack /);
+      await sleep(100);
+      assert.equal((await events(audit, 'detect.notify-failed')).length, 0, 'a delivery that succeeded on retry is not a failure');
+    });
+  } finally {
+    await hook.close();
+  }
+});
+
+for (const c of [
+  { name: 'a receiver that always answers 503', answer: () => 503 as const, retries: 1, timeoutMs: 2000, attempts: 2, problem: /answered 503/ },
+  { name: 'a receiver that never answers (timeout)', answer: () => 'hang' as const, retries: 0, timeoutMs: 300, attempts: 1, problem: /timeout|aborted/i },
+]) {
+  test(`alert webhook: ${c.name} is audited as detect.notify-failed and holds up no detection`, async () => {
+    const hook = await receiver(c.answer);
+    try {
+      await withDetection({ webhook: { url: hook.url, retries: c.retries, timeoutMs: c.timeoutMs } }, async (audit) => {
+        await learnThenExfil(audit);
+        const started = Date.now();
+        assert.ok(await until(async () => (await events(audit, 'detect.alert'))[0]), 'the alert is recorded while the webhook is failing');
+        const failed = await until(async () => (await events(audit, 'detect.notify-failed'))[0], 8000);
+        assert.ok(failed, 'the failed delivery is audited');
+        assert.equal(failed.data.attempts, c.attempts);
+        assert.match(String(failed.data.problem), c.problem);
+        assert.equal(failed.data.host, new URL(hook.url).host, 'the host is named, not the full URL (it may hold a token)');
+        assert.ok(Date.now() - started < 8000);
+        assert.equal(hook.bodies.length, c.attempts);
+      });
+    } finally {
+      await hook.close();
+    }
+  });
+}
+
+test('a follower that cannot read the log records detect.error (follow-failed) and resumes where it stopped', async () => {
+  let failures = 0;
+  await withDetection({
+    store: (real) => {
+      // The follower reads through this view; the audit log writes through the real store.
+      const audit = Object.create(real.audit, {
+        query: { value: async (...args: Parameters<typeof real.audit.query>) => {
+          if (failures < 3) { failures++; throw new Error('database is locked'); }
+          return real.audit.query(...args);
+        } },
+      });
+      return Object.create(real, { audit: { value: audit } });
+    },
+  }, async (audit) => {
+    const error = await until(async () => (await events(audit, 'detect.error'))[0]);
+    assert.ok(error, 'the failure is recorded');
+    assert.equal(error.reason, 'follow-failed');
+    assert.match(String(error.data.problem), /database is locked/);
+    assert.equal((await events(audit, 'detect.error')).length, 1, 'said once a minute, not once per retry');
+    await learnThenExfil(audit);
+    const alert = await until(async () => (await events(audit, 'detect.alert'))[0]);
+    assert.ok(alert, 'after the failures the follower judges events again');
+    assert.equal(alert.reason, 'novelty:domain');
+    assert.equal(failures, 3);
+  });
+});

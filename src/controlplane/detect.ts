@@ -11,13 +11,18 @@
  *   the stronger of the two, so nothing is let through that the operator
  *   asked to see first.
  *
+ * - with `detect.webhook` configured, the alert is queued for the webhook
+ *   (never awaited); an alert it could not deliver is recorded as
+ *   `detect.notify-failed`.
+ *
  * A failure to act (the sandbox already gone, the audit log refusing) is
  * recorded as `detect.action-failed` when the log still writes; detection
  * goes on either way.
  */
 import { followAudit, type AuditEvent, type AuditEventInput } from '../audit/index.js';
-import { alertEvent, createDetectService, type Alert, type DetectOptionsInput, type DetectService } from '../detect/index.js';
+import { alertEvent, createAlertWebhook, createDetectService, parseDetectOptions, type Alert, type AlertWebhook, type DetectOptionsInput, type DetectService } from '../detect/index.js';
 import type { Store } from '../store/index.js';
+import { sleep } from '../util/index.js';
 
 export interface DetectionOptions {
   store: Store;
@@ -28,6 +33,8 @@ export interface DetectionOptions {
   /** How often the follower polls the log, and baselines are saved. @default 500 / 60000 */
   pollIntervalMs?: number;
   saveIntervalMs?: number;
+  /** Alert webhook transport (tests). @default globalThis.fetch */
+  fetch?: typeof fetch;
 }
 
 export interface Detection {
@@ -38,8 +45,22 @@ export interface Detection {
 
 /** Start following the audit log from its head. */
 export async function startDetection(o: DetectionOptions): Promise<Detection> {
+  const hookConfig = parseDetectOptions(o.options ?? {}).webhook;
+  const webhook: AlertWebhook | undefined = hookConfig && createAlertWebhook({
+    ...hookConfig, ...(o.fetch ? { fetch: o.fetch } : {}),
+    onFailure: (a, err, attempts) => {
+      void o.audit.append({
+        type: 'detect.notify-failed', actor: 'system', agent: a.agent, ...(a.sandbox ? { sandbox: a.sandbox } : {}), decision: 'error', reason: 'webhook',
+        data: { alert: a.id, attempts, problem: err.message, host: new URL(hookConfig.url).host },
+      }).catch(() => undefined);
+    },
+  });
   const act = async function actOnAlert(a: Alert): Promise<void> {
-    await o.audit.append(alertEvent(a));
+    try {
+      await o.audit.append(alertEvent(a));
+    } finally {
+      webhook?.notify(a); // queued, never awaited: a slow receiver holds up nothing
+    }
     if ((a.action === 'pause' || a.action === 'approve') && a.sandbox) {
       try {
         await o.pause(a.sandbox);
@@ -73,12 +94,24 @@ export async function startDetection(o: DetectionOptions): Promise<Detection> {
     }).catch(() => undefined);
   };
   const abort = new AbortController();
+  const pollIntervalMs = o.pollIntervalMs ?? 500;
+  let after = (await o.store.audit.head())?.seq ?? 0;
+  // A failure to read the log (`follow-failed`) is recorded and the follower
+  // starts again after the last event it judged, so no event is skipped.
   const follow = (async function followForDetection(): Promise<void> {
-    for await (const e of followAudit(o.store, { signal: abort.signal, pollIntervalMs: o.pollIntervalMs ?? 500 })) {
-      if (e.type.startsWith('detect.')) continue; // our own alerts and errors are not behaviour
-      await service.observe(eventForDetector(e)).catch((err: unknown) => report('observe-failed', err, e.seq));
+    while (!abort.signal.aborted) {
+      try {
+        for await (const e of followAudit(o.store, { signal: abort.signal, pollIntervalMs, afterSeq: after })) {
+          after = e.seq;
+          if (e.type.startsWith('detect.')) continue; // our own alerts and errors are not behaviour
+          await service.observe(eventForDetector(e)).catch((err: unknown) => report('observe-failed', err, e.seq));
+        }
+      } catch (err) {
+        report('follow-failed', err, after);
+        await sleep(Math.max(pollIntervalMs, 50));
+      }
     }
-  })().catch((err: unknown) => report('follow-failed', err));
+  })();
   const saver = setInterval(() => void service.save().catch((err: unknown) => report('save-failed', err)), o.saveIntervalMs ?? 60_000);
   saver.unref();
   return {
@@ -88,6 +121,7 @@ export async function startDetection(o: DetectionOptions): Promise<Detection> {
       abort.abort();
       await follow;
       await service.save();
+      await webhook?.close();
     },
   };
 }

@@ -7,7 +7,8 @@
  * sandbox's placeholders swapped and its traffic scanned by the proxy), the
  * LLM gateway behind `llm.cordon.internal` (reached only through a sandbox's
  * door; callers authenticated by channel-bound service key or token; see
- * services.ts), live anomaly detection over the audit log (detect.ts),
+ * services.ts), the tools gateway behind `mcp.cordon.internal` (MCP servers
+ * aggregated per agent, see tools/), live anomaly detection over the audit log (detect.ts),
  * Prometheus metrics derived from the audit log (`/v1/metrics`, see metrics/), the approvals (egress requests that a rule marks `approve`
  * are held until an operator decides on `/v1/approvals`) and the HTTP API on
  * a loopback address. One per
@@ -24,8 +25,9 @@ import { createApi, operatorTokenChecker, loadOrCreateOperatorToken } from '../a
 import { createApprovals, egressApprovalHook, type Approvals } from '../approvals/index.js';
 import { AuditLog, verifyAudit } from '../audit/index.js';
 import { startDetection, type Detection } from './detect.js';
+import { startAuditExport, type AuditExport } from '../otel/index.js';
 import type { CordonConfig } from '../config/index.js';
-import { createEgressProxy, loadOrCreateEgressCa, type EgressProxy } from '../egress/index.js';
+import { createEgressProxy, loadOrCreateEgressCa, type EgressLookup, type EgressProxy } from '../egress/index.js';
 import { CordonError, EnvironmentError } from '../errors/index.js';
 import { createGateway, type Gateway, type GatewaySettingsInput } from '../gateway/index.js';
 import { createIdentityService, createSandboxKeys, type IdentityService } from '../identity/index.js';
@@ -38,6 +40,11 @@ import { openStore, type Store } from '../store/index.js';
 import { ensurePrivateDir } from '../util/index.js';
 import { acquireHomeLock, type HomeLock } from './lock.js';
 import { CORDON_VERSION } from '../version.js';
+import { createToolsGateway, MCP_AUDIENCE, type ToolsGateway } from '../tools/index.js';
+import { resolveSecrets } from '../secrets/index.js';
+import { defaultDashboardDir, DASHBOARD_PATH } from '../dashboard/index.js';
+import { openDetectStore } from '../detect/index.js';
+import { createTunnelManager, type TunnelManager } from '../ingress/index.js';
 
 export { acquireHomeLock } from './lock.js';
 export { createSandboxAuthenticator, createProviderKeyResolver, createRedactionSource, LLM_AUDIENCE } from './services.js';
@@ -62,6 +69,10 @@ export interface ControlPlaneOptions {
   gatewaySettings?: GatewaySettingsInput;
   /** Roots trusted for upstream certificates by the egress proxy (PEM), for tests and private CAs. @default the system roots */
   upstreamCa?: string | string[];
+  /** How the egress proxy resolves names (every address is still checked), for tests and `cordon demo`. @default the system resolver */
+  egressLookup?: EgressLookup;
+  /** The dashboard bundle served at `/ui/`; false serves none. @default dist/web (see dashboard/) */
+  dashboardDir?: string | false;
 }
 
 export interface ControlPlane {
@@ -78,8 +89,12 @@ export interface ControlPlane {
   readonly gateway: Gateway;
   /** Held actions (egress rules and tools marked `approve`), decided on `/v1/approvals`. */
   readonly approvals: Approvals;
+  /** Ingress tunnels (`/v1/tunnels`, `cordon tunnel`). */
+  readonly tunnels: TunnelManager;
   /** The operator token, and whether it was created by this start (show it once). */
   readonly operatorToken: { token: string; created: boolean; path: string };
+  /** Where the dashboard is served (sign in with the operator token), when it is. */
+  readonly dashboardUrl: string | undefined;
   stop(): Promise<void>;
 }
 
@@ -110,9 +125,12 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   let egress: EgressProxy | undefined;
   let identity: IdentityService | undefined;
   let gateway: Gateway | undefined;
+  let toolsGateway: ToolsGateway | undefined;
   let approvals: Approvals | undefined;
   let detection: Detection | undefined;
   let metricsFeed: MetricsFeed | undefined;
+  let tunnelManager: TunnelManager | undefined;
+  let auditExport: AuditExport | undefined;
   try {
     store = await openConfiguredStore(home, config);
     // Prometheus metrics from the audit stream (see metrics/), served on /v1/metrics.
@@ -125,9 +143,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const feed = (metricsFeed = await startMetricsFeed({ store, metrics }));
     const operatorToken = loadOrCreateOperatorToken(home);
     const auditLog = audit;
+    // Optional OTLP export of audit events (see otel/): follows the committed log, never holds up an append.
+    const exporter = (auditExport = config.telemetry.otlp ? await startAuditExport({ store, audit: auditLog, options: config.telemetry.otlp }) : undefined);
     const openedStore = store;
     const egressCa = loadOrCreateEgressCa(home);
-    const ids = createIdentityService({ home, trustDomain: config.identity.trustDomain, ttlMs: config.identity.tokenTtlMs, audiences: [LLM_AUDIENCE] });
+    const ids = createIdentityService({ home, trustDomain: config.identity.trustDomain, ttlMs: config.identity.tokenTtlMs, audiences: [LLM_AUDIENCE, MCP_AUDIENCE] });
     identity = ids;
     const keys = createSandboxKeys();
     const router = createSecretsRouter();
@@ -141,15 +161,34 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       ...(opts.gatewaySettings ? { settings: opts.gatewaySettings } : {}),
     });
     gateway = llm;
+    // The tools gateway behind mcp.cordon.internal (see tools/): same channel-bound credentials, its own token audience.
+    const tools = createToolsGateway({
+      config, audit: auditLog, approvals: held,
+      authenticate: createSandboxAuthenticator({ identity: ids, keys, audience: MCP_AUDIENCE }),
+      redact: (sandboxId) => ({ values: router.redactionList(sandboxId) ?? [], patterns: [PLACEHOLDER_PATTERN] }),
+      resolveSecrets: async (names) => {
+        const values = await resolveSecrets(config, names, { home, purpose: 'the tools gateway', ...(opts.env ? { env: opts.env } : {}) });
+        return new Map([...values].map(([name, v]) => [name, v.reveal()]));
+      },
+      upstream: {
+        liveSandboxes: () => (sandboxes?.list() ?? []).map((s) => s.id),
+        remote: { ...(opts.upstreamCa ? { ca: opts.upstreamCa } : {}), ...(opts.egressLookup ? { lookup: opts.egressLookup } : {}) },
+      },
+    });
+    toolsGateway = tools;
     const proxy = createEgressProxy({
       ca: egressCa,
-      internal: { [LLM_AUDIENCE]: { name: 'llm', handle: (req, res, caller) => llm.handle(req, res, caller) } },
+      internal: {
+        [LLM_AUDIENCE]: { name: 'llm', handle: (req, res, caller) => llm.handle(req, res, caller) },
+        [MCP_AUDIENCE]: { name: 'mcp', handle: (req, res, caller) => tools.handle(req, res, caller) },
+      },
       requestHook: router.requestHook, connectHook: router.connectHook, auditScrub: router.scrubAudit,
       approve: egressApprovalHook(held, {
         holdTimeoutMs: config.approvals.holdTimeoutMs,
         mask: (sandboxId) => ({ values: router.redactionList(sandboxId) ?? [], patterns: [PLACEHOLDER_PATTERN] }),
       }),
       ...(opts.upstreamCa ? { upstreamCa: opts.upstreamCa } : {}),
+      ...(opts.egressLookup ? { lookup: opts.egressLookup } : {}),
     });
     egress = proxy;
     const manager = createSandboxManager({
@@ -157,11 +196,14 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       secrets: { resolve: (agent) => resolveAgentSecrets(config, agent, { home, ...(opts.env ? { env: opts.env } : {}) }), router },
     });
     sandboxes = manager;
+    // Ingress tunnels (see ingress/): operator-opened, token-guarded, closed with their sandbox and on stop.
+    const tunnels = (tunnelManager = createTunnelManager({ sandboxes: manager, audit: auditLog }));
     const watch = await startDetection({
       store, audit: auditLog, options: config.detect,
       pause: (id) => manager.pause(id, { actor: 'system:detect' }),
     });
     detection = watch;
+    const closing = new AbortController();
     const app = createApi({
       sandboxes: manager,
       audit: auditLog,
@@ -169,9 +211,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       version: CORDON_VERSION,
       jwks: () => ids.jwks(),
       approvals: held,
+      tunnels,
       metrics: metrics.registry,
       health: async () => ({ store: openedStore.kind, auditHead: (await openedStore.audit.head())?.seq ?? 0 }),
       verifyAudit: async () => ({ ...(await verifyAudit(openedStore, { keyDir: keyDir(home) })) }),
+      // The dashboard and the routes it reads (alerts, red-team scorecard, resource use).
+      alerts: await openDetectStore(openedStore),
+      redteamReportFile: join(home, 'redteam', 'latest.json'),
+      sandboxLimits: (agent) => config.agents[agent]?.resources,
+      ...(opts.dashboardDir !== false ? { dashboardDir: opts.dashboardDir ?? defaultDashboardDir() } : {}),
+      closing: closing.signal,
     });
     const host = opts.host ?? config.server.host;
     const port = opts.port ?? config.server.port;
@@ -196,12 +245,17 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       identity: ids,
       gateway: llm,
       approvals: held,
+      tunnels,
       operatorToken,
+      dashboardUrl: opts.dashboardDir !== false ? url + DASHBOARD_PATH : undefined,
       stop() {
         stopping ??= (async function stopControlPlane() {
           removeDaemonFile(home);
+          closing.abort(); // dashboard event streams end now rather than hold the server open
           // First: requests held for approval end with approval-timeout, and their approvals stay pending in the store.
           held.close();
+          // Every tunnel closes (`daemon-stop`, audited) before its sandbox goes.
+          await tunnels.stop();
           const closed = new Promise<void>((resolve) => server.close(() => resolve()));
           server.closeIdleConnections?.();
           // Destroy every sandbox (audited) while the log is still open; running
@@ -212,8 +266,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
           await proxy.close();
           ids.close();
           await llm.close().catch(() => undefined);
+          await tools.close().catch(() => undefined);
           await Promise.race([closed, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
           server.closeAllConnections?.();
+          await exporter?.stop().catch(() => undefined);
           try {
             await auditLog.append({ type: 'daemon.stop', actor: 'system', data: { pid: process.pid } });
           } finally {
@@ -229,12 +285,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   } catch (err) {
     removeDaemonFile(home);
     await detection?.stop().catch(() => undefined);
+    await auditExport?.stop().catch(() => undefined);
     await metricsFeed?.stop();
+    await tunnelManager?.stop().catch(() => undefined);
     await sandboxes?.close().catch(() => undefined);
     await egress?.close().catch(() => undefined);
     approvals?.close();
     identity?.close();
     await gateway?.close().catch(() => undefined);
+    await toolsGateway?.close().catch(() => undefined);
     await audit?.close().catch(() => undefined);
     await store?.close().catch(() => undefined);
     lock.release();

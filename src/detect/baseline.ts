@@ -29,6 +29,8 @@ export interface BaselineState {
   categories: Record<CategoryFeature, Record<string, number>>;
   /** Per feature, the ordinals (1-based, in `sessions`) of the sessions that showed a value for the first time. */
   discoveries?: Partial<Record<CategoryFeature, number[]>>;
+  /** Per feature and context (a domain's suffix, a path's area), the ordinals of the sessions that showed a new value in that context. */
+  contexts?: Partial<Record<CategoryFeature, Record<string, number[]>>>;
   /** Per-minute totals of active minutes while learning (cleared when learned). */
   minutes: Record<AmountFeature, number[]>;
   profile: Partial<Record<AmountFeature, RateProfile>>;
@@ -91,6 +93,39 @@ export function recordDiscovery(b: BaselineState, feature: CategoryFeature): voi
   if (d.length > MAX_DISCOVERIES) d.splice(0, d.length - MAX_DISCOVERIES);
 }
 
+/** Note that the current session showed a new value of a feature in a context. */
+export function recordContextDiscovery(b: BaselineState, feature: CategoryFeature, context: string): void {
+  const d = (((b.contexts ??= {})[feature] ??= {})[context] ??= []);
+  if (d[d.length - 1] === b.sessions) return;
+  d.push(b.sessions);
+  if (d.length > MAX_DISCOVERIES) d.splice(0, d.length - MAX_DISCOVERIES);
+}
+
+/**
+ * The chance that a new value of a feature falls in a given context, from
+ * where the agent's discoveries happened while learning (counted in sessions
+ * with a discovery there): (discoveries in the context + 1) / (discoveries +
+ * K), add-one over K = the contexts that ever saw a discovery plus one for any
+ * other. Unlike the rate of new values, this is a share, so every learning
+ * session counts, not only the latest half. An agent that keeps finding new
+ * `.edu` sites makes a new `.edu` site weak evidence; a new `.net` site, where
+ * it found nothing new after its first session, is not.
+ */
+export function contextChance(b: BaselineState, feature: CategoryFeature, context: string): {
+  chance: number; inContext: number; all: number; contexts: number;
+} {
+  const byContext = b.contexts?.[feature] ?? {};
+  let all = 0;
+  let inContext = 0;
+  for (const [ctx, ordinals] of Object.entries(byContext)) {
+    const n = ordinals.length;
+    all += n;
+    if (ctx === context) inContext = n;
+  }
+  const contexts = Object.keys(byContext).length + 1;
+  return { chance: Math.min(1, (inContext + 1) / (all + contexts)), inContext, all, contexts };
+}
+
 /**
  * Novelty of a value never seen for a feature, as the estimated chance that a
  * session of this agent shows some new value of it; the score is −log10 of
@@ -105,7 +140,7 @@ export function recordDiscovery(b: BaselineState, feature: CategoryFeature): voi
 export function newValueChance(b: BaselineState, feature: CategoryFeature): {
   pNew: number; perSession: number; score: number; observations: number; singletons: number; distinct: number; recentSessions: number; recentDiscoveries: number;
 } {
-  const counts = Object.values(b.categories[feature]);
+  const counts = Object.values(b.categories[feature] ?? {});
   const observations = counts.reduce((a, c) => a + c, 0);
   const singletons = counts.filter((c) => c === 1).length;
   const sessions = Math.max(1, b.sessions ?? 1);
@@ -122,7 +157,7 @@ export function newValueChance(b: BaselineState, feature: CategoryFeature): {
 export function summariseBaseline(b: BaselineState, top = 20): Record<string, unknown> {
   const categories: Record<string, unknown> = {};
   for (const f of CATEGORY_FEATURES) {
-    const entries = Object.entries(b.categories[f]).sort((x, y) => y[1] - x[1]);
+    const entries = Object.entries(b.categories[f] ?? {}).sort((x, y) => y[1] - x[1]); // a baseline stored before the feature existed has none
     categories[f] = { distinct: entries.length, top: Object.fromEntries(entries.slice(0, top)) };
   }
   return {

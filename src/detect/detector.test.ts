@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createDetector, type Alert, type DetectEvent, type DetectOptionsInput, type Unjudged } from './index.js';
+import { createDetector, parseDetectOptions, thresholdFor, type Alert, type DetectEvent, type DetectOptionsInput, type Unjudged } from './index.js';
 
 const T0 = Date.UTC(2026, 0, 1, 9, 0, 0);
 const ts = (minute: number, sec = 0) => new Date(T0 + minute * 60_000 + sec * 1000).toISOString();
@@ -187,4 +187,130 @@ test('configured actions are carried by the alert; bad settings are refused with
   assert.equal(a?.action, 'pause');
   assert.throws(() => createDetector({ options: { mode: 'sometimes' as 'freeze' } }), /mode/);
   assert.throws(() => createDetector({ options: { thresholds: { features: { nonsense: 2 } as Record<string, number> } } }), /thresholds/);
+});
+
+test('bad input, then an anomaly: after each problem the detector still flags what it should', async (t) => {
+  const exfil = (sandbox: string, minute: number): DetectEvent => ({ ts: ts(minute, 30), type: 'egress.request', agent: 'a', sandbox, data: { host: 'paste-x1.xyz', port: 443 } });
+  const cases: { name: string; events: DetectEvent[]; reasons: Unjudged['reason'][] }[] = [
+    { name: 'a clock that jumps a day ahead, then back', reasons: ['gap', 'clock-backwards'],
+      events: [{ ts: ts(50), type: 'egress.request', agent: 'a', sandbox: 'j', data: { host: 'github.com', port: 443 } },
+        { ts: ts(50 + 24 * 60), type: 'egress.request', agent: 'a', sandbox: 'j', data: { host: 'github.com', port: 443 } },
+        { ts: ts(51), type: 'egress.request', agent: 'a', sandbox: 'j', data: { host: 'github.com', port: 443 } }] },
+    { name: 'seqs missing and one out of order', reasons: ['gap', 'out-of-order'],
+      events: [{ seq: 10, ts: ts(50), type: 'egress.request', agent: 'a', sandbox: 'j', data: { host: 'github.com', port: 443 } },
+        { seq: 20, ts: ts(50, 1), type: 'sandbox.exec', agent: 'a', sandbox: 'j', data: { argv: ['git', 'status'] } },
+        { seq: 15, ts: ts(50, 2), type: 'sandbox.exec', agent: 'a', sandbox: 'j', data: { argv: ['git', 'status'] } }] },
+    { name: 'unknown event types in between, with odd data', reasons: ['unknown-type'],
+      events: [{ ts: ts(50), type: 'vm.migrate', agent: 'a', sandbox: 'j', data: { to: 'elsewhere' } },
+        { ts: ts(50, 1), type: 'x'.repeat(300), agent: 'a', data: null as unknown as Record<string, unknown> }] },
+    { name: 'malformed fields of a known type', reasons: [],
+      events: [{ ts: ts(50), type: 'egress.request', agent: 'a', sandbox: 'j', data: { host: ['a'], port: 'https' } },
+        { ts: ts(50, 1), type: 'egress.close', agent: 'a', sandbox: 'j', data: { bytesOut: -5 } }] },
+  ];
+  for (const c of cases) {
+    await t.test(c.name, () => {
+      const { d, notes } = learned();
+      notes.length = 0;
+      assert.deepEqual(feed(d, c.events), [], 'the problem itself raises no alert');
+      for (const r of c.reasons) assert.ok(notes.some((n) => n.reason === r), `said ${r}: ${JSON.stringify(notes.map((n) => n.reason))}`);
+      const after = feed(d, [exfil('later', 60)]);
+      assert.deepEqual(after.map((a) => [a.kind, a.feature, a.value]), [['novelty', 'domain', 'paste-x1.xyz']], 'a later anomaly is still flagged');
+    });
+  }
+});
+
+/** Sessions of an agent that reaches a new `.edu` site in every second session, besides its usual sites. */
+function explorer(sessions: number): DetectEvent[] {
+  const out: DetectEvent[] = [];
+  for (let s = 0; s < sessions; s++) {
+    const sandbox = `ex-${s}`;
+    const hosts = ['en.wikipedia.org', 'arxiv.org', 'openreview.net', ...(s % 2 === 0 ? [`www.univ${s}.edu`] : [])];
+    hosts.forEach((host, i) => out.push({ ts: ts(s, i), type: 'egress.request', agent: 'r', sandbox, data: { host, port: 443 } }));
+    out.push({ ts: ts(s, 30), type: 'sandbox.file.read', agent: 'r', sandbox, data: { path: '/root/.kube/config' } });
+  }
+  return out;
+}
+
+test('an agent that often reaches new sites needs stronger evidence: a new site where it keeps finding them is not flagged, one under another suffix is', async (t) => {
+  const d = createDetector({ options: { learnEvents: 1e9, thresholds: { features: { domain: 1.3 } } } });
+  for (const e of explorer(40)) d.observe(e);
+  d.freeze('r', ts(40));
+  const one = (sandbox: string, host: string) => feed(d, [{ ts: ts(50), type: 'egress.request', agent: 'r', sandbox, data: { host, port: 443 } }]);
+  await t.test('a new .edu site: within its habits', () => assert.deepEqual(one('n1', 'www.univ999.edu'), []));
+  await t.test('a new .net site: it knows .net, but never discovers anything there', () => {
+    const [a] = one('n2', 'x7k2-drop.net');
+    assert.equal(a?.feature, 'domain');
+    assert.equal(a?.evidence.context, 'net');
+    assert.ok(Number(a?.evidence.contextChance) < 0.1, `context chance ${a?.evidence.contextChance}`);
+  });
+  await t.test('a new .xyz site: a suffix it never used', () => {
+    const [a] = one('n3', 'x7k2-drop.xyz');
+    assert.ok(a, 'flagged');
+    assert.deepEqual([a.feature, ...(a.evidence.alsoNew as { feature: string }[]).map((n) => n.feature)].sort(), ['domain', 'suffix']);
+  });
+  await t.test('a credential class it reads every session (~/.kube/config) is learned; ~/.ssh is not', () => {
+    assert.deepEqual(feed(d, [{ ts: ts(50), type: 'sandbox.file.read', agent: 'r', sandbox: 'n4', data: { path: '/home/r/.kube/config' } }]), []);
+    const [a] = feed(d, [{ ts: ts(50), type: 'sandbox.file.read', agent: 'r', sandbox: 'n5', data: { path: '/root/.ssh/id_ed25519' } }]);
+    assert.ok(a, 'flagged');
+    assert.ok([a.feature, ...(a.evidence.alsoNew as { feature: string }[]).map((n) => n.feature)].includes('sensitive'));
+  });
+});
+
+test('a baseline saved before the suffix and sensitive features existed resumes and judges them', () => {
+  const { d } = learned();
+  const old = structuredClone(d.baseline('a')!) as unknown as { categories: Record<string, unknown> };
+  delete old.categories.suffix;
+  delete old.categories.sensitive;
+  const resumed = createDetector({ baselines: [old as never] });
+  const [a] = resumed.observe({ ts: ts(60), type: 'sandbox.file.read', agent: 'a', sandbox: 'r', data: { path: '/root/.ssh/id_rsa' } });
+  assert.ok(a, 'flagged');
+  assert.ok([a.feature, ...(a.evidence.alsoNew as { feature: string }[]).map((n) => n.feature)].includes('sensitive'));
+  assert.equal(resumed.baseline('a')!.categories.suffix !== undefined, true);
+});
+
+test('settings: default thresholds, and the alert webhook is validated', async (t) => {
+  await t.test('defaults', () => assert.deepEqual(parseDetectOptions({}).thresholds, { novelty: 1.1, rate: 20, volume: 5, features: {} }));
+  await t.test('a new site is judged against its built-in threshold unless overridden', () => {
+    const o = parseDetectOptions({ thresholds: { novelty: 0.5, features: { path: 2 } } });
+    assert.deepEqual([thresholdFor(o, 'novelty', 'domain'), thresholdFor(o, 'novelty', 'path'), thresholdFor(o, 'novelty', 'tool')], [1.6, 2, 0.5]);
+    assert.equal(thresholdFor(parseDetectOptions({ thresholds: { features: { domain: 3 } } }), 'novelty', 'domain'), 3);
+  });
+  await t.test('no webhook unless configured', () => assert.equal(parseDetectOptions({}).webhook, undefined));
+  await t.test('webhook defaults', () => assert.deepEqual(parseDetectOptions({ webhook: { url: 'https://hooks.example.com/x' } }).webhook, { url: 'https://hooks.example.com/x', timeoutMs: 5000, retries: 2, maxQueued: 100 }));
+  for (const [name, webhook, field] of [
+    ['not a URL', { url: 'hooks.example.com' }, /webhook\.url/],
+    ['not http(s)', { url: 'file:///etc/passwd' }, /webhook\.url/],
+    ['too many retries', { url: 'https://h.example', retries: 50 }, /webhook\.retries/],
+    ['unknown field', { url: 'https://h.example', secret: 'x' }, /webhook/],
+  ] as const) await t.test(`refused: ${name}`, () => assert.throws(() => parseDetectOptions({ webhook }), field));
+});
+
+test('an upload to a site first reached in this session is judged against the usual bytes out per minute', async (t) => {
+  const close = (sandbox: string, host: string, bytesOut: number, sec = 2): DetectEvent[] => [
+    { ts: ts(60, sec), type: 'egress.request', agent: 'a', sandbox, data: { host, port: 443 } },
+    { ts: ts(60, sec + 1), type: 'egress.close', agent: 'a', sandbox, data: { host, port: 443, bytesOut } },
+  ];
+  const uploads = (alerts: Alert[]) => alerts.filter((a) => a.feature === 'bytesOut.newSite');
+  await t.test('60 KB to a new site (a minute usually sends about 6 KB): flagged, once per site and session', () => {
+    const { d } = learned();
+    const [a, ...rest] = uploads(feed(d, [...close('u1', 'paste.example.org', 60_000), ...close('u1', 'paste.example.org', 60_000, 20)]));
+    assert.ok(a, 'flagged');
+    assert.equal(rest.length, 0);
+    assert.equal(a.kind, 'volume');
+    assert.equal(a.evidence.site, 'example.org');
+    assert.ok(a.score >= 3, `score ${a.score}`);
+  });
+  await t.test('a usual request size to a new site: no upload alert', () => {
+    const { d } = learned();
+    assert.deepEqual(uploads(feed(d, close('u2', 'paste.example.org', 1900))), []);
+  });
+  await t.test('the same 60 KB to a known site: no upload alert (left to the per-minute volume)', () => {
+    const { d } = learned();
+    assert.deepEqual(uploads(feed(d, close('u3', 'github.com', 60_000))), []);
+  });
+  await t.test('a site new to the agent stays new for its session even after the first request', () => {
+    const { d } = learned();
+    feed(d, close('u4', 'paste.example.org', 1900));
+    assert.equal(uploads(feed(d, close('u4', 'paste.example.org', 60_000, 30))).length, 1);
+  });
 });

@@ -12,10 +12,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import {
-  emptyBaseline, freezeBaseline, newValueChance, recordDiscovery, robustZ, transform, type BaselineState, type RateProfile,
+  contextChance, emptyBaseline, freezeBaseline, newValueChance, recordContextDiscovery, recordDiscovery, robustZ, transform, type BaselineState, type RateProfile,
 } from './baseline.js';
-import { AMOUNT_FEATURES, features, type AmountFeature, type Category, type DetectEvent } from './features.js';
-import { parseDetectOptions, thresholdFor, type AlertAction, type DetectOptions, type DetectOptionsInput } from './options.js';
+import { AMOUNT_FEATURES, CATEGORY_FEATURES, features, type AmountFeature, type Category, type DetectEvent } from './features.js';
+import { parseDetectOptions, thresholdFor, UPLOAD_FEATURE, type AlertAction, type DetectOptions, type DetectOptionsInput } from './options.js';
 
 export type AlertKind = 'novelty' | 'rate' | 'volume';
 
@@ -106,6 +106,8 @@ interface Session {
   seen: Set<string>;
   /** Reasons already said for this session (each said once). */
   said: Set<string>;
+  /** Sites first reached in this session that the baseline did not know. */
+  newSites: Set<string>;
 }
 
 const MINUTE_MS = 60_000;
@@ -114,7 +116,12 @@ export function createDetector(o: DetectorOptions = {}): Detector {
   const opts = parseDetectOptions(o.options ?? {});
   const newId = o.newId ?? randomUUID;
   const agents = new Map<string, BaselineState>();
-  for (const b of o.baselines ?? []) agents.set(b.agent, structuredClone(b));
+  for (const b of o.baselines ?? []) {
+    const copy = structuredClone(b);
+    // Baselines stored before a feature existed have no values for it: none seen yet.
+    for (const f of CATEGORY_FEATURES) copy.categories[f] ??= {};
+    agents.set(b.agent, copy);
+  }
   const sessions = new Map<string, Session>();
   const stats: DetectorStats = { events: 0, alerts: 0, unknownTypes: {}, unjudged: {} };
   let lastSeq: number | undefined;
@@ -168,7 +175,10 @@ export function createDetector(o: DetectorOptions = {}): Detector {
     if (!b.lastTs || Date.parse(b.lastTs) < ms) b.lastTs = new Date(ms).toISOString();
     for (const c of cats) {
       const n = b.categories[c.feature][c.value] ?? 0;
-      if (n === 0) recordDiscovery(b, c.feature);
+      if (n === 0) {
+        recordDiscovery(b, c.feature);
+        if (c.context !== undefined) recordContextDiscovery(b, c.feature, c.context);
+      }
       b.categories[c.feature][c.value] = n + 1;
     }
     const spanMs = ms - Date.parse(b.firstTs);
@@ -193,11 +203,15 @@ export function createDetector(o: DetectorOptions = {}): Detector {
   function judgeNovelty(b: BaselineState, s: Session, e: DetectEvent, c: Category, out: Alert[]): void {
     if ((b.categories[c.feature][c.value] ?? 0) > 0) return;
     const chance = newValueChance(b, c.feature);
-    const score = chance.score;
+    // Where the agent's discoveries happen: a new value in a context where it
+    // keeps finding new ones is weaker evidence than one where it never does.
+    const ctx = c.context === undefined ? undefined : contextChance(b, c.feature, c.context);
+    const score = ctx === undefined ? chance.score : -Math.log10(chance.perSession * ctx.chance);
     o.onScore?.({ kind: 'novelty', feature: c.feature, score, agent: s.agent, ...(s.sandbox ? { sandbox: s.sandbox } : {}), ts: e.ts });
     if (opts.mode === 'ewma') {
       b.categories[c.feature][c.value] = 1;
       recordDiscovery(b, c.feature);
+      if (c.context !== undefined) recordContextDiscovery(b, c.feature, c.context);
     }
     const key = `${c.feature}\0${c.value}`;
     const threshold = thresholdFor(opts, 'novelty', c.feature);
@@ -207,7 +221,9 @@ export function createDetector(o: DetectorOptions = {}): Detector {
       ...(c.raw !== undefined ? { raw: c.raw } : {}), eventType: e.type,
       pNew: Number(chance.pNew.toPrecision(3)), perSession: Number(chance.perSession.toPrecision(3)), sessions: b.sessions,
       recentSessions: chance.recentSessions, recentDiscoveries: chance.recentDiscoveries, observations: chance.observations, distinctSeen: chance.distinct,
-      ...(chance.observations === 0 ? { firstUseOfFeature: true } : {}), threshold,
+      ...(chance.observations === 0 ? { firstUseOfFeature: true } : {}),
+      ...(ctx && c.context !== undefined ? { context: c.context, contextChance: Number(ctx.chance.toPrecision(3)), discoveriesInContext: ctx.inContext, discoveriesAll: ctx.all } : {}),
+      threshold,
     }));
   }
 
@@ -232,6 +248,26 @@ export function createDetector(o: DetectorOptions = {}): Detector {
       minute: new Date(s.minute * MINUTE_MS).toISOString(), perMinute: x, scale: f === 'requests' ? 'count' : 'log1p',
       median: round3(p.median), mad: round3(p.mad), madFloor: opts.madFloor[f], profileMinutes: p.minutes,
       typicalPerMinute: round3(f === 'requests' ? p.median : Math.expm1(p.median)), threshold,
+    }));
+  }
+
+  /**
+   * Bytes sent on one connection to a site first reached in this session,
+   * against the agent's usual bytes out per minute: an upload to somewhere
+   * new is judged even for an agent that often reaches new sites.
+   */
+  function judgeUpload(b: BaselineState, s: Session, e: DetectEvent, site: string, bytes: number, out: Alert[]): void {
+    const p = b.profile.bytesOut;
+    if (!p || p.minutes < opts.minMinutes) return; // said once per session by judgeAmount
+    const z = robustZ(transform('bytesOut', bytes), p, opts.madFloor.bytesOut);
+    o.onScore?.({ kind: 'volume', feature: UPLOAD_FEATURE, score: z, agent: s.agent, ...(s.sandbox ? { sandbox: s.sandbox } : {}), ts: e.ts });
+    const threshold = thresholdFor(opts, 'volume', UPLOAD_FEATURE);
+    const key = `${UPLOAD_FEATURE}\0${site}`;
+    if (z < threshold || s.seen.has(key)) return;
+    s.seen.add(key);
+    out.push(alert(s, e, 'volume', UPLOAD_FEATURE, bytes, z, {
+      site, bytesOut: bytes, scale: 'log1p', median: round3(p.median), mad: round3(p.mad), madFloor: opts.madFloor.bytesOut,
+      typicalPerMinute: round3(Math.expm1(p.median)), threshold, why: 'bytes sent to a site first reached in this session',
     }));
   }
 
@@ -274,7 +310,7 @@ export function createDetector(o: DetectorOptions = {}): Detector {
     const key = `${e.agent}\0${e.sandbox ?? ''}`;
     let s = sessions.get(key);
     if (!s) {
-      s = { agent: e.agent, sandbox: e.sandbox, lastMs: ms, minute: Math.floor(ms / MINUTE_MS), bucket: {}, alerted: new Set(), seen: new Set(), said: new Set() };
+      s = { agent: e.agent, sandbox: e.sandbox, lastMs: ms, minute: Math.floor(ms / MINUTE_MS), bucket: {}, alerted: new Set(), seen: new Set(), said: new Set(), newSites: new Set() };
       sessions.set(key, s);
       const b = baselineOf(e.agent);
       if (!b.learnedAt || opts.mode === 'ewma') b.sessions = (b.sessions ?? 0) + 1;
@@ -303,12 +339,16 @@ export function createDetector(o: DetectorOptions = {}): Detector {
       learn(b, f.categories, e, ms);
       return [];
     }
-    const out: Alert[] = [];
+    const novel: Alert[] = [];
     for (const c of f.categories) {
-      if (opts.noveltyFeatures.includes(c.feature)) judgeNovelty(b, s, e, c, out);
+      if (c.feature === 'domain' && (b.categories.domain[c.value] ?? 0) === 0) s.newSites.add(c.value);
+      if (opts.noveltyFeatures.includes(c.feature)) judgeNovelty(b, s, e, c, novel);
       else if (opts.mode === 'ewma') b.categories[c.feature][c.value] = (b.categories[c.feature][c.value] ?? 0) + 1;
     }
+    const out: Alert[] = novel.length > 1 ? [mergeNovelty(novel)] : novel;
+    stats.alerts -= novel.length - out.length;
     for (const [name] of amounts) judgeAmount(b, s, e, name, out);
+    if (f.site !== undefined && f.amounts.bytesOut !== undefined && s.newSites.has(f.site)) judgeUpload(b, s, e, f.site, f.amounts.bytesOut, out);
     return out;
   }
 
@@ -328,6 +368,18 @@ export function createDetector(o: DetectorOptions = {}): Detector {
     baselines: () => [...agents.values()],
     stats: () => structuredClone(stats),
   };
+}
+
+/**
+ * One event that is new in several ways (a new domain under a new suffix, a
+ * new path in a new sensitive class) raises one alert: the highest-scoring
+ * one, with the others named in its evidence as `alsoNew`.
+ */
+function mergeNovelty(alerts: readonly Alert[]): Alert {
+  const sorted = [...alerts].sort((x, y) => y.score - x.score);
+  const top = sorted[0]!;
+  top.evidence.alsoNew = sorted.slice(1).map((a) => ({ feature: a.feature, value: a.value, score: a.score }));
+  return top;
 }
 
 function round3(x: number): number {

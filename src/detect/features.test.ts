@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { commandKey, features, pathKey, siteOf } from './index.js';
+import { commandKey, features, pathKey, sensitiveClassOf, siteOf, suffixOf } from './index.js';
 
 test('pathKey: home directories, system files, hidden directories', async (t) => {
   const cases: [string, string, string][] = [
@@ -46,11 +46,45 @@ test('siteOf: registrable domain without a public suffix list', () => {
   assert.equal(siteOf('10.0.0.1'), '10.0.0.1');
 });
 
+test('suffixOf: the public suffix, approximately; IP literals as (ip)', async (t) => {
+  for (const [name, host, suffix] of [
+    ['generic TLD', 'files.pythonhosted.org', 'org'],
+    ['country code with a generic second level', 'www.bbc.co.uk', 'co.uk'],
+    ['new TLD', 'x7k2-drop.xyz', 'xyz'],
+    ['single label', 'localhost', 'localhost'],
+    ['IPv4 literal', '203.0.113.9', '(ip)'],
+    ['IPv6 literal', '2001:db8::1', '(ip)'],
+  ] as const) await t.test(name, () => assert.equal(suffixOf(host), suffix));
+});
+
+test('sensitiveClassOf: credential paths by class, ordinary paths none', async (t) => {
+  for (const [name, path, cls] of [
+    ['root ssh key', '/root/.ssh/id_rsa', 'ssh'],
+    ['user ssh key', '/home/agent/.ssh/id_ed25519', 'ssh'],
+    ['tilde ssh config', '~/.ssh/config', 'ssh'],
+    ['aws credentials', '/root/.aws/credentials', 'cloud'],
+    ['gcloud', '/home/u/.config/gcloud/application_default_credentials.json', 'cloud'],
+    ['shadow', '/etc/shadow', 'shadow'],
+    ['netrc', '/home/agent/.netrc', 'netrc'],
+    ['docker auth', '/root/.docker/config.json', 'registry-token'],
+    ['kube config', '/root/.kube/config', 'kube'],
+    ['process environment', '/proc/1/environ', 'process-env'],
+    ['dotenv in a repo', '/workspace/app/.env', 'dotenv'],
+    ['pem file', '/workspace/certs/server.key', 'private-key'],
+    ['dot-dot walk into home', '/workspace/../root/.ssh/id_rsa', 'ssh'],
+    ['ordinary source file', '/workspace/app/src/main.py', undefined],
+    ['hosts file is not a secret', '/etc/hosts', undefined],
+    ['kube cache is not the config', '/root/.kube/cache/discovery.json', undefined],
+    ['shadow-like name elsewhere', '/workspace/etc/shadow', undefined],
+  ] as const) await t.test(name, () => assert.equal(sensitiveClassOf(path), cls));
+});
+
 test('features: each event type yields its behaviour; unknown types yield undefined', async (t) => {
   const ts = '2026-01-01T00:00:00.000Z';
-  await t.test('egress.request: domain, host, port, one request', () => {
+  await t.test('egress.request: domain (in the context of its suffix), suffix, host, port, one request', () => {
     const f = features({ ts, type: 'egress.request', data: { host: 'Files.PythonHosted.org.', port: 443 } });
-    assert.deepEqual(f?.categories.map((c) => [c.feature, c.value]), [['domain', 'pythonhosted.org'], ['host', 'files.pythonhosted.org'], ['port', '443']]);
+    assert.deepEqual(f?.categories.map((c) => [c.feature, c.value]), [['domain', 'pythonhosted.org'], ['suffix', 'org'], ['host', 'files.pythonhosted.org'], ['port', '443']]);
+    assert.equal(f?.categories[0]?.context, 'org');
     assert.deepEqual(f?.amounts, { requests: 1 });
   });
   await t.test('egress.close: bytes out', () => assert.deepEqual(features({ ts, type: 'egress.close', data: { bytesOut: 1234 } })?.amounts, { bytesOut: 1234 }));

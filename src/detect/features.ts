@@ -1,15 +1,17 @@
 /**
  * Feature extraction: what one audit event says about an agent's behaviour.
- * Pure functions, no state. An event yields categorical features (a domain, a
- * port, a tool, a command, a file path key, a model), scored for novelty, and
+ * Pure functions, no state. An event yields categorical features (a domain
+ * and its public suffix, a port, a tool, a command, a file path key and its
+ * credential class, a model), scored for novelty, and
  * amounts (requests, bytes out, model tokens), summed per minute and scored
  * for rate and volume. Unknown event types yield `undefined` so the detector
  * can count what it ignored; known types without behaviour yield nothing.
  *
  * @example
  * features({ ts, type: 'egress.request', data: { host: 'files.pythonhosted.org', port: 443 } })
- * // categories: domain pythonhosted.org, host files.pythonhosted.org, port 443; amounts: { requests: 1 }
+ * // categories: domain pythonhosted.org (context org), suffix org, host files.pythonhosted.org, port 443; amounts: { requests: 1 }
  */
+import { sensitiveClassOf } from './sensitive.js';
 
 /** The part of an audit event the detector reads. */
 export interface DetectEvent {
@@ -22,7 +24,7 @@ export interface DetectEvent {
   data?: Record<string, unknown>;
 }
 
-export const CATEGORY_FEATURES = ['domain', 'host', 'port', 'tool', 'command', 'command.arg', 'path.area', 'path', 'model'] as const;
+export const CATEGORY_FEATURES = ['domain', 'suffix', 'host', 'port', 'tool', 'command', 'command.arg', 'path.area', 'path', 'sensitive', 'model'] as const;
 export type CategoryFeature = (typeof CATEGORY_FEATURES)[number];
 
 export const AMOUNT_FEATURES = ['requests', 'bytesOut', 'tokens'] as const;
@@ -34,18 +36,26 @@ export interface Category {
   value: string;
   /** What the event actually said (e.g. the full path), for the evidence. */
   raw?: string;
+  /**
+   * A coarser value the new value falls under (a domain's public suffix, a
+   * path's area): where an agent's discoveries usually happen, a new value is
+   * weaker evidence than one in a context where it never discovers anything.
+   */
+  context?: string;
 }
 
 export interface Features {
   categories: Category[];
   amounts: Partial<Record<AmountFeature, number>>;
+  /** For bytes out: the site (registrable domain) they went to, when the event names the host. */
+  site?: string;
 }
 
 /** Event types that carry no behaviour the detector models (life cycle, results, its own alerts). */
 const QUIET_TYPES = new Set([
   'sandbox.create', 'sandbox.ready', 'sandbox.setup', 'sandbox.destroy', 'sandbox.token', 'sandbox.token.failure',
   'sandbox.protocol-error', 'sandbox.exec.result', 'sandbox.pause', 'sandbox.resume', 'llm.auth',
-  'egress.exfiltration', 'detect.alert', 'detect.ack',
+  'egress.exfiltration', 'detect.alert', 'detect.ack', 'detect.error', 'detect.action-failed', 'detect.notify-failed', 'telemetry.dropped',
 ]);
 
 const str = (v: unknown, max = 512): string | undefined => (typeof v === 'string' && v.length > 0 ? v.slice(0, max) : undefined);
@@ -58,13 +68,18 @@ const num = (v: unknown): number | undefined => (typeof v === 'number' && Number
 export function features(e: DetectEvent): Features | undefined {
   const data = e.data ?? {};
   const out: Features = { categories: [], amounts: {} };
-  const cat = (feature: CategoryFeature, value: string | undefined, raw?: string): void => {
-    if (value !== undefined) out.categories.push(raw !== undefined && raw !== value ? { feature, value, raw } : { feature, value });
+  const cat = (feature: CategoryFeature, value: string | undefined, raw?: string, context?: string): void => {
+    if (value === undefined) return;
+    const c: Category = raw !== undefined && raw !== value ? { feature, value, raw } : { feature, value };
+    if (context !== undefined) c.context = context;
+    out.categories.push(c);
   };
   switch (e.type) {
     case 'egress.request': {
       const host = normaliseHost(str(data.host, 253));
-      cat('domain', host === undefined ? undefined : siteOf(host), host);
+      const suffix = host === undefined ? undefined : suffixOf(host);
+      cat('domain', host === undefined ? undefined : siteOf(host), host, suffix);
+      cat('suffix', suffix, host);
       cat('host', host);
       const port = num(data.port);
       cat('port', port === undefined ? undefined : String(port));
@@ -74,6 +89,8 @@ export function features(e: DetectEvent): Features | undefined {
     case 'egress.close': {
       const bytes = num(data.bytesOut);
       if (bytes !== undefined) out.amounts.bytesOut = bytes;
+      const host = normaliseHost(str(data.host, 253));
+      if (host !== undefined) out.site = siteOf(host);
       return out;
     }
     case 'sandbox.exec': {
@@ -90,8 +107,10 @@ export function features(e: DetectEvent): Features | undefined {
     case 'guest.file.open': {
       const path = str(data.path, 4096);
       const key = path === undefined ? undefined : pathKey(path);
-      cat('path.area', key === undefined ? undefined : areaOf(key), path);
-      cat('path', key, path);
+      const area = key === undefined ? undefined : areaOf(key);
+      cat('path.area', area, path);
+      cat('path', key, path, area);
+      cat('sensitive', path === undefined ? undefined : sensitiveClassOf(path), path);
       return out;
     }
     case 'tool.call': {
@@ -139,6 +158,20 @@ export function siteOf(host: string): string {
   const second = labels[labels.length - 2]!;
   const n = tld.length === 2 && SECOND_LEVEL.has(second) ? 3 : 2;
   return labels.slice(-n).join('.');
+}
+
+/**
+ * The public suffix of a host, approximately (the part under which names are
+ * registered: `org`, `co.uk`); IP literals are `(ip)`. A first request under
+ * a suffix the agent never used (`.xyz` for an agent that only reads `.org`
+ * and `.edu` sites) is evidence even for an agent that often reaches new sites.
+ * @example suffixOf('www.bbc.co.uk') // 'co.uk'
+ */
+export function suffixOf(host: string): string {
+  if (/^[0-9.]+$/.test(host) || host.includes(':')) return '(ip)';
+  const site = siteOf(host);
+  const dot = site.indexOf('.');
+  return dot < 0 ? site : site.slice(dot + 1);
 }
 
 /**

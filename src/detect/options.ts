@@ -7,7 +7,9 @@ import { z } from 'zod';
 import { InvalidInputError } from '../errors/index.js';
 import { AMOUNT_FEATURES, CATEGORY_FEATURES } from './features.js';
 
-const FEATURE_NAMES = [...CATEGORY_FEATURES, ...AMOUNT_FEATURES] as [string, ...string[]];
+/** Bytes out on one connection to a site first seen in this session, judged against the agent's bytes out per minute. */
+export const UPLOAD_FEATURE = 'bytesOut.newSite';
+const FEATURE_NAMES = [...CATEGORY_FEATURES, ...AMOUNT_FEATURES, UPLOAD_FEATURE] as [string, ...string[]];
 
 /** What an alert asks the control plane to do with the sandbox. */
 export const ALERT_ACTIONS = ['none', 'approve', 'pause'] as const;
@@ -28,11 +30,11 @@ export const detectOptionsSchema = z
       .object({
         novelty: positive.default(1.1).describe('−log10 of the estimated chance that a session shows a new value of the feature (1.1 ≈ 8 %; reachable once ~20 recent learning sessions showed no new value)'),
         rate: positive.default(20).describe('robust z-score of requests per minute'),
-        volume: positive.default(5.5).describe('robust z-score of log bytes out / log tokens per minute'),
+        volume: positive.default(5).describe('robust z-score of log bytes out / log tokens per minute (the training seeds of `cordon bench detect` tuned 4.7–4.9)'),
         features: z
           .record(z.enum(FEATURE_NAMES), positive)
           .default({})
-          .describe('per-feature overrides, e.g. { domain: 3.5, path: 1.5, tokens: 6 }'),
+          .describe('per-feature overrides, e.g. { domain: 2, path: 1.5, tokens: 6 }; built in: domain 1.6 (a new site is scored together with how rarely the agent finds new sites under its suffix, so its scores run higher than other features), bytesOut.newSite 3'),
       })
       .strict()
       .default({})
@@ -48,10 +50,23 @@ export const detectOptionsSchema = z
       .describe('smallest MAD used, so a very regular history does not make every wobble an alert'),
     noveltyFeatures: z
       .array(z.enum(CATEGORY_FEATURES))
-      .default(['domain', 'port', 'tool', 'command', 'command.arg', 'path.area', 'path', 'model'])
+      .default(['domain', 'suffix', 'port', 'tool', 'command', 'command.arg', 'path.area', 'path', 'sensitive', 'model'])
       .describe('features judged for novelty; host is left out by default: a new host under a known site (another mirror of a package index) is common and weak evidence, and a new site is caught as domain'),
     gapMs: z.number().int().min(1000).default(10 * 60_000).describe('a silence longer than this in a session is reported as a gap'),
     clockSkewMs: z.number().int().min(0).default(5000).describe('how far back a timestamp may go before it is reported'),
+    webhook: z
+      .object({
+        url: z
+          .string()
+          .refine((v) => { try { return ['http:', 'https:'].includes(new URL(v).protocol); } catch { return false; } }, { message: 'must be an http:// or https:// URL, e.g. "https://hooks.example.com/cordon"' })
+          .describe('URL that receives a JSON POST ({text, alert}) for each alert'),
+        timeoutMs: z.number().int().min(100).max(60_000).default(5000).describe('per attempt'),
+        retries: z.number().int().min(0).max(10).default(2).describe('attempts after a failed first one (backoff 500 ms, doubled)'),
+        maxQueued: z.number().int().min(1).max(100_000).default(100).describe('alerts waiting to be sent; beyond it an alert is not sent and detect.notify-failed is recorded'),
+      })
+      .strict()
+      .optional()
+      .describe('notify this URL of every alert (Slack-compatible `text` field); delivery never holds up detection, a failed delivery is audited'),
     actions: z
       .object({ novelty: action.default('none'), rate: action.default('none'), volume: action.default('none') })
       .strict()
@@ -76,7 +91,13 @@ export function parseDetectOptions(input: unknown = {}): DetectOptions {
   });
 }
 
-/** The threshold of one feature: its override, or its alert kind's. */
+/**
+ * Built-in per-feature thresholds, used unless `thresholds.features` names the
+ * feature (tuned on the training seeds of `cordon bench detect`).
+ */
+export const FEATURE_THRESHOLDS: Readonly<Record<string, number>> = { domain: 1.6, [UPLOAD_FEATURE]: 3 };
+
+/** The threshold of one feature: its override, its built-in value, or its alert kind's. */
 export function thresholdFor(o: DetectOptions, kind: 'novelty' | 'rate' | 'volume', feature: string): number {
-  return o.thresholds.features[feature] ?? o.thresholds[kind];
+  return o.thresholds.features[feature] ?? FEATURE_THRESHOLDS[feature] ?? o.thresholds[kind];
 }

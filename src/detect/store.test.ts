@@ -31,7 +31,9 @@ test('alerts and baselines persist across a reopen; ack records who and when', a
     const svc = await createDetectService({ store, options: { learnEvents: 120 }, onAlert: (a) => { seen.push(a); } });
     for (const e of learningStream()) assert.deepEqual(await svc.observe(e), []);
     const raised = await svc.observe({ seq: 500, ts: ts(70), type: 'sandbox.file.read', agent: 'a', sandbox: 'late', data: { path: '/root/.ssh/id_rsa' } });
-    assert.deepEqual(raised.map((a) => [a.feature, a.value]), [['path.area', '~'], ['path', '~/.ssh']], 'a new area and a new path in it');
+    assert.deepEqual(raised.map((a) => [a.feature, a.value]), [['path', '~/.ssh']], 'one alert for the event, its strongest novelty');
+    assert.deepEqual((raised[0]!.evidence.alsoNew as { feature: string; value: string }[]).map((n) => [n.feature, n.value]).sort(),
+      [['path.area', '~'], ['sensitive', 'ssh']], 'a new area and a new credential class, named in the evidence');
     assert.deepEqual(seen, raised, 'onAlert saw the stored alert');
     await svc.save();
     await store.close();
@@ -39,13 +41,14 @@ test('alerts and baselines persist across a reopen; ack records who and when', a
     store = await openStore({ kind: 'sqlite', path });
     const repo = await openDetectStore(store);
     const stored = (await repo.listAlerts()).find((a) => a.feature === 'path');
-    assert.equal(stored?.id, raised[1]!.id);
+    assert.equal(stored?.id, raised[0]!.id);
     assert.equal(stored?.value, '~/.ssh');
     assert.equal(stored?.evidence.raw, '/root/.ssh/id_rsa');
     assert.equal((await repo.listAlerts({ acked: true })).length, 0);
     const acked = await repo.ack(stored!.id, 'operator:alice', new Date('2026-02-01T00:00:00Z'));
     assert.deepEqual([acked.ackedBy, acked.ackedAt], ['operator:alice', '2026-02-01T00:00:00.000Z']);
-    assert.deepEqual((await repo.listAlerts({ acked: false })).map((a) => a.id), [raised[0]!.id]);
+    assert.deepEqual((await repo.listAlerts({ acked: false })).map((a) => a.id), []);
+    assert.deepEqual((await repo.listAlerts({ acked: true })).map((a) => a.id), [raised[0]!.id]);
     await assert.rejects(repo.ack('nope', 'operator:alice'), NotFoundError);
 
     const b = await repo.loadBaseline('a');
@@ -53,6 +56,7 @@ test('alerts and baselines persist across a reopen; ack records who and when', a
     const resumed = createDetector({ baselines: [b!] });
     const again = resumed.observe({ ts: ts(80), type: 'egress.request', agent: 'a', sandbox: 'z', data: { host: 'drop.example', port: 443 } });
     assert.deepEqual(again.map((a) => a.feature), ['domain'], 'judged at once, no new learning window');
+    assert.deepEqual((again[0]!.evidence.alsoNew as { feature: string }[]).map((n) => n.feature), ['suffix']);
 
     await store.db.updateTable('detect_baselines' as never).set({ body: '{"version":9}' } as never).execute();
     await assert.rejects(repo.loadBaselines(), StoreError);

@@ -48,6 +48,8 @@ export function guestProxyEnv(): Record<string, string> {
 
 /** The LLM gateway as guests reach it: plain HTTP to the internal name, through the door (never leaves the host). */
 export const GUEST_LLM_BASE = 'http://llm.cordon.internal';
+/** The tools gateway's MCP endpoint as guests reach it (plain HTTP through the door; see tools/). */
+export const GUEST_MCP_URL = 'http://mcp.cordon.internal/mcp';
 
 /**
  * The variables that point the OpenAI and Anthropic SDKs (and most agent
@@ -59,6 +61,8 @@ export function guestLlmEnv(serviceKey: string): Record<string, string> {
   return {
     OPENAI_BASE_URL: `${GUEST_LLM_BASE}/v1`, ANTHROPIC_BASE_URL: GUEST_LLM_BASE,
     OPENAI_API_KEY: serviceKey, ANTHROPIC_API_KEY: serviceKey,
+    // The tools gateway (MCP, streamable HTTP), same door and the same channel-bound key as a bearer token.
+    CORDON_MCP_URL: GUEST_MCP_URL, CORDON_MCP_TOKEN: serviceKey,
   };
 }
 

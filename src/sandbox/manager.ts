@@ -40,9 +40,13 @@
  *   before it happens. No first token → the sandbox is destroyed
  *   (`setup-failed`). Every end path revokes the identity and the sandbox's
  *   service key (the per-sandbox key that LLM SDKs send to the gateway).
+ * - **Ports for tunnels.** `openPort` carries a connection to a port on the
+ *   guest's loopback over the control channel (ingress/ audits it; the egress
+ *   listener's port is refused); `onEnded` tells listeners (the tunnel
+ *   manager) that a sandbox ended, whatever ended it.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { AuditEventInput } from '../audit/index.js';
@@ -54,6 +58,7 @@ import {
 } from '../secrets/index.js';
 import { ensurePrivateDir } from '../util/index.js';
 import { guestLlmEnv, guestProxyEnv, installEgressCa, refuseStream, type GuestFiles, type SandboxEgressProxy } from './egress.js';
+import { nodeProxyOptions, resolveAgentImage, RUN_IMAGE_FILE } from './image/index.js';
 import { DEFAULT_MAX_FILE_BYTES, type ExecResult } from './protocol/index.js';
 import type {
   BackendExit, BackendSandbox, Caller, Isolation, RunCommandOptions, SandboxBackend, SandboxInfo, SandboxManager, SandboxSpec,
@@ -169,6 +174,7 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
   const entries = new Map<string, Entry>();
   const ended = new Map<string, SandboxInfo>();
   const starting = new Set<Promise<unknown>>();
+  const endedListeners = new Set<(id: string, reason: string) => void>();
   let closed = false;
 
   const record = (e: AuditEventInput) => o.audit.append(e);
@@ -201,6 +207,8 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
       });
     }
     const backend = await chooseBackend(agent.isolation, opts.agent);
+    // An agent with its own image boots only from the one built from its current inputs (else: the build command).
+    const image = agent.image ? resolveAgentImage({ home: o.home, agent: opts.agent, image: agent.image }) : undefined;
     const secretNames = agentSecretNames(agent);
     if (secretNames.length > 0 && !o.secrets) {
       throw new SecretError('secret-unresolved', `agent "${opts.agent}" refers to secrets (${secretNames.join(', ')}), and this deployment has no secrets layer`, {
@@ -213,6 +221,7 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
       data: {
         isolation: agent.isolation, vcpus: agent.resources.vcpus, memoryMiB: agent.resources.memoryMiB, diskMiB: agent.resources.diskMiB,
         timeoutMs, maxOutputBytes: agent.resources.maxOutputBytes, ...(secretNames.length > 0 ? { secrets: secretNames } : {}),
+        ...(image ? { image: image.id } : {}),
       },
     });
     const createFailed = (err: unknown): Promise<unknown> => record({
@@ -236,9 +245,12 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
       maxOutputBytes: agent.resources.maxOutputBytes,
       env: { ...guestProxyEnv(), ...(serviceKey ? guestLlmEnv(serviceKey) : {}), ...(secrets ? secrets.env : agent.env) },
     };
+    // Agent images carry a preload that makes Node's fetch use the proxy (Node before 24 ignores HTTP_PROXY).
+    if (image) spec.env.NODE_OPTIONS = nodeProxyOptions(spec.env.NODE_OPTIONS);
     const createdAtMs = now();
     const runDir = ensurePrivateDir(join(o.home, 'run', spec.id));
-    const start = backend.create(spec, { home: o.home, runDir });
+    if (image) writeFileSync(join(runDir, RUN_IMAGE_FILE), image.id, { mode: 0o600 });
+    const start = backend.create(spec, { home: o.home, runDir, ...(image ? { image } : {}) });
     starting.add(start);
     let sandbox: BackendSandbox;
     try {
@@ -465,6 +477,29 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
     entries.delete(entry.spec.id);
     ended.set(entry.spec.id, entry.info);
     if (ended.size > KEEP_ENDED) ended.delete(ended.keys().next().value!);
+    for (const listener of endedListeners) {
+      try {
+        listener(entry.spec.id, reason);
+      } catch { /* one listener's failure must not keep the others from hearing of the end */ }
+    }
+  }
+
+  /** A connection to a guest port for a tunnel (the tunnel audits it); only while the sandbox runs. */
+  async function openPort(id: string, port: number, _caller: Caller): Promise<import('node:stream').Duplex> {
+    const entry = running(id, 'open a port');
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new InvalidInputError(`port ${port} is not in 1..65535`, { fix: 'pass the TCP port the guest program listens on' });
+    }
+    // Into the guest's egress listener, host traffic would leave as the sandbox's own: refuse.
+    if (port === entry.sandbox.channel.hello?.proxyPort) {
+      throw new InvalidInputError(`port ${port} is the sandbox's egress listener, not a guest program`, { fix: 'tunnel to the port your program listens on' });
+    }
+    return entry.sandbox.channel.openForward(port);
+  }
+
+  function onEnded(listener: (id: string, reason: string) => void): () => void {
+    endedListeners.add(listener);
+    return () => endedListeners.delete(listener);
   }
 
   function running(id: string, what: string): Entry {
@@ -592,7 +627,7 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
     await Promise.allSettled(Object.values(o.backends).map((b) => b?.close()));
   }
 
-  return { create, run, readFile, writeFile, get, list, pause, resume, destroy, close };
+  return { create, run, readFile, writeFile, get, list, pause, resume, destroy, openPort, onEnded, close };
 }
 
 /** `sb-` and 20 lower-case base32 characters (100 random bits). */

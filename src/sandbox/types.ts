@@ -72,6 +72,8 @@ export interface BackendContext {
   home: string;
   /** A fresh private directory for this sandbox's sockets and disks; removed on destroy. */
   runDir: string;
+  /** The agent's own image (`agents.<name>.image`); absent: the back end's base image. */
+  image?: import('./image/index.js').ImageManifest;
 }
 
 /** A sandbox back end. Instances, not singletons. */
@@ -144,6 +146,20 @@ export interface SandboxManager {
   pause(id: string, caller: Caller): Promise<SandboxInfo>;
   resume(id: string, caller: Caller): Promise<SandboxInfo>;
   destroy(id: string, caller: Caller, reason?: string): Promise<void>;
+  /**
+   * A TCP connection to 127.0.0.1:`port` inside a running sandbox, carried over
+   * its control channel (`forward.open`), for tunnels. The caller (ingress/)
+   * audits each connection before it asks.
+   * @throws GuestOpError `connection-refused` when nothing listens there
+   * Optional only so that scripted test managers need not implement it; createSandboxManager always does.
+   */
+  openPort?(id: string, port: number, caller: Caller): Promise<import('node:stream').Duplex>;
+  /**
+   * Call `listener(id, reason)` once for every sandbox that ends, however it
+   * ends (destroy, timeout, guest crash, protocol error, shutdown). Returns the
+   * function that removes the listener. Optional for the same reason as openPort.
+   */
+  onEnded?(listener: (id: string, reason: string) => void): () => void;
   /** Destroy every sandbox (daemon shutdown). */
   close(): Promise<void>;
 }

@@ -18,6 +18,9 @@ export { Sandbox, Commands, Files } from './sandbox.js';
 export type { SandboxCreateOptions, CommandRunOptions, CommandResult, FileReadOptions, FileWriteOptions } from './sandbox.js';
 export { CordonClient } from './client.js';
 export type { ExecRequest, ExecStreamOptions } from './client.js';
+export { OperatorClient } from './operator-client.js';
+export type { OperatorClientOptions, EventStreamOptions } from './operator-client.js';
+export type * from './api-types.js';
 export {
   DAEMON_FILE, daemonFilePath, daemonFileSchema, findDaemon, removeDaemonFile, resolveConnection, writeDaemonFile,
 } from './discovery.js';

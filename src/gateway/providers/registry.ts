@@ -6,10 +6,11 @@
  * scratch: nothing the agent sent (its own keys above all) is forwarded,
  * except Anthropic's `anthropic-version` and `anthropic-beta`.
  */
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import { renderTemplate, scanTemplate, type ProviderType } from '../../config/index.js';
 import { GatewayError, type Dialect } from '../errors.js';
 import type { GatewaySettings } from '../settings.js';
+import { ScriptedDispatcher } from './scripted.js';
 
 /** A provider as configured (`config.providers.NAME`), plus the models it serves when known. */
 export interface GatewayProviderConfig {
@@ -28,7 +29,8 @@ export interface ProviderRuntime {
   readonly models: readonly string[] | undefined;
   /** Upstream path of an API, e.g. `/v1/chat/completions`. */
   pathFor(suffix: string): string;
-  readonly pool: Pool;
+  /** The upstream: a keep-alive pool, or the in-process replay of a `scripted` provider. */
+  readonly pool: Dispatcher;
 }
 
 /** Resolves a secret's real value; a rejection refuses the request. */
@@ -62,6 +64,11 @@ export function createProviderRegistry(
   const keys = new Map<string, { value: Promise<string | undefined>; expiresMs: number }>();
 
   for (const [name, p] of Object.entries(providers)) {
+    if (p.type === 'scripted') {
+      // Replayed in process (scripted.ts): the base URL is never contacted.
+      runtimes.set(name, { name, type: p.type, dialect: 'openai', models: p.models, pool: new ScriptedDispatcher(), pathFor: (suffix) => `/v1${suffix}` });
+      continue;
+    }
     const url = new URL(p.baseUrl);
     const basePath = url.pathname.replace(/\/+$/, '') || '/v1';
     let pool = pools.get(url.origin);
@@ -125,7 +132,7 @@ export function createProviderRegistry(
           cause: err,
         });
       }
-      if (key === undefined && provider.type !== 'openai-compatible') {
+      if (key === undefined && provider.type !== 'openai-compatible' && provider.type !== 'scripted') {
         throw new GatewayError(503, 'provider-key-unavailable', `provider ${provider.name} has no apiKey`, {
           fix: `add apiKey: "{{secret.${provider.name}_key}}" to providers.${provider.name} and declare that secret`,
         });

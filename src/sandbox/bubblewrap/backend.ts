@@ -121,7 +121,7 @@ export class BubblewrapBackend implements SandboxBackend {
 
   async #create(spec: SandboxSpec, ctx: BackendContext): Promise<StdioSandbox> {
     assertTierFits(spec, 'bubblewrap', 'bubblewrap');
-    const tree = await ensureRootfsTree(findTreeImage(ctx.home));
+    const tree = await ensureRootfsTree(ctx.image ?? findTreeImage(ctx.home));
     const tools = this.#tools();
     const userns = this.#o.mode === 'userns';
     const cgroup = userns && this.#o.cgroups

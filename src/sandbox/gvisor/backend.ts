@@ -103,7 +103,7 @@ export class GvisorBackend implements SandboxBackend {
     assertTierFits(spec, 'gvisor', 'gVisor');
     const runsc = whichTool('runsc', this.#o.searchPath);
     if (!runsc) throw new EnvironmentError('env-missing-tool', 'the gVisor back end needs runsc', { fix: FIX_INSTALL });
-    const tree = await ensureRootfsTree(findTreeImage(ctx.home));
+    const tree = await ensureRootfsTree(ctx.image ?? findTreeImage(ctx.home));
     const root = process.getuid?.() === 0;
     const cgroupsPath = root ? cgroupPathFor(spec.id) : undefined;
     const bundle = join(ctx.runDir, 'bundle');

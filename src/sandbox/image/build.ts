@@ -29,7 +29,7 @@ import { customizeRootfs, debootstrap, makeDisk } from './rootfs.js';
 import { environmentFile, profileScript } from '../egress.js';
 import { ROOTFS_TREE_DIR } from './tree.js';
 
-export type BuildStep = 'kernel' | 'initramfs' | 'rootfs' | 'disk' | 'done';
+export type BuildStep = 'kernel' | 'initramfs' | 'rootfs' | 'base' | 'packages' | 'copy' | 'disk' | 'done';
 
 export interface BuildProgress {
   step: BuildStep;
@@ -138,7 +138,7 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildResult> 
     });
   }
 
-  const unlock = lock(root);
+  const unlock = lockImages(root);
   const tmp = join(root, `.tmp-${id.slice(0, 12)}-${randomBytes(4).toString('hex')}`);
   try {
     removeLeftovers(root);
@@ -234,7 +234,7 @@ function checkKernelConfig(config: Record<string, string>, release: string): voi
 }
 
 /** Take the build lock, or fail if a live process holds it. Returns the release function. */
-function lock(root: string): () => void {
+export function lockImages(root: string): () => void {
   const path = join(root, '.lock');
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
@@ -268,7 +268,7 @@ function alive(pid: number): boolean {
  * A debootstrap killed mid-run can leave /proc, /sys or host /dev nodes
  * mounted inside its tree; a recursive delete must never walk into those.
  */
-function removeLeftovers(root: string): void {
+export function removeLeftovers(root: string): void {
   for (const name of readdirSync(root)) {
     if (!name.startsWith('.tmp-')) continue;
     const dir = join(root, name);

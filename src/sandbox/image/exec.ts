@@ -14,6 +14,8 @@ import { EnvironmentError } from '../../errors/index.js';
 export const TOOL_PACKAGES = {
   'apt-get': 'apt',
   'apt-cache': 'apt',
+  bwrap: 'bubblewrap',
+  cp: 'coreutils',
   'dpkg-deb': 'dpkg',
   debootstrap: 'debootstrap',
   debugfs: 'e2fsprogs',

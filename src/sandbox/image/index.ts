@@ -15,6 +15,13 @@ export { AGENT_USER, GUEST_HOSTNAME } from './rootfs.js';
 export { checkRootfsTree, ensureRootfsTree, findTreeImage, rootfsTreeDir, ROOTFS_TREE_DIR, TREE_AGENT_PATH } from './tree.js';
 export type { EnsureTreeOptions } from './tree.js';
 export { requireTools, runTool, whichTool, TOOL_PACKAGES } from './exec.js';
+export {
+  agentImagesDir, baseImageForAgents, buildAgentImage, diskSizeMiB, listAgentImages, planAgentImage, resolveAgentImage, AGENT_RECIPE_VERSION,
+} from './agent-image.js';
+export type { AgentImageConfig, AgentImagePlan, AgentImageRequest, AgentImageSteps, BuildAgentImageOptions } from './agent-image.js';
+export { nodeProxyOptions, nodeProxySource, NODE_PROXY_GUEST_PATH } from './node-proxy.js';
+export { findImageById, imagesInUse, listBaseImages, qcow2BackingFile, removeImage, RUN_IMAGE_FILE } from './usage.js';
+export type { AgentImageInfo } from './manifest.js';
 export type { ToolName } from './exec.js';
 
 export interface OverlayOptions {

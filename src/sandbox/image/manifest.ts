@@ -30,6 +30,23 @@ export const imageInputsSchema = z.object({
 });
 export type ImageInputs = z.infer<typeof imageInputsSchema>;
 
+/** What an agent image adds to its base (absent on base images). */
+export const agentImageInfoSchema = z.object({
+  agent: z.string().describe('the agent it was built for (an identical image serves every agent with the same inputs)'),
+  base: z.string().regex(/^[0-9a-f]{64}$/).describe('id of the base image it was built from'),
+  packages: z.array(z.string()).describe('Debian packages installed on top of the base, sorted'),
+  copies: z.array(z.object({
+    from: z.string().describe('copy.from as written in cordon.yaml'),
+    dir: z.string().describe('the absolute host directory it was resolved to at build time'),
+    to: z.string().describe('absolute guest path'),
+    sha256: z.string().describe('content hash of the directory (paths, types, modes, bytes)'),
+    files: z.number().int(),
+    bytes: z.number().int(),
+  })).describe('project directories copied in'),
+  configDir: z.string().describe('directory of cordon.yaml at build time (copy.from is relative to it)'),
+});
+export type AgentImageInfo = z.infer<typeof agentImageInfoSchema>;
+
 export const imageManifestSchema = z.object({
   id: z.string().regex(/^[0-9a-f]{64}$/).describe('SHA-256 of the canonical inputs'),
   kernelPath: z.string().describe('uncompressed ELF kernel, booted through PVH'),
@@ -42,6 +59,7 @@ export const imageManifestSchema = z.object({
   agent: z.object({ init: z.boolean(), daemon: z.boolean() }).describe('which guest agent binaries are in the image'),
   sizes: z.object({ kernelBytes: z.number(), initrdBytes: z.number(), rootfsBytes: z.number() }),
   buildMs: z.number().describe('wall time of the build'),
+  agentImage: agentImageInfoSchema.optional().describe('set on agent images: what they add to their base'),
 });
 export type ImageManifest = z.infer<typeof imageManifestSchema>;
 

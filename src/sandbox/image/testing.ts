@@ -3,12 +3,16 @@
  * module readers can be tested without a 70 MB kernel package, and the shared
  * home of the integration tests that build and boot the real image.
  */
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { EnvironmentError } from '../../errors/index.js';
 import { sleep } from '../../util/index.js';
 import { buildImage, type BuildResult } from './build.js';
+import { runTool, whichTool } from './exec.js';
+import { MANIFEST_FILE, type ImageManifest } from './manifest.js';
 
 export interface FixtureNote {
   name: string;
@@ -161,4 +165,39 @@ export async function ensureTestImage(home = testHome()): Promise<BuildResult> {
       await sleep(2000);
     }
   }
+}
+
+/**
+ * A tiny base image for tests of agent images: a manifest, stand-in kernel and
+ * initramfs files, a real (empty) qcow2 disk, and a root file system tree that
+ * passes `checkRootfsTree` (the guest agent is a shell script here).
+ * @returns the manifest, as `findImage` reads it
+ */
+export async function fakeBaseImage(home: string, o: { tag?: string } = {}): Promise<ImageManifest> {
+  const id = createHash('sha256').update(`fake-base-${o.tag ?? ''}`).digest('hex');
+  const dir = join(home, 'images', id);
+  const tree = join(dir, 'rootfs-tree');
+  mkdirSync(join(tree, 'usr/sbin'), { recursive: true });
+  mkdirSync(join(tree, 'etc'), { recursive: true });
+  mkdirSync(join(tree, 'home/agent'), { recursive: true });
+  writeFileSync(join(tree, 'usr/sbin/cordon-agent'), '#!/bin/sh\n', { mode: 0o755 });
+  writeFileSync(join(tree, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:cordon agent:/home/agent:/bin/bash\n');
+  writeFileSync(join(tree, 'etc/os-release'), `fake base ${o.tag ?? ''}\n`);
+  chmodSync(tree, 0o755);
+  writeFileSync(join(dir, 'vmlinux'), 'kernel');
+  writeFileSync(join(dir, 'initrd.img'), 'initrd');
+  const qemuImg = whichTool('qemu-img');
+  if (!qemuImg) throw new Error('fakeBaseImage needs qemu-img (apt-get install -y qemu-utils)');
+  await runTool(qemuImg, ['create', '-q', '-f', 'qcow2', join(dir, 'rootfs.qcow2'), '16M']);
+  const manifest: ImageManifest = {
+    id, kernelPath: join(dir, 'vmlinux'), initrdPath: join(dir, 'initrd.img'), rootfsPath: join(dir, 'rootfs.qcow2'),
+    kernelRelease: '6.1.0-test', createdAt: new Date().toISOString(),
+    inputs: {
+      recipeVersion: 1, kernelPackage: { name: 'k', version: '1' }, busyboxPackage: { name: 'b', version: '1' }, suite: 'bookworm',
+      include: [], mirror: 'http://mirror.invalid/debian', modules: [], diskMiB: 256, initScriptSha256: 'x', agentInitSha256: 'x', agentDaemonSha256: 'x',
+    },
+    modules: [], agent: { init: true, daemon: true }, sizes: { kernelBytes: 6, initrdBytes: 6, rootfsBytes: 1 }, buildMs: 0,
+  };
+  writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest));
+  return manifest;
 }

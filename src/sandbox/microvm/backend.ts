@@ -75,6 +75,7 @@ export class MicrovmBackend implements SandboxBackend {
   #env: Promise<Environment> | undefined;
   readonly #building = new Map<string, Promise<Snapshot>>();
   readonly #keys = new Map<string, SnapshotKey>();
+  readonly #images = new Map<string, ImageManifest>();
   readonly #live = new Set<MicrovmSandbox>();
   readonly #pool: WarmPool;
   #closed = false;
@@ -115,7 +116,9 @@ export class MicrovmBackend implements SandboxBackend {
 
   async create(spec: SandboxSpec, ctx: BackendContext): Promise<MicrovmSandbox> {
     if (this.#closed) throw new SandboxError('sandbox-closed', 'the microvm back end is closed', { fix: 'create a new back end' });
-    const env = await this.#environment();
+    const base = await this.#environment();
+    // An agent with its own image boots from it (same kernel); its snapshots and pool are keyed by that image's id.
+    const env = ctx.image ? { ...base, image: ctx.image } : base;
     const key = this.#key(env, spec);
     const keyId = snapshotId(key);
     const diskPath = join(ctx.runDir, 'disk.qcow2');
@@ -203,6 +206,7 @@ export class MicrovmBackend implements SandboxBackend {
   /** The snapshot for `key`, made once even when asked for concurrently. */
   #snapshot(env: Environment, key: SnapshotKey, keyId: string, background: boolean): Promise<Snapshot> {
     this.#keys.set(keyId, key);
+    this.#images.set(keyId, env.image);
     const found = findSnapshot(this.#o.home, key);
     if (found) return Promise.resolve(found);
     let p = this.#building.get(keyId);
@@ -219,12 +223,13 @@ export class MicrovmBackend implements SandboxBackend {
 
   async #makePoolMember(keyId: string): Promise<StartedGuest> {
     const env = await this.#environment();
+    const image = this.#images.get(keyId) ?? env.image;
     const key = this.#keys.get(keyId);
     const snapshot = key && findSnapshot(this.#o.home, key);
     if (!key || !snapshot) throw new SandboxError('sandbox-snapshot', `no snapshot for VM shape ${keyId} to fill the pool from`);
     const poolDir = ensurePrivateDir(join(this.#o.home, 'microvm', 'pool'));
     const guest = await startGuest({
-      name: 'cordon-pool', home: this.#o.home, image: env.image, probe: env.probe, kernelArgs: this.#o.kernelArgs,
+      name: 'cordon-pool', home: this.#o.home, image, probe: env.probe, kernelArgs: this.#o.kernelArgs,
       shape: { vcpus: key.vcpus, memoryMiB: key.memoryMiB, diskMiB: key.diskMiB },
       diskPath: join(poolDir, `${randomBytes(8).toString('hex')}.qcow2`), qemuImg: env.qemuImg, qemuPath: env.qemuPath,
       identity: allocateVmmIdentity(env.kvmGroup), snapshot, helloTimeoutMs: this.#o.restoreTimeoutMs,

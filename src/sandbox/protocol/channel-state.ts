@@ -9,7 +9,8 @@
  */
 import { DATA_CHUNK_BYTES, FrameKind, INITIAL_WINDOW_BYTES, encodeFrame } from './frame.js';
 
-export type ChannelKind = 'exec' | 'file.read' | 'file.write' | 'stream';
+/** `stream`: opened by the guest (egress); `forward`: opened by the host's forward.open (tunnels). */
+export type ChannelKind = 'exec' | 'file.read' | 'file.write' | 'stream' | 'forward';
 
 /** Credit is returned in steps of at least this many bytes (unless forced). */
 export const WINDOW_GRANT_BYTES = 64 * 1024;
@@ -41,6 +42,8 @@ export class ChannelState {
   closing = false;
   /** The channel ended; queued and future sends are discarded. */
   dead = false;
+  /** forward: the guest answered forward.open with ok; until then it may send nothing on the channel. */
+  established = false;
   handlers: ChannelHandlers = {};
   readonly #write: (frame: Buffer) => void;
   #queue: Queued[] = [];

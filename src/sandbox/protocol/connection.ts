@@ -34,6 +34,8 @@ export interface GuestChannelOptions {
   maxGuestStreams?: number;
   /** Sustained `log` notifications per second; the burst is five times this. @default 50 */
   logsPerSecond?: number;
+  /** Most host-opened forwards (forward.open, for tunnels) at once; the guest allows 64. @default 64 */
+  maxForwards?: number;
 }
 
 export interface GuestChannelEvents {
@@ -51,6 +53,7 @@ interface Pending {
   channel: ChannelState | undefined;
   timer: NodeJS.Timeout | undefined;
   check: ((body: Record<string, unknown>) => void) | undefined;
+  keepChannel: boolean;
   resolve(body: unknown): void;
   reject(err: Error): void;
 }
@@ -60,6 +63,8 @@ export interface RequestOptions {
   channel?: ChannelState;
   /** Extra consistency check on the response; throws a GuestProtocolError. */
   check?: (body: Record<string, unknown>) => void;
+  /** The channel outlives an ok response (forward.open: it becomes a stream). @default false */
+  keepChannel?: boolean;
 }
 
 export class GuestConnection extends EventEmitter<GuestChannelEvents> {
@@ -90,6 +95,7 @@ export class GuestConnection extends EventEmitter<GuestChannelEvents> {
       execGraceMs: options.execGraceMs ?? 5_000,
       maxGuestStreams: options.maxGuestStreams ?? 256,
       logsPerSecond: options.logsPerSecond ?? 50,
+      maxForwards: options.maxForwards ?? 64,
     };
     this.#logTokens = this.opts.logsPerSecond * 5;
     this.ready = new Promise<GuestHello>((resolve, reject) => {
@@ -154,6 +160,9 @@ export class GuestConnection extends EventEmitter<GuestChannelEvents> {
     if (f.channel === CONTROL_CHANNEL) throw new GuestProtocolError('data-on-control-channel', `frame kind ${f.kind} on channel 0`);
     const ch = this.#channels.get(f.channel);
     if (!ch) throw new GuestProtocolError('unknown-channel', `frame kind ${f.kind} on channel ${f.channel}, which is not open`);
+    if (ch.kind === 'forward' && !ch.established && !ch.closing) {
+      throw new GuestProtocolError('unexpected-frame', `frame kind ${f.kind} on forward channel ${ch.id} before the forward.open answer`);
+    }
     switch (f.kind) {
       case FrameKind.Data:
       case FrameKind.DataStderr: {
@@ -197,7 +206,7 @@ export class GuestConnection extends EventEmitter<GuestChannelEvents> {
         } catch {
           throw new GuestProtocolError('bad-close', 'CLOSE reason is not UTF-8');
         }
-        if (ch.kind !== 'stream') throw new GuestProtocolError('unexpected-frame', `CLOSE on ${ch.kind} channel ${ch.id}`);
+        if (ch.kind !== 'stream' && ch.kind !== 'forward') throw new GuestProtocolError('unexpected-frame', `CLOSE on ${ch.kind} channel ${ch.id}`);
         this.#channels.delete(ch.id);
         ch.drop();
         if (!ch.closing) {
@@ -233,20 +242,21 @@ export class GuestConnection extends EventEmitter<GuestChannelEvents> {
       if (!this.#expired.has(id)) throw new GuestProtocolError('unknown-response-id', `response to id ${id}, which is not pending`);
       const chId = this.#expired.get(id);
       this.#expired.delete(id);
-      if (chId !== undefined) this.#endChannel(chId);
+      // A forward that the guest opened after all stays until its CLOSE answers ours; anything else ends here.
+      if (chId !== undefined && !(this.#channels.get(chId)?.kind === 'forward' && msg.ok === true)) this.#endChannel(chId);
       return;
     }
     if (msg.ok === false) {
       const parsed = errorResponseSchema.safeParse(msg);
       if (!parsed.success) throw new GuestProtocolError('bad-response', `${p.op} error: ${describeIssue(parsed.error)}`);
-      this.#settle(id, p);
+      this.#settle(id, p, false);
       p.reject(new GuestOpError(p.op, parsed.data.error.code, parsed.data.error.message));
       return;
     }
     const parsed = responseSchemas[p.op].safeParse(msg);
     if (!parsed.success) throw new GuestProtocolError('bad-response', `${p.op}: ${describeIssue(parsed.error)}`);
     const { id: _id, ok: _ok, ...body } = parsed.data as Record<string, unknown>;
-    this.#settle(id, p);
+    this.#settle(id, p, true);
     try {
       p.check?.(body);
     } catch (err) {
@@ -322,19 +332,33 @@ export class GuestConnection extends EventEmitter<GuestChannelEvents> {
           fix: 'The guest may be overloaded or hung; check `cordon sandbox ls` and its console log.',
         }));
       }, timeoutMs);
-      this.#pending.set(id, { op, channel: ch, timer, check: options.check, resolve: resolve as (b: unknown) => void, reject });
+      this.#pending.set(id, {
+        op, channel: ch, timer, check: options.check, keepChannel: options.keepChannel ?? false, resolve: resolve as (b: unknown) => void, reject,
+      });
       this.#write(encodeFrame(FrameKind.Control, CONTROL_CHANNEL, payload));
     });
   }
 
-  #settle(id: number, p: Pending): void {
+  #settle(id: number, p: Pending, ok: boolean): void {
     this.#pending.delete(id);
     clearTimeout(p.timer);
-    if (p.channel) this.#endChannel(p.channel.id);
+    if (!p.channel) return;
+    // Synchronously, so that DATA right behind the answer (same chunk) finds the channel established.
+    if (ok && p.keepChannel) p.channel.established = true;
+    else this.#endChannel(p.channel.id);
   }
 
   protected openChannel(kind: ChannelKind): ChannelState {
     if (this.#closed) throw this.#closed;
+    if (kind === 'forward') {
+      let forwards = 0;
+      for (const c of this.#channels.values()) if (c.kind === 'forward') forwards++;
+      if (forwards >= this.opts.maxForwards) {
+        throw new SandboxError('sandbox-forward-limit', `${forwards} forwards are open to this guest; the limit is ${this.opts.maxForwards}`, {
+          fix: 'close tunnel connections that are no longer needed, then retry',
+        });
+      }
+    }
     let id = this.#nextChannelId;
     while (this.#channels.has(id)) id = id >= GUEST_CHANNEL_BASE - 1 ? 1 : id + 1;
     this.#nextChannelId = id >= GUEST_CHANNEL_BASE - 1 ? 1 : id + 1;
@@ -348,6 +372,13 @@ export class GuestConnection extends EventEmitter<GuestChannelEvents> {
     if (!ch) return;
     this.#channels.delete(id);
     ch.drop();
+  }
+
+  /** Number of open channels of a kind (for health views and tests). */
+  protected channelCount(kind: ChannelKind): number {
+    let n = 0;
+    for (const c of this.#channels.values()) if (c.kind === kind) n++;
+    return n;
   }
 
   /** Host-initiated CLOSE: the guest kills/aborts and answers (requests) or acknowledges (streams). */

@@ -1,7 +1,7 @@
 /**
  * GuestChannel: the host end of the control channel to one guest agent, with
  * its operations: exec (streamed stdio), files, health, entropy, identity
- * token, shutdown. Transport, routing and the hostile-guest checks are in
+ * token, shutdown, and forwards to guest ports (tunnels). Transport, routing and the hostile-guest checks are in
  * GuestConnection (connection.ts).
  *
  * @example
@@ -12,6 +12,7 @@
 import { InvalidInputError } from '../../errors/index.js';
 import { GuestConnection } from './connection.js';
 import { GuestProtocolError } from './errors.js';
+import { GuestStream } from './guest-stream.js';
 import type { GuestHealth, GuestResponse } from './messages.js';
 import type { ExecHandle, ExecOptions, ExecResult, ReadFileOptions, SignalName, SpawnOptions, WriteFileOptions } from './types.js';
 
@@ -163,6 +164,38 @@ export class GuestChannel extends GuestConnection {
       throw new InvalidInputError('a token must be 1..8192 characters', { fix: 'Pass a compact JWS.' });
     }
     return this.request('token.set', { token });
+  }
+
+  /**
+   * Open a TCP connection to 127.0.0.1:`port` inside the guest (for tunnels).
+   * Resolves once the guest has connected; the stream then carries bytes both
+   * ways with per-channel credit, like an egress stream. A reset by the
+   * guest's server destroys the stream with an error (`stream.errored`); the
+   * stream carries a no-op 'error' listener so that this never goes uncaught.
+   * @param port guest port, 1..65535
+   * @param options.timeoutMs how long the guest may take to connect @default 15_000
+   * @throws GuestOpError `connection-refused` (nothing listens), `timed-out`, `busy` (64 forwards open in the guest), …
+   * @throws SandboxError `sandbox-forward-limit` when this host already has maxForwards open
+   */
+  async openForward(port: number, options: { timeoutMs?: number } = {}): Promise<GuestStream> {
+    checkInt('port', port, 1, 65535);
+    const ch = this.openChannel('forward');
+    // Built before the request: bytes that follow the answer in the same chunk land in its buffer.
+    const stream = new GuestStream(ch, { port, peer: 'host' }, (reason) => this.abortChannel(ch, reason));
+    // A connection torn down before (or after) the caller listens must not become an uncaught 'error'.
+    stream.on('error', () => undefined);
+    try {
+      await this.request('forward.open', { channel: ch.id, port }, { channel: ch, keepChannel: true, timeoutMs: options.timeoutMs ?? 15_000 });
+    } catch (err) {
+      stream.destroy();
+      throw err;
+    }
+    return stream;
+  }
+
+  /** Number of forwards open now (forward.open channels not yet closed). */
+  get forwardCount(): number {
+    return this.channelCount('forward');
   }
 
   /** Ask the guest to power off (or reboot); the VM goes down after the answer. */

@@ -1,6 +1,7 @@
 /**
- * A guest-opened stream (a TCP connection accepted by the guest agent's egress
- * listener) as a Node Duplex. Reading applies backpressure to the guest: credit
+ * A stream channel as a Node Duplex: a TCP connection accepted by the guest
+ * agent's egress listener, or one the host opened to a guest port with
+ * `forward.open` (tunnels). Reading applies backpressure to the guest: credit
  * goes back only when the consumer has taken the bytes, so one slow consumer
  * holds up its own stream and no other.
  */
@@ -10,18 +11,18 @@ import type { ChannelState } from './channel-state.js';
 import type { StreamOpen } from './messages.js';
 
 export class GuestStream extends Duplex {
-  /** The guest-allocated channel id. */
+  /** The channel id (guest-allocated for egress streams, host-allocated for forwards). */
   readonly channel: number;
-  /** The guest port the connection arrived on (the egress listener). */
+  /** The guest port: the one the connection arrived on (egress), or the one forwarded to. */
   readonly port: number;
-  /** The client's address inside the guest; informational, never trust it. */
+  /** The client's address inside the guest (egress; informational, never trust it), or `host` for a forward. */
   readonly peer: string;
   readonly #ch: ChannelState;
   readonly #closeChannel: (reason: string) => void;
   #heldBytes = 0;
   #remoteClosed = false;
 
-  constructor(ch: ChannelState, info: StreamOpen, closeChannel: (reason: string) => void) {
+  constructor(ch: ChannelState, info: Pick<StreamOpen, 'port' | 'peer'>, closeChannel: (reason: string) => void) {
     super({ allowHalfOpen: true });
     this.channel = ch.id;
     this.port = info.port;

@@ -1,0 +1,143 @@
+/**
+ * The listener of a TCP-mode tunnel (`mode: 'tcp'`), for protocols that are
+ * not HTTP (ssh, databases): the client's first line is the one-time token
+ * (`TOKEN\n`, at most 128 bytes, within 10 s); then the connection is carried
+ * to the guest port as raw bytes. The token admits exactly one connection:
+ * it is consumed (audited `tunnel.session`, a failed write refuses) before the
+ * guest is dialled. A missing, wrong or reused token gets one line
+ * `cordon-tunnel: refused (REASON)` and the connection is closed, audited as
+ * `tunnel.refused`. `cordon tunnel connect` speaks this from the terminal.
+ *
+ * Connections are recorded like in HTTP mode (gate.ts): `tunnel.connect`
+ * before the first byte is read, `tunnel.disconnect` with the bytes.
+ */
+import { createServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Gate, GateHost, GateStats, RefusalReason } from './gate.js';
+import { secretMatches } from './token.js';
+
+/** Longest first line (the token and its line end). */
+const MAX_LINE_BYTES = 128;
+/** How long a client has to send its token. */
+const TOKEN_WAIT_MS = 10_000;
+
+export function createTcpGate(host: GateHost): Gate {
+  const stats: GateStats = { connections: 0, refused: 0, requests: 0, bytesIn: 0, bytesOut: 0 };
+  const conns = new Map<Socket, Promise<unknown>>();
+  const guests = new Set<Duplex>();
+  let tokenUsed = false;
+  let seq = 0;
+
+  const server = createServer({ pauseOnConnect: true }, onConnection);
+
+  function onConnection(socket: Socket): void {
+    socket.on('error', () => undefined);
+    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    if (!host.isOpen() || conns.size >= host.maxConnections) {
+      stats.refused++;
+      const reason: RefusalReason = host.isOpen() ? 'connection-limit' : 'closing';
+      host.record('tunnel.refused', { peer, limit: host.maxConnections }, { reason, decision: 'deny' }).catch(() => undefined);
+      socket.destroy();
+      return;
+    }
+    const id = ++seq;
+    stats.connections++;
+    const startedMs = Date.now();
+    const audited = host.record('tunnel.connect', { connection: id, peer }, { decision: 'allow' }).then(() => true, () => false);
+    let done!: (v: unknown) => void;
+    conns.set(socket, new Promise((r) => (done = r)));
+    socket.on('close', () => {
+      stats.bytesIn += socket.bytesRead;
+      stats.bytesOut += socket.bytesWritten;
+      const p = audited.then((ok) => ok && host.record('tunnel.disconnect', {
+        connection: id, peer, bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten, durationMs: Date.now() - startedMs,
+      })).catch(() => undefined);
+      void p.then(done, done).finally(() => conns.delete(socket));
+    });
+    void audited.then((ok) => (ok && host.isOpen() ? admit(socket, id, peer) : socket.destroy()));
+  }
+
+  function refuse(socket: Socket, id: number, peer: string, reason: RefusalReason): void {
+    stats.refused++;
+    host.record('tunnel.refused', { connection: id, peer }, { reason, decision: 'deny' }).catch(() => undefined);
+    socket.end(`cordon-tunnel: refused (${reason})\n`);
+  }
+
+  /** Read the token line, spend the token, then carry the connection to the guest. */
+  function admit(socket: Socket, id: number, peer: string): void {
+    let head = Buffer.alloc(0);
+    const timer = setTimeout(() => refuse(socket, id, peer, 'missing-token'), TOKEN_WAIT_MS);
+    const onData = (chunk: Buffer): void => {
+      head = Buffer.concat([head, chunk]);
+      const nl = head.indexOf(0x0a);
+      if (nl < 0 && head.length < MAX_LINE_BYTES) return;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.pause();
+      if (nl < 0) return refuse(socket, id, peer, 'bad-token');
+      const token = head.subarray(0, nl).toString('utf8').replace(/\r$/, '');
+      void connectGuest(socket, id, peer, token, head.subarray(nl + 1));
+    };
+    socket.on('data', onData);
+    socket.on('end', () => clearTimeout(timer));
+    socket.resume();
+  }
+
+  async function connectGuest(socket: Socket, id: number, peer: string, token: string, rest: Buffer): Promise<void> {
+    if (token === '') return refuse(socket, id, peer, 'missing-token');
+    if (!secretMatches(token, host.tokenHash)) return refuse(socket, id, peer, 'bad-token');
+    if (tokenUsed) return refuse(socket, id, peer, 'token-used');
+    tokenUsed = true; // before any await: two racing connections cannot both spend it
+    stats.requests++;
+    try {
+      await host.record('tunnel.session', { via: 'tcp', connection: id });
+    } catch {
+      return refuse(socket, id, peer, 'bad-token'); // spent, but its use could not be recorded: refuse
+    }
+    let guest: Duplex;
+    try {
+      guest = await host.openGuest();
+    } catch (err) {
+      const code = (err as { guestCode?: string; code?: string }).guestCode ?? (err as { code?: string }).code ?? 'error';
+      socket.end(`cordon-tunnel: the guest port could not be reached (${code})\n`);
+      return;
+    }
+    if (socket.destroyed || !host.isOpen()) {
+      guest.destroy();
+      socket.destroy();
+      return;
+    }
+    guests.add(guest);
+    guest.on('error', () => undefined);
+    guest.on('close', () => {
+      guests.delete(guest);
+      socket.destroy();
+    });
+    socket.on('close', () => guest.destroy());
+    guest.on('data', () => host.touch());
+    socket.on('data', () => host.touch());
+    host.touch();
+    if (rest.length > 0) guest.write(rest);
+    guest.pipe(socket);
+    socket.pipe(guest);
+    socket.resume();
+  }
+
+  return {
+    server,
+    stats,
+    get active() {
+      return conns.size;
+    },
+    get tokenUsed() {
+      return tokenUsed;
+    },
+    async shutdown() {
+      server.close();
+      for (const g of guests) g.destroy();
+      const pending = [...conns.values()];
+      for (const s of conns.keys()) s.destroy();
+      await Promise.allSettled(pending);
+    },
+  };
+}

@@ -1,0 +1,388 @@
+/**
+ * The tunnel manager against a sandbox manager stand-in whose guest port is a
+ * plain HTTP server on the host's loopback: authentication (token once, the
+ * session after, every wrong form refused and audited with its reason), the
+ * audit trail of every connection, audit failures refusing, and each way a
+ * tunnel closes (TTL, idle, sandbox end, operator, stop) leaving nothing
+ * listening. The same behaviour through a real microVM is in tunnel-vm.test.ts.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
+import type { AuditEventInput } from '../audit/index.js';
+import { NotFoundError } from '../errors/index.js';
+import type { SandboxInfo } from '../sandbox/index.js';
+import { cookieName } from './token.js';
+import { createTunnelManager, type TunnelManager, type TunnelSandboxes } from './tunnels.js';
+
+const SB = 'sb-aaaaaaaaaaaaaaaaaaaa';
+const operator = { actor: 'operator:test' };
+
+interface Answer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+/** One request on a fresh connection. */
+function get(url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (b: Buffer) => chunks.push(b));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Whether anything accepts TCP connections at this URL's port. */
+async function listening(url: string): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  const s = connect(Number(port), hostname.replace(/^\[|\]$/g, ''));
+  const r = await new Promise<boolean>((resolve) => {
+    s.on('connect', () => resolve(true));
+    s.on('error', () => resolve(false));
+  });
+  s.destroy();
+  return r;
+}
+
+async function waitFor(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('tunnels (guest port stand-in on the host)', () => {
+  let guestServer: Server;
+  let guestPort: number;
+  /** Headers the guest app saw, per request. */
+  const seen: IncomingHttpHeaders[] = [];
+  const events: AuditEventInput[] = [];
+  let failAudit: ((e: AuditEventInput) => boolean) | undefined;
+  let state: SandboxInfo['state'] = 'running';
+  const endedListeners = new Set<(id: string, reason: string) => void>();
+  let tunnels: TunnelManager;
+
+  const sandboxes: TunnelSandboxes = {
+    get(id) {
+      if (id !== SB) throw new NotFoundError(`no sandbox ${id}`);
+      return {
+        id: SB, agent: 'dev', isolation: 'microvm', tier: 'microvm-tcg', state, createdAt: new Date().toISOString(),
+        expiresAt: new Date(Date.now() + 3_600_000).toISOString(), startedFrom: 'boot', startMs: 1,
+      };
+    },
+    async openPort(_id, port) {
+      const s = connect(port, '127.0.0.1');
+      await Promise.race([once(s, 'connect'), once(s, 'error').then(([e]) => { throw e; })]);
+      return s;
+    },
+    onEnded(listener) {
+      endedListeners.add(listener);
+      return () => endedListeners.delete(listener);
+    },
+  };
+  const audit = {
+    async append(e: AuditEventInput) {
+      await new Promise((r) => setTimeout(r, 5)); // a real log takes a moment: nothing may run ahead of it
+      if (failAudit?.(e)) throw new Error('audit store unavailable');
+      events.push(e);
+      return e;
+    },
+  };
+  const of = (tunnel: string, type?: string) => events.filter((e) => e.data?.tunnel === tunnel && (type === undefined || e.type === type));
+
+  before(async () => {
+    guestServer = createServer((req, res) => {
+      seen.push(req.headers);
+      if (req.url === '/big') return void res.end(Buffer.alloc(300_000, 'b'));
+      if (req.url === '/cookies') {
+        res.setHeader('set-cookie', ['app=1; Path=/', 'cordon_tunnel_aaaaaaaaaaaaaaaaaaaa=planted; Path=/', ' Cordon_Tunnel_x=y']);
+        return void res.end('cookies\n');
+      }
+      res.end(`guest says hi: ${req.method} ${req.url}\n`);
+    });
+    // A WebSocket-style upgrade: 101, then every byte is echoed back.
+    guestServer.on('upgrade', (req, socket: import('node:net').Socket, head: Buffer) => {
+      seen.push(req.headers);
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+      if (head.length > 0) socket.write(head);
+      socket.pipe(socket);
+    });
+    guestServer.listen(0, '127.0.0.1');
+    await once(guestServer, 'listening');
+    guestPort = (guestServer.address() as AddressInfo).port;
+    tunnels = createTunnelManager({ sandboxes, audit, maxConnections: 4 });
+  });
+
+  after(async () => {
+    await tunnels.stop();
+    guestServer.close();
+  });
+
+  test('Bearer token: 200 at once with a session cookie; the guest sees neither the token nor the cookie', async () => {
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort, ttlMs: 60_000 }, operator);
+    assert.match(t.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    assert.equal(t.exposed, false);
+    assert.match(t.token, /^[A-Za-z0-9_-]{43}$/, '256 bits, base64url');
+    const r = await get(t.url + 'hello?x=1', { authorization: `Bearer ${t.token}`, cookie: 'app=1' });
+    assert.deepEqual([r.status, r.body], [200, 'guest says hi: GET /hello?x=1\n']);
+    const setCookie = r.headers['set-cookie']?.[0] ?? '';
+    assert.match(setCookie, new RegExp(`^${cookieName(t.id)}=[A-Za-z0-9_-]{43}; Path=/; HttpOnly; SameSite=Strict$`));
+    const last = seen.at(-1)!;
+    assert.equal(last.authorization, undefined, 'the token stays on the host');
+    assert.equal(last.cookie, 'app=1', 'the app\'s own cookies pass');
+    const cookie = setCookie.split(';')[0]!;
+    const again = await get(t.url + 'again', { cookie: `${cookie}; app=2` });
+    assert.deepEqual([again.status, again.body], [200, 'guest says hi: GET /again\n']);
+    assert.equal(seen.at(-1)!.cookie, 'app=2', 'the session cookie stays on the host');
+    const big = await get(t.url + 'big', { cookie });
+    assert.equal(big.body.length, 300_000);
+    const planted = await get(t.url + 'cookies', { cookie });
+    assert.deepEqual(planted.headers['set-cookie'], ['app=1; Path=/'], 'the guest cannot set or clobber cordon cookies');
+    assert.equal(tunnels.get(t.id).tokenUsed, true);
+    await tunnels.close(t.id, operator);
+  });
+
+  test('query token: 303 to the same URL without it, with the cookie; the cookie then works', async () => {
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort, ttlMs: 60_000 }, operator);
+    const sneaky = await get(t.url + './/evil.example/?cordon_tunnel_token=' + 'A'.repeat(43));
+    assert.equal(sneaky.status, 401, 'a wrong token: no redirect at all');
+    const r = await get(t.urlWithToken.replace('/?', '/page?a=b&'));
+    assert.equal(r.status, 303);
+    assert.equal(r.headers.location, '/page?a=b');
+    const cookie = (r.headers['set-cookie']?.[0] ?? '').split(';')[0]!;
+    const page = await get(t.url + 'page?a=b', { cookie });
+    assert.deepEqual([page.status, page.body], [200, 'guest says hi: GET /page?a=b\n']);
+    assert.ok(!seen.some((h) => JSON.stringify(h).includes(t.token)), 'the guest never saw the token');
+    const raw = await get(t.url + 'b%2Fc?x=%20&y', { cookie });
+    assert.equal(raw.body, 'guest says hi: GET /b%2Fc?x=%20&y\n', 'the request target reaches the guest as the client sent it');
+    const stray = await get(t.url + 'p?cordon_tunnel_token=whatever&k=v', { cookie });
+    assert.equal(stray.body, 'guest says hi: GET /p?k=v\n', 'a token parameter never reaches the guest');
+    assert.deepEqual(of(t.id, 'tunnel.session').map((e) => e.data?.via), ['query']);
+    await tunnels.close(t.id, operator);
+  });
+
+  const refusals: { name: string; reason: string; headers(t: { token: string; id: string }): Record<string, string>; path?: (t: { token: string }) => string }[] = [
+    { name: 'no token at all', reason: 'missing-token', headers: () => ({}) },
+    { name: 'a wrong token of the right shape', reason: 'bad-token', headers: () => ({ authorization: `Bearer ${'A'.repeat(43)}` }) },
+    { name: 'a wrong token in the query', reason: 'bad-token', headers: () => ({}), path: () => '?cordon_tunnel_token=nope' },
+    { name: 'the right token a second time', reason: 'token-used', headers: (t) => ({ authorization: `Bearer ${t.token}` }) },
+    { name: 'a made-up session cookie', reason: 'bad-session', headers: (t) => ({ cookie: `${cookieName(t.id)}=${'B'.repeat(43)}` }) },
+  ];
+  test('refused: missing, wrong, reused token and a forged session; 401 with the reason, each audited', async () => {
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort, ttlMs: 60_000 }, operator);
+    const first = await get(t.url, { authorization: `Bearer ${t.token}` });
+    assert.equal(first.status, 200);
+    const before = seen.length;
+    for (const c of refusals) {
+      const r = await get(t.url + (c.path?.(t) ?? ''), c.headers(t));
+      assert.equal(r.status, 401, c.name);
+      assert.equal(r.headers['x-cordon-error'], c.reason, c.name);
+    }
+    assert.equal(seen.length, before, 'no refused request reached the guest');
+    assert.deepEqual(of(t.id, 'tunnel.refused').map((e) => [e.reason, e.decision]), refusals.map((c) => [c.reason, 'deny']));
+    await tunnels.close(t.id, operator);
+  });
+
+  test('every connection is recorded: connect before use, disconnect with the bytes; open and close with reasons', async () => {
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort, ttlMs: 60_000 }, operator);
+    await get(t.url, { authorization: `Bearer ${t.token}` });
+    await get(t.url);
+    await tunnels.close(t.id, operator);
+    const types = of(t.id).map((e) => e.type);
+    assert.equal(types[0], 'tunnel.open');
+    assert.equal(types.at(-1), 'tunnel.close');
+    assert.equal(types.filter((x) => x === 'tunnel.connect').length, 2, types.join(','));
+    const disconnects = of(t.id, 'tunnel.disconnect');
+    assert.equal(disconnects.length, 2, JSON.stringify(of(t.id).map((e) => [e.type, e.data?.connection])));
+    for (const d of disconnects) {
+      assert.ok((d.data?.bytesIn as number) > 0 && (d.data?.bytesOut as number) > 0, JSON.stringify(d.data));
+      assert.equal(d.actor, 'tunnel-client');
+    }
+    const open = of(t.id, 'tunnel.open')[0]!;
+    assert.deepEqual([open.actor, open.sandbox, open.agent, open.data?.bind, open.data?.exposed], [operator.actor, SB, 'dev', '127.0.0.1', false]);
+    assert.ok(!JSON.stringify(events).includes(t.token), 'the token is never in the audit log');
+    const close = of(t.id, 'tunnel.close')[0]!;
+    assert.deepEqual([close.reason, close.data?.connections, close.data?.refused], ['operator', 2, 1]);
+  });
+
+  test('audit failures refuse: no tunnel without tunnel.open, no request without tunnel.connect, no session without tunnel.session', async () => {
+    failAudit = (e) => e.type === 'tunnel.open';
+    await assert.rejects(tunnels.open({ sandboxId: SB, port: guestPort }, operator), /audit store unavailable/);
+    assert.equal(tunnels.list().length, 0, 'nothing is left listening');
+    failAudit = (e) => e.type === 'tunnel.connect';
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort }, operator);
+    const count = seen.length;
+    await assert.rejects(get(t.url, { authorization: `Bearer ${t.token}` }), /socket hang up|ECONNRESET/);
+    assert.equal(seen.length, count);
+    failAudit = (e) => e.type === 'tunnel.session';
+    const r = await get(t.url, { authorization: `Bearer ${t.token}` });
+    assert.equal(r.status, 401);
+    assert.equal(seen.length, count, 'the guest saw nothing');
+    failAudit = undefined;
+    const spent = await get(t.url, { authorization: `Bearer ${t.token}` });
+    assert.equal(spent.headers['x-cordon-error'], 'token-used', 'a token whose use could not be recorded stays spent');
+    await tunnels.close(t.id, operator);
+  });
+
+  test('TTL: the tunnel closes at its end and its port stops listening', async () => {
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort, ttlMs: 1000 }, operator);
+    assert.equal(await listening(t.url), true);
+    await waitFor('the TTL close', () => of(t.id, 'tunnel.close').length > 0);
+    assert.equal(of(t.id, 'tunnel.close')[0]?.reason, 'ttl');
+    assert.equal(await listening(t.url), false);
+    assert.throws(() => tunnels.get(t.id), NotFoundError);
+  });
+
+  test('idle: no traffic for idleMs closes it; traffic keeps it open', async () => {
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort, ttlMs: 60_000, idleMs: 1000 }, operator);
+    const r = await get(t.url, { authorization: `Bearer ${t.token}` });
+    const cookie = (r.headers['set-cookie']?.[0] ?? '').split(';')[0]!;
+    for (let i = 0; i < 3; i++) {
+      await new Promise((res) => setTimeout(res, 500));
+      assert.equal((await get(t.url, { cookie })).status, 200, 'still open while used');
+    }
+    await waitFor('the idle close', () => of(t.id, 'tunnel.close').length > 0);
+    assert.equal(of(t.id, 'tunnel.close')[0]?.reason, 'idle');
+    assert.equal(await listening(t.url), false);
+  });
+
+  test('the sandbox ending closes its tunnels, open connections included; a stopped sandbox gets none', async () => {
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort, ttlMs: 60_000 }, operator);
+    const held = connect(Number(new URL(t.url).port), '127.0.0.1');
+    held.on('error', () => undefined);
+    await once(held, 'connect');
+    await waitFor('the connect record', () => of(t.id, 'tunnel.connect').length === 1);
+    for (const l of endedListeners) l(SB, 'timeout');
+    await once(held, 'close');
+    await waitFor('the close record', () => of(t.id, 'tunnel.close').length > 0);
+    assert.equal(of(t.id, 'tunnel.close')[0]?.reason, 'sandbox-ended');
+    assert.equal(of(t.id, 'tunnel.disconnect').length, 1, 'the held connection is recorded as it ends');
+    assert.equal(await listening(t.url), false);
+    state = 'stopping';
+    await assert.rejects(tunnels.open({ sandboxId: SB, port: guestPort }, operator), /needs a running sandbox/);
+    state = 'running';
+  });
+
+  test('bind: loopback unless asked; 0.0.0.0 only when named, recorded as exposed', async () => {
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort, bind: '0.0.0.0' }, operator);
+    assert.equal(t.exposed, true);
+    assert.equal(of(t.id, 'tunnel.open')[0]?.data?.exposed, true);
+    await tunnels.close(t.id, operator);
+    for (const bad of ['localhost', 'example.com', '127.0.0.1; rm', '']) {
+      await assert.rejects(tunnels.open({ sandboxId: SB, port: guestPort, bind: bad }, operator), /bind: an IP address/, bad);
+    }
+    await assert.rejects(tunnels.open({ sandboxId: SB, port: 0 }, operator), /port/);
+    await assert.rejects(tunnels.open({ sandboxId: 'sb-nope', port: 80 }, operator), /sandboxId/);
+  });
+
+  test('a guest port with nothing listening: 502 with the reason, and the tunnel stays usable', async () => {
+    const closed = createServer().listen(0, '127.0.0.1');
+    await once(closed, 'listening');
+    const port = (closed.address() as AddressInfo).port;
+    closed.close();
+    const t = await tunnels.open({ sandboxId: SB, port }, operator);
+    const r = await get(t.url, { authorization: `Bearer ${t.token}` });
+    assert.equal(r.status, 502);
+    assert.match(String(r.headers['x-cordon-error']), /^guest-/);
+    assert.match(r.body, /could not be reached/);
+    await tunnels.close(t.id, operator);
+  });
+
+  test('upgrades (WebSocket) are authenticated like requests, then carried raw both ways', async () => {
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort, ttlMs: 60_000 }, operator);
+    const port = Number(new URL(t.url).port);
+    const upgrade = async (auth: string): Promise<string> => {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      let got = '';
+      s.on('data', (b: Buffer) => {
+        got += b.toString();
+        if (got.endsWith('ping')) s.end();
+      });
+      await once(s, 'connect');
+      s.write(`GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n${auth}\r\nping`);
+      await once(s, 'close');
+      return got;
+    };
+    const refused = await upgrade('');
+    assert.match(refused, /^HTTP\/1\.1 401 Unauthorized\r\nX-Cordon-Error: missing-token\r\n/);
+    const count = seen.length;
+    const ok = await upgrade(`Authorization: Bearer ${t.token}\r\n`);
+    assert.match(ok, /^HTTP\/1\.1 101 Switching Protocols\r\n[\s\S]*\r\n\r\nping$/);
+    assert.equal(seen.length, count + 1);
+    assert.equal(seen.at(-1)!.authorization, undefined, 'the token stays on the host');
+    assert.equal(seen.at(-1)!.upgrade, 'echo');
+    const reused = await upgrade(`Authorization: Bearer ${t.token}\r\n`);
+    assert.match(reused, /X-Cordon-Error: token-used/);
+    await tunnels.close(t.id, operator);
+  });
+
+  test('TCP mode: the first line is the token, for exactly one connection; bytes flow raw both ways', async () => {
+    const echo = createNetServer((s) => s.pipe(s));
+    echo.listen(0, '127.0.0.1');
+    await once(echo, 'listening');
+    const t = await tunnels.open({ sandboxId: SB, port: (echo.address() as AddressInfo).port, mode: 'tcp' }, operator);
+    assert.match(t.url, /^tcp:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(t.urlWithToken, t.url, 'no token in any URL');
+    const port = Number(t.url.split(':')[2]);
+    const talk = async (first: string, then = ''): Promise<string> => {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      let got = '';
+      s.on('data', (b: Buffer) => {
+        got += b.toString();
+        if (got === then && then !== '') s.end();
+      });
+      await once(s, 'connect');
+      s.write(first + then);
+      await once(s, 'close');
+      return got;
+    };
+    assert.equal(await talk('nope\n'), 'cordon-tunnel: refused (bad-token)\n');
+    assert.equal(await talk('x'.repeat(200)), 'cordon-tunnel: refused (bad-token)\n', 'a first line over 128 bytes');
+    assert.equal(await talk('\n'), 'cordon-tunnel: refused (missing-token)\n');
+    assert.equal(await talk(`${t.token}\r\n`, 'ping over raw tcp'), 'ping over raw tcp');
+    assert.equal(await talk(`${t.token}\n`), 'cordon-tunnel: refused (token-used)\n');
+    assert.equal(tunnels.get(t.id).tokenUsed, true);
+    await tunnels.close(t.id, operator);
+    echo.close();
+    assert.deepEqual(of(t.id, 'tunnel.refused').map((e) => e.reason), ['bad-token', 'bad-token', 'missing-token', 'token-used']);
+    assert.deepEqual(of(t.id, 'tunnel.session').map((e) => e.data?.via), ['tcp']);
+    assert.equal(of(t.id, 'tunnel.connect').length, 5);
+    assert.equal(of(t.id, 'tunnel.disconnect').length, 5);
+    assert.equal(of(t.id, 'tunnel.open')[0]?.data?.mode, 'tcp');
+  });
+
+  test('the connection limit refuses more clients (audited); stop() closes everything as daemon-stop', async () => {
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort }, operator);
+    const port = Number(new URL(t.url).port);
+    const held = [];
+    for (let i = 0; i < 4; i++) {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      await once(s, 'connect');
+      held.push(s);
+    }
+    await waitFor('four connects', () => of(t.id, 'tunnel.connect').length === 4);
+    const extra = connect(port, '127.0.0.1');
+    extra.on('error', () => undefined);
+    await once(extra, 'close');
+    await waitFor('the refusal', () => of(t.id, 'tunnel.refused').length === 1);
+    assert.equal(of(t.id, 'tunnel.refused')[0]?.reason, 'connection-limit');
+    const other = await tunnels.open({ sandboxId: SB, port: guestPort }, operator);
+    await tunnels.stop();
+    for (const id of [t.id, other.id]) assert.equal(of(id, 'tunnel.close')[0]?.reason, 'daemon-stop');
+    assert.equal(of(t.id, 'tunnel.disconnect').length, 4);
+    assert.equal(await listening(t.url), false);
+    await assert.rejects(tunnels.open({ sandboxId: SB, port: guestPort }, operator), /stopping/);
+    tunnels = createTunnelManager({ sandboxes, audit });
+  });
+});

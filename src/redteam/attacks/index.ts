@@ -1,0 +1,27 @@
+/**
+ * Every attack of `cordon redteam`, in the order they run: escape, egress,
+ * secrets, identity, approvals, prompt injection, and audit tampering last
+ * (it hides the refusals the earlier attacks left in the log).
+ */
+import type { Attack } from '../types.js';
+import { approvalAttacks } from './approvals.js';
+import { auditAttacks } from './audit.js';
+import { egressAttacks } from './egress.js';
+import { escapeAttacks } from './escape.js';
+import { identityAttacks } from './identity.js';
+import { injectionAttacks } from './injection.js';
+import { secretAttacks } from './secrets.js';
+
+export const ALL_ATTACKS: readonly Attack[] = [
+  ...escapeAttacks, ...egressAttacks, ...secretAttacks, ...identityAttacks, ...approvalAttacks, ...injectionAttacks, ...auditAttacks,
+];
+
+/**
+ * The attacks whose id matches one of the patterns (`*` is a wildcard, e.g. `egress.*`), in run order.
+ * @param patterns @default every attack
+ */
+export function selectAttacks(patterns: string[] = []): Attack[] {
+  if (patterns.length === 0) return [...ALL_ATTACKS];
+  const res = patterns.map((p) => new RegExp(`^${p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`));
+  return ALL_ATTACKS.filter((a) => res.some((r) => r.test(a.id)));
+}
