@@ -199,6 +199,7 @@ void op_file_read(struct agent *a, uint32_t id, const struct jdoc *d, int root);
 void op_file_write(struct agent *a, uint32_t id, const struct jdoc *d, int root);
 void op_token_set(struct agent *a, uint32_t id, const struct jdoc *d, int root);
 void op_entropy_reseed(struct agent *a, uint32_t id, const struct jdoc *d, int root);
+void op_clock_set(struct agent *a, uint32_t id, const struct jdoc *d, int root);
 void fread_pump(struct agent *a, struct channel *c);
 void fwrite_on_data(struct agent *a, struct channel *c, const uint8_t *p, size_t n);
 void fwrite_on_eof(struct agent *a, struct channel *c);

@@ -261,6 +261,7 @@ static const struct {
     {"file.write", op_file_write},
     {"entropy.reseed", op_entropy_reseed},
     {"token.set", op_token_set},
+    {"clock.set", op_clock_set},
     {"shutdown", op_shutdown},
     {"forward.open", op_forward_open},
 };

@@ -352,6 +352,11 @@ describe('agent: raw protocol input and process lifecycle', { skip }, () => {
     { name: 'nesting 20 deep', payload: `{"id":11,"op":"health","x":${'['.repeat(20)}${']'.repeat(20)}}`, expect: /"op":"log".*nesting too deep/ },
     { name: 'id 0', payload: '{"id":0,"op":"health"}', expect: /"op":"log".*without an id/ },
     { name: 'trailing data', payload: '{"id":12,"op":"health"} {}', expect: /"op":"log".*trailing data/ },
+    // clock.set with a valid time would set this host's clock (the agent runs here as root): only refusals are tried here; the VM tests set a guest's clock.
+    { name: 'clock before 2000', payload: '{"id":13,"op":"clock.set","sec":0}', expect: /"code":"bad-request".*\\"sec\\" must be an integer in \[946684800, 7258118400\]/ },
+    { name: 'clock without sec', payload: '{"id":14,"op":"clock.set","nsec":5}', expect: /"code":"bad-request".*missing field \\"sec\\"/ },
+    { name: 'clock nsec too large', payload: '{"id":15,"op":"clock.set","sec":1800000000,"nsec":1000000000}', expect: /"code":"bad-request".*nsec/ },
+    { name: 'clock with an unknown field', payload: '{"id":16,"op":"clock.set","sec":1800000000,"tz":"UTC"}', expect: /"code":"bad-request".*unknown field \\"tz\\"/ },
   ];
 
   test('malformed requests are refused precisely and the agent keeps serving', async () => {

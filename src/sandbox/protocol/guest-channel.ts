@@ -158,6 +158,16 @@ export class GuestChannel extends GuestConnection {
     return this.request('entropy.reseed', { data: Buffer.from(seed).toString('base64') });
   }
 
+  /**
+   * Set the guest's wall clock (after a snapshot restore, which resumes at the
+   * snapshot's time). The agent calls clock_settime itself: no program runs.
+   * @param unixMs milliseconds since the epoch, 2000-01-01 .. 2200-01-01
+   */
+  async setClock(unixMs: number): Promise<void> {
+    checkInt('clock (ms since the epoch)', unixMs, 946_684_800_000, 7_258_118_400_000);
+    await this.request('clock.set', { sec: Math.floor(unixMs / 1000), nsec: (unixMs % 1000) * 1_000_000 });
+  }
+
   /** Deliver the sandbox's identity token; the guest stores it at /run/cordon/token (mode 0640). */
   async setToken(token: string): Promise<{ path: string }> {
     if (token.length === 0 || token.length > 8192) {

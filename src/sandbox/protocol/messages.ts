@@ -101,6 +101,7 @@ export const responseSchemas = {
   'entropy.reseed': okResponse({ bytes: z.number().int().min(32).max(512), credited: z.boolean(), reseeded: z.boolean() }),
   'token.set': okResponse({ path: z.string().min(1).max(4096) }),
   shutdown: okResponse({}),
+  'clock.set': okResponse({}),
   'forward.open': okResponse({}),
 } as const;
 
