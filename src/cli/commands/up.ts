@@ -1,7 +1,7 @@
 /**
  * `cordon up`: run the control plane (API, and the doors as they land) on the
- * embedded SQLite store until SIGINT/SIGTERM. The operator token is printed once,
- * on the start that creates it.
+ * embedded SQLite store until SIGINT/SIGTERM, with the dashboard at `/ui/`. The
+ * operator token is printed once, on the start that creates it.
  */
 import type { Command } from 'commander';
 import { startControlPlane } from '../../controlplane/index.js';
@@ -21,9 +21,10 @@ export function registerUp(program: Command): void {
       const port = opts.port === undefined ? undefined : parsePort(opts.port);
       const cp = await startControlPlane({ home, config, ...(port !== undefined ? { port } : {}), ...(opts.host ? { host: opts.host } : {}) });
       if (opts.json) {
-        printJson({ url: cp.url, home, operatorTokenFile: cp.operatorToken.path, operatorTokenCreated: cp.operatorToken.created });
+        printJson({ url: cp.url, dashboardUrl: cp.dashboardUrl ?? null, home, operatorTokenFile: cp.operatorToken.path, operatorTokenCreated: cp.operatorToken.created });
       } else {
         process.stdout.write(`cordon control plane listening on ${cp.url}\n`);
+        if (cp.dashboardUrl) process.stdout.write(`  dashboard: ${cp.dashboardUrl} (sign in with the operator token)\n`);
         process.stdout.write(`  state:  ${home}\n  store:  ${cp.store.kind}\n`);
         if (cp.operatorToken.created) {
           process.stdout.write(

@@ -45,6 +45,9 @@
  * it reads the template's pages from the page cache, shared by all clones, and
  * owns only the pages it writes (copy-on-write). The file is cordon's, mode
  * 0444, opened read-only by each VMM: no clone can change what another sees.
+ * Measured (QEMU 10.0, TCG, same machine): state 68 KB instead of 61 MB,
+ * restore to the first exec result 283 ms, idle VMM 72 MiB (42 of them
+ * file-backed: QEMU's own binary and the template's pages, shared by all clones).
  * QEMU 7.2 opens a private RAM file read-write, so there every clone's VMM
  * could rewrite the RAM of all the others: it keeps the plain restore
  * (see BENCHMARKS.md for both figures).
