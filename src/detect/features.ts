@@ -55,7 +55,7 @@ export interface Features {
 const QUIET_TYPES = new Set([
   'sandbox.create', 'sandbox.ready', 'sandbox.setup', 'sandbox.destroy', 'sandbox.token', 'sandbox.token.failure',
   'sandbox.protocol-error', 'sandbox.exec.result', 'sandbox.pause', 'sandbox.resume', 'llm.auth',
-  'egress.exfiltration', 'detect.alert', 'detect.ack', 'detect.error', 'detect.action-failed', 'detect.notify-failed', 'telemetry.dropped',
+  'egress.exfiltration', 'secret.reflected', 'detect.alert', 'detect.ack', 'detect.error', 'detect.action-failed', 'detect.notify-failed', 'telemetry.dropped',
 ]);
 
 const str = (v: unknown, max = 512): string | undefined => (typeof v === 'string' && v.length > 0 ? v.slice(0, max) : undefined);

@@ -5,22 +5,26 @@
  * decides, and forwards exactly those bytes only when the hook says the
  * approval was granted and used. The proxy holds no policy: the hook decides,
  * and a hook that throws means deny (`approval-failed`). Without a hook the
- * request is refused (`approval-not-available`).
+ * request is refused (`approval-not-available`). While a sandbox is
+ * supervised, a plain (not intercepted) CONNECT tunnel is held the same way,
+ * as the action `CONNECT host:port` with no headers and no body.
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { DoorContext } from './context.js';
 
 /** One request held for approval, as the agent sent it (before any secret was swapped in). */
 export interface HeldRequest {
   sandboxId: string;
   agent: string;
-  scheme: 'http' | 'https';
+  /** `connect`: a plain tunnel held as a whole (method `CONNECT`, `url` is `host:port`, no headers, empty body). */
+  scheme: 'http' | 'https' | 'connect';
   host: string;
   port: number;
   method: string;
   /** Origin-form path with query. */
   path: string;
-  /** Absolute URL (default ports left out). */
+  /** Absolute URL (default ports left out); `host:port` for a CONNECT. */
   url: string;
   /** Headers that will be sent (names in lower case), before the request hook ran. */
   headers: OutgoingHttpHeaders;
@@ -75,6 +79,35 @@ export async function holdForApproval(
   } finally {
     clearInterval(keepAlive);
     res.off('close', onClose);
+  }
+}
+
+/** Hold a plain CONNECT tunnel (nothing dialled yet) until the hook's verdict; `socket` closing abandons it. */
+export async function holdConnect(ctx: DoorContext, socket: Duplex, host: string, port: number): Promise<EgressApprovalResult> {
+  const hook = ctx.approve;
+  const authority = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  if (!hook) {
+    return { ok: false, reason: 'approval-not-available', problem: `CONNECT ${authority} needs a human approval (the sandbox is supervised), and approvals are not running in this deployment` };
+  }
+  const aborter = new AbortController();
+  const onClose = (): void => aborter.abort();
+  socket.once('close', onClose);
+  const conn = ctx.stateOf(socket);
+  const keepAlive = setInterval(() => conn.touch(), 1000);
+  try {
+    const held: HeldRequest = {
+      sandboxId: ctx.sandboxId, agent: ctx.agent, scheme: 'connect', host, port, method: 'CONNECT', path: '', url: authority, headers: {}, body: Buffer.alloc(0),
+    };
+    const verdict = (await hook(held, aborter.signal)) as EgressApprovalResult | undefined;
+    if (verdict?.ok === true && typeof verdict.approvalId === 'string') return { ok: true, approvalId: verdict.approvalId };
+    const refused = (verdict ?? {}) as Partial<Extract<EgressApprovalResult, { ok: false }>>;
+    const reason = /^[a-z0-9-]{1,64}$/.test(String(refused.reason)) ? refused.reason! : 'approval-failed';
+    return { ok: false, reason, problem: String(refused.problem ?? 'the approval was not granted'), ...(refused.approvalId ? { approvalId: refused.approvalId } : {}) };
+  } catch (err) {
+    return { ok: false, reason: 'approval-failed', problem: `the approval could not be obtained: ${(err as Error)?.message ?? err}` };
+  } finally {
+    clearInterval(keepAlive);
+    socket.off('close', onClose);
   }
 }
 

@@ -14,6 +14,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { normalizeDestination } from '../policy/index.js';
 import { dialChecked, refuseRaw, splitAuthority, type DoorContext, type EgressEventData, type Tunnel } from './context.js';
+import { holdConnect } from './approve.js';
 import { applyConnectHook } from './forward.js';
 import { terminateTunnel } from './intercept.js';
 import { resolveChecked } from './resolve.js';
@@ -40,7 +41,10 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
   if (decision.host) data.host = decision.host;
   if (decision.ruleId) data.ruleId = decision.ruleId;
   if (decision.wouldDeny) data.wouldDeny = { reason: decision.wouldDeny.reason, ...(decision.wouldDeny.ruleId ? { ruleId: decision.wouldDeny.ruleId } : {}) };
-  if (decision.result !== 'allow') {
+  // At CONNECT level only supervision says `approve` (rules are per request): an intercepted
+  // tunnel opens and each request inside is held; a plain tunnel is held as `CONNECT host:port`.
+  const held = decision.result === 'approve';
+  if (decision.result !== 'allow' && !held) {
     return refuse('deny', decision.reason, `the policy of agent ${ctx.agent} does not allow ${data.host}:${target.port} (${decision.reason}); add an egress rule for it to cordon.yaml`);
   }
   const host = decision.host ?? target.host;
@@ -63,6 +67,12 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
   // Before DNS: a host name that carries a secret (or a placeholder) must not reach a resolver.
   const hooked = await applyConnectHook(ctx.connectHook, { sandboxId: ctx.sandboxId, agent: ctx.agent, host, port: target.port });
   if (!hooked.ok) return refuse('deny', hooked.reason, hooked.problem);
+  if (held && !terminate) {
+    // Before DNS as well: a supervised sandbox's new host name reaches no resolver before a human saw it.
+    const verdict = await holdConnect(ctx, socket, host, target.port);
+    if (verdict.approvalId) data.approval = verdict.approvalId;
+    if (!verdict.ok) return refuse('deny', verdict.reason, verdict.problem);
+  }
 
   const resolved = await resolveChecked(host, target.port, {
     lookup: ctx.lookup, checkAddress: ctx.checkAddress, timeoutMs: ctx.limits.dnsTimeoutMs,

@@ -4,6 +4,9 @@
  * the proxy's own verified TLS connection. Streams both ways, counts bytes
  * (the door's bytes-out-per-minute meter included), enforces the body limit
  * while streaming, and records one `egress.close` with the outcome.
+ * A response hook (returned by the request hook: the secrets layer's scrub
+ * of reflected values) sees the response head before anything is sent to
+ * the client and may rewrite its headers, transform its body or refuse it.
  * Also the shared header helpers and the request-hook seam.
  */
 import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, RequestOptions, ServerResponse } from 'node:http';
@@ -54,6 +57,13 @@ export interface ForwardOptions {
   data: EgressEventData;
   /** Reason for an upstream failure before any response (e.g. a certificate that does not verify). */
   classifyError?: (err: Error) => string;
+  /** From the request hook: runs on the response head before anything reaches the client. */
+  response?: EgressResponseHook;
+}
+
+/** A kebab-case reason a hook may name; anything else becomes `fallback`. */
+function namedReason(reason: unknown, fallback: string): string {
+  return typeof reason === 'string' && /^[a-z0-9-]{1,64}$/.test(reason) ? reason : fallback;
 }
 
 /**
@@ -70,12 +80,21 @@ export function forwardRequest(ctx: DoorContext, req: IncomingMessage, res: Serv
   let done = false;
   let stopped = false;
   let responseEnded = false;
+  let responseNote: (() => Record<string, unknown> | undefined) | undefined;
   const meter = ctx.meter((reason) => stop(reason, `sandbox ${ctx.sandboxId} sent more than ${ctx.limits.maxBytesOutPerMinute} bytes in the last minute`));
   const finish = (): void => {
     if (done) return;
     done = true;
     meter.done();
-    ctx.recordClose(conn.closeReason ?? closeReason, { ...o.data, bytesIn, bytesOut, durationMs: Date.now() - started, ...(res.headersSent ? { status: res.statusCode } : {}) });
+    let note: Record<string, unknown> | undefined;
+    try {
+      note = responseNote?.();
+    } catch {
+      note = { failed: true };
+    }
+    ctx.recordClose(conn.closeReason ?? closeReason, {
+      ...o.data, bytesIn, bytesOut, durationMs: Date.now() - started, ...(res.headersSent ? { status: res.statusCode } : {}), ...(note ? { responseHook: note } : {}),
+    });
   };
   const upstream = o.open({ method: o.method, path: o.path, headers: o.headers, setHost: false });
   function stop(reason: string, problem: string): void {
@@ -91,12 +110,37 @@ export function forwardRequest(ctx: DoorContext, req: IncomingMessage, res: Serv
   meter.out(headBytes(o.method, o.path, o.headers));
   upstream.on('response', (up) => {
     const out = forwardableHeaders(up.rawHeaders, up.headers.connection);
+    let delivered: Readable = up;
+    if (o.response) {
+      // Fail closed: a hook that throws or refuses means nothing of this response reaches the client.
+      let r: ResponseHookResult;
+      try {
+        r = o.response({ status: up.statusCode ?? 502, headers: out }) ?? {};
+      } catch (err) {
+        up.resume();
+        return stop('response-hook-failed', `the response hook failed: ${(err as Error)?.message ?? err}`);
+      }
+      if (r.deny) {
+        up.resume();
+        return stop(namedReason(r.deny.reason, 'response-hook-failed'), String(r.deny.problem ?? 'refused by the response hook'));
+      }
+      if (r.note) responseNote = r.note;
+      if (r.body) {
+        try {
+          delivered = r.body(up);
+        } catch (err) {
+          up.resume();
+          return stop('response-hook-failed', `the response body transform failed: ${(err as Error)?.message ?? err}`);
+        }
+        delivered.on('error', (err: Error & { reason?: unknown }) => stop(namedReason(err?.reason, 'response-hook-failed'), 'the response body transform failed'));
+      }
+    }
     res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
     up.on('data', (chunk: Buffer) => { bytesIn += chunk.length; conn.touch(); });
     up.on('error', () => stop('upstream-error', 'the upstream connection failed mid-response'));
     up.on('close', () => { if (!up.complete) stop('upstream-error', 'the upstream closed mid-response'); });
-    up.pipe(res);
-    up.on('end', () => { responseEnded = true; finish(); });
+    delivered.pipe(res);
+    delivered.on('end', () => { responseEnded = true; finish(); });
   });
   upstream.on('error', (err) => {
     const reason = o.classifyError?.(err) ?? 'upstream-error';
@@ -158,7 +202,37 @@ export interface HookResult {
   body?: (source: Readable) => Readable;
   /** Added to the audit event as `data.hook` (names, never secret values). */
   note?: Record<string, unknown>;
+  /** Runs on the response head before anything reaches the client (see {@link EgressResponseHook}). */
+  response?: EgressResponseHook;
 }
+
+/** The response as a response hook sees it. */
+export interface HookedResponse {
+  status: number;
+  /** Headers that will be sent to the client, names in lower case; change them in place. */
+  headers: OutgoingHttpHeaders;
+}
+
+/** What a response hook may ask for. */
+export interface ResponseHookResult {
+  /** Refuse the response instead (nothing of it reaches the client); `reason` as for {@link HookResult}. */
+  deny?: { reason: string; problem: string };
+  /**
+   * Transform the response body on its way to the client. The headers were
+   * already decided, so a transform must keep the body's length (or the hook
+   * must delete `content-length` from `headers`). An error it emits ends the
+   * response (the client sees a truncated body, never the rest).
+   */
+  body?: (source: Readable) => Readable;
+  /** Evaluated when the exchange closes; added to `egress.close` as `data.responseHook` (names and counts, never values). */
+  note?: () => Record<string, unknown> | undefined;
+}
+
+/**
+ * Called once per upstream response, before its head is sent to the client.
+ * A throw refuses the response (`response-hook-failed`).
+ */
+export type EgressResponseHook = (response: HookedResponse) => ResponseHookResult | void;
 
 /**
  * The seam where the secrets layer swaps placeholders for real values: called

@@ -98,6 +98,7 @@ export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: Se
   forwardRequest(ctx, req, res, {
     open: (o) => httpRequest({ ...o, host: address, port, agent: false }),
     method: req.method ?? 'GET', path, headers, data, ...(hooked.result.body ? { body: hooked.result.body } : {}),
+    ...(hooked.result.response ? { response: hooked.result.response } : {}),
     ...(bufferedBody ? { bufferedBody } : {}),
   });
 }

@@ -300,6 +300,7 @@ async function handleTunnelRequest(ctx: DoorContext, tunnel: Tunnel, req: Incomi
   forwardRequest(ctx, req, res, {
     open: (o) => httpRequest({ ...o, agent, host: tunnel.host, port: tunnel.port }),
     method, path, headers, data, classifyError: classifyUpstreamError, ...(hooked.result.body ? { body: hooked.result.body } : {}),
+    ...(hooked.result.response ? { response: hooked.result.response } : {}),
     ...(bufferedBody ? { bufferedBody } : {}),
   });
 }

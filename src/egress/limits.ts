@@ -53,7 +53,7 @@ export const PROXY_REASONS = [
   'sni-missing', 'sni-mismatch', 'sni-invalid', 'sni-timeout', 'sni-too-large', 'client-closed',
   'interception-not-available', 'internal-not-available', 'approval-not-available',
   'approval-denied', 'approval-timeout', 'approval-expired', 'approval-flood', 'approval-used', 'approval-failed', 'approval-body-too-large',
-  'host-mismatch', 'client-tls-failed', 'bytes-out-limit', 'request-hook-failed', 'internal-error',
+  'host-mismatch', 'client-tls-failed', 'bytes-out-limit', 'request-hook-failed', 'response-hook-failed', 'internal-error',
   'dns-failed', 'dns-timeout', 'no-address', 'upstream-unreachable', 'upstream-timeout', 'upstream-error',
   'upstream-cert-invalid', 'upstream-tls-failed',
   'audit-unavailable', 'door-closed',

@@ -20,7 +20,7 @@ import { createServer as createNetServer, type AddressInfo, type Server as NetSe
 import type { Duplex } from 'node:stream';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { InvalidInputError } from '../errors/index.js';
-import { createAddressDecider, createEgressDecider, failClosed, type AddressDecision, type EgressPolicy } from '../policy/index.js';
+import { createAddressDecider, createEgressDecider, failClosed, type AddressDecision, type EgressDecision, type EgressPolicy, type EgressRequest } from '../policy/index.js';
 import { handleConnect } from './connect.js';
 import type { EgressCa } from './ca.js';
 import { dialTcp, refuseRaw, type BytesOutMeter, type ConnState, type DoorContext, type EgressAuditSink, type EgressDial, type EgressEventData } from './context.js';
@@ -64,6 +64,14 @@ export interface EgressProxyOptions {
    * `approval-not-available`. @default none
    */
   approve?: EgressApprovalHook;
+  /**
+   * Whether a sandbox is supervised (an anomaly alert asked for it): then
+   * everything its policy allows, apart from cordon's internal services, is
+   * held for approval like a rule marked `approve` (a plain CONNECT tunnel
+   * as `CONNECT host:port`). A check that throws counts as supervised.
+   * @default none: nothing is supervised
+   */
+  supervised?: (sandboxId: string) => boolean;
   /**
    * Called with the data of every audit event before it is written, to
    * withhold guest text that carries a secret value (host, path, problem);
@@ -132,6 +140,7 @@ export function createEgressProxy(options: EgressProxyOptions = {}): EgressProxy
         ...(options.requestHook ? { requestHook: options.requestHook } : {}),
         ...(options.connectHook ? { connectHook: options.connectHook } : {}),
         ...(options.approve ? { approve: options.approve } : {}),
+        ...(options.supervised ? { supervised: options.supervised } : {}),
         ...(options.auditScrub ? { auditScrub: options.auditScrub } : {}),
       });
       doors.add(door);
@@ -162,6 +171,7 @@ interface DoorDeps {
   requestHook?: EgressRequestHook;
   connectHook?: EgressConnectHook;
   approve?: EgressApprovalHook;
+  supervised?: (sandboxId: string) => boolean;
   auditScrub?: (sandboxId: string, data: Record<string, unknown>) => void;
 }
 
@@ -180,6 +190,22 @@ function createLeafContexts(ca: EgressCa, max = 1000): (host: string) => SecureC
   };
 }
 
+/** Turn `allow` into `approve` (reason `supervised`) while the sandbox is supervised; internal services stay as decided. */
+function supervisedDecider(decide: (req: EgressRequest) => EgressDecision, sandboxId: string, supervised?: (sandboxId: string) => boolean) {
+  if (!supervised) return decide;
+  return function decideSupervised(req: EgressRequest): EgressDecision {
+    const d = decide(req);
+    if (d.result !== 'allow' || d.internal) return d;
+    let held: boolean;
+    try {
+      held = supervised(sandboxId) !== false;
+    } catch {
+      held = true;
+    }
+    return held ? { ...d, result: 'approve', reason: 'supervised' } : d;
+  };
+}
+
 function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
   const { limits } = deps;
   const policy: EgressPolicy = {
@@ -187,7 +213,7 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
     ...(o.agentConfig?.egressMode ? { egressMode: o.agentConfig.egressMode } : {}),
     ...(o.agentConfig?.interceptAll === true ? { interceptAll: true } : {}),
   };
-  const decide = failClosed(createEgressDecider(policy));
+  const decide = supervisedDecider(failClosed(createEgressDecider(policy)), o.sandboxId, deps.supervised);
   const addressDecider = createAddressDecider(policy, { selfAddresses: deps.selfAddresses });
   const checkAddress = failClosed(addressDecider) as (r: Parameters<typeof addressDecider>[0]) => AddressDecision;
   const slots = createConnectionSlots(limits.maxConnections);

@@ -316,6 +316,11 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
     if (entry.secrets) {
       o.secrets!.router.register(entry.spec.id, entry.secrets, {
         onExfiltration: (finding, request) => void recordExfiltration(entry, finding, request),
+        // The value is already masked in what the guest gets; the event says which secret came back, and how.
+        onReflected: (r, request) => void record(event('secret.reflected', entry, `agent:${entry.spec.agent}`, {
+          secret: r.secret, form: r.form, count: r.count, where: r.where,
+          host: entry.secrets?.valueIn(request.host) === undefined ? request.host : '[withheld]', port: request.port,
+        }, 'secret-reflected')).catch(() => undefined),
       });
     }
     // An agent holding secrets has every TLS host intercepted: nothing it sends is out of the scanner's sight.

@@ -43,15 +43,16 @@ describe('secrets request hook', () => {
     const headers: OutgoingHttpHeaders = { host: 'api.github.com', Authorization: `token ${gh}`, accept: '*/*' };
     const r = createSecretsRequestHook(s)({ host: 'api.github.com', port: 443, path: '/user', headers });
     assert.equal(r.deny, undefined);
-    assert.deepEqual(headers, { host: 'api.github.com', Authorization: `token ${GH_VALUE}`, accept: '*/*' });
+    // identity encoding: the response must be scannable for a reflected value (response-hook.ts)
+    assert.deepEqual(headers, { host: 'api.github.com', Authorization: `token ${GH_VALUE}`, accept: '*/*', 'accept-encoding': 'identity' });
     assert.deepEqual(r.note, { secrets: [{ secret: 'gh', header: 'authorization' }], ruleId: 'agents.reviewer.egress[0]' });
     assert.ok(!JSON.stringify(r.note).includes(GH_VALUE));
   });
 
-  test('a request elsewhere is forwarded unchanged with no note', () => {
+  test('a request elsewhere is forwarded unchanged but for identity encoding, with no note', () => {
     const headers: OutgoingHttpHeaders = { host: 'pypi.org', accept: '*/*' };
     const r = createSecretsRequestHook(s)({ host: 'pypi.org', port: 443, path: '/simple/', headers });
-    assert.deepEqual(headers, { host: 'pypi.org', accept: '*/*' });
+    assert.deepEqual(headers, { host: 'pypi.org', accept: '*/*', 'accept-encoding': 'identity' });
     assert.equal(r.note, undefined);
   });
 

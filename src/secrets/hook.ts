@@ -4,7 +4,10 @@
  * request line and headers and refuses it on a finding, (2) puts the real
  * values into the headers bound to the host, and (3) scans the body as it
  * streams, holding back only the bytes that could still start a match, and
- * fails the body on a finding. It matches the proxy's hook contract
+ * fails the body on a finding; (4) for a sandbox that holds real values,
+ * asks the upstream for identity encoding and returns a response hook that
+ * masks any real value the upstream reflects (response-hook.ts). It matches
+ * the proxy's hook contract
  * structurally (`EgressRequestHook` in egress/forward.ts) without importing it.
  * What it reports names secrets, headers and positions, never values.
  */
@@ -12,6 +15,7 @@ import { Transform, type Readable } from 'node:stream';
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { SandboxSecrets } from './placeholders.js';
 import type { ExfiltrationFinding } from './scan.js';
+import { createResponseScrub, type ReflectedReport, type SecretsResponseHead, type SecretsResponseResult } from './response-hook.js';
 
 /** The request as the proxy's hook receives it. */
 export interface SecretsHookRequest {
@@ -21,6 +25,8 @@ export interface SecretsHookRequest {
   path: string;
   /** Headers to send upstream; changed in place. */
   headers: OutgoingHttpHeaders;
+  /** The request method (a response to HEAD has no body). */
+  method?: string;
 }
 
 /** What the hook answers (the proxy's `HookResult`). */
@@ -28,11 +34,14 @@ export interface SecretsHookResult {
   deny?: { reason: string; problem: string };
   body?: (source: Readable) => Readable;
   note?: Record<string, unknown>;
+  response?: (head: SecretsResponseHead) => SecretsResponseResult;
 }
 
 export interface SecretsHookOptions {
   /** Told of every finding (head or body) so that it can be audited as an exfiltration attempt. */
   onExfiltration?: (finding: Extract<ExfiltrationFinding, { found: true }>, request: { host: string; port: number; path: string }) => void;
+  /** Told of each kind of real value masked in a response (name, form, count; never the value), to be audited as `secret.reflected`. */
+  onReflected?: (report: ReflectedReport, request: { host: string; port: number; path: string }) => void;
 }
 
 /** The `deny.reason` of a refused request. */
@@ -58,8 +67,18 @@ export function createSecretsRequestHook(secrets: SandboxSecrets, opts: SecretsH
     for (const key of Object.keys(request.headers)) delete request.headers[key];
     Object.assign(request.headers, swapped.headers);
     const note = swapped.substituted.length > 0 ? { note: { secrets: swapped.substituted, ruleId: swapped.ruleId } } : {};
+    const scrubber = secrets.reflection;
+    if (scrubber) {
+      // Only identity bodies can be scanned; a response that is compressed all the same is refused (response-hook.ts).
+      for (const key of Object.keys(request.headers)) if (key.toLowerCase() === 'accept-encoding') delete request.headers[key];
+      request.headers['accept-encoding'] = 'identity';
+    }
+    const response = scrubber
+      ? { response: createResponseScrub({ scrubber, request: { ...target, path: request.path, ...(request.method ? { method: request.method } : {}) }, ...(opts.onReflected ? { onReflected: opts.onReflected } : {}) }) }
+      : {};
     return {
       ...note,
+      ...response,
       body: function scanBody(source: Readable): Readable {
         const scanner = secrets.scanner.body(target);
         const fail = (f: Extract<ExfiltrationFinding, { found: true }>): Error => {

@@ -12,6 +12,9 @@
  *   value in any encoding, or a placeholder to an unbound host, is a finding)
  *   and `substitute` (real values into the headers bound to the host), and
  *   `createSecretsRequestHook`, both as the egress proxy's request hook.
+ * - The response side: `createReflectionScrubber` masks real values an
+ *   upstream reflects (headers and streamed bodies), reported as
+ *   `secret.reflected` through the hook's `onReflected`.
  *
  * Values are `SecretValue`s, which print as `[secret NAME]`; errors name
  * secrets, never values.
@@ -49,3 +52,11 @@ export {
 } from './hook.js';
 export { valuePatterns, percentDecode, type SecretEncoding, type BytePattern } from './encodings.js';
 export { createSecretsRouter, type SecretsRouter } from './router.js';
+export {
+  createReflectionScrubber, REFLECTION_MASK_BYTE,
+  type ReflectionScrubber, type ReflectionBodyScrubber, type ReflectedCount,
+} from './reflect.js';
+export {
+  createResponseScrub, UNSCANNABLE_REASON,
+  type ReflectedReport, type ReflectedWhere, type SecretsResponseHead, type SecretsResponseResult, type ResponseScrubOptions,
+} from './response-hook.js';

@@ -13,6 +13,7 @@ import { renderTemplate, type AgentConfig } from '../config/index.js';
 import { compileSecretRules, isBound, type RequestTarget, type SecretRule } from './bindings.js';
 import { SecretError } from './errors.js';
 import { agentSecretNames } from './resolve.js';
+import { createReflectionScrubber, type ReflectionScrubber } from './reflect.js';
 import { createExfiltrationScanner, type ExfiltrationFinding, type ExfiltrationScanner, type ScanRequest } from './scan.js';
 import { substitute, type SubstituteRequest, type SubstituteResult } from './substitute.js';
 import type { SecretValue } from './value.js';
@@ -68,6 +69,8 @@ export interface SandboxSecrets {
   /** Scan a request before substitution (see scan.ts). */
   readonly scanner: ExfiltrationScanner;
   scan(request: ScanRequest): ExfiltrationFinding;
+  /** Masks real values in responses (see reflect.ts); undefined when the sandbox holds no value. */
+  readonly reflection: ReflectionScrubber | undefined;
   /** Put real values into the bound headers (see substitute.ts). */
   substitute(request: SubstituteRequest): SubstituteResult;
   /**
@@ -137,6 +140,7 @@ export function createSandboxSecrets(opts: SandboxSecretsOptions): SandboxSecret
     isBound: bound,
     scanner,
     scan: (request) => scanner.scan(request),
+    reflection: values.size > 0 ? createReflectionScrubber(values) : undefined,
     substitute: (request) => substitute(request, { rules, values: opts.values, placeholderOf }),
   };
 }

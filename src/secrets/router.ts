@@ -16,7 +16,7 @@
  * @example
  * const router = createSecretsRouter();
  * const proxy = createEgressProxy({ ca, requestHook: router.requestHook, connectHook: router.connectHook });
- * router.register(sb.id, createSandboxSecrets({ … }), { onExfiltration });
+ * router.register(sb.id, createSandboxSecrets({ … }), { onExfiltration, onReflected });
  */
 import { createSecretsRequestHook, describeFinding, EXFILTRATION_REASON, type SecretsHookOptions, type SecretsHookRequest, type SecretsHookResult } from './hook.js';
 import type { SandboxSecrets } from './placeholders.js';
