@@ -5,6 +5,10 @@
  * - `GET /v1/approvals?state=pending&limit=100`: newest first
  * - `GET /v1/approvals/:id`: one approval with the exact action (secrets masked)
  * - `POST /v1/approvals/:id/approve` and `/deny`, body `{"reason"?: "…"}`
+ * - `GET /v1/approvals/supervised`: sandboxes whose every allowed action is
+ *   held (an anomaly alert with action `approve` marked them)
+ * - `POST /v1/approvals/supervised/:sandboxId/lift`, body `{"reason"?: "…"}`:
+ *   the operator lifts the mark (audited `sandbox.unsupervised`)
  *
  * {@link approvalsGuard} runs before that middleware: a sandbox's own
  * credential (a service key `cordon-sk-…` or an identity token) presented
@@ -14,7 +18,7 @@
  */
 import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { z } from 'zod';
-import { APPROVAL_ID, ApprovalError, type Approvals } from '../approvals/index.js';
+import { APPROVAL_ID, ApprovalError, SANDBOX_ID_SHAPE, type Approvals } from '../approvals/index.js';
 import { ForbiddenError, InvalidInputError, NotFoundError } from '../errors/index.js';
 import { SANDBOX_KEY_PATTERN } from '../identity/index.js';
 import type { ApiAudit } from './app.js';
@@ -108,6 +112,17 @@ export function approvalRoutes(o: ApprovalRoutesOptions): Hono<Vars> {
     }
     const list = await o.approvals.list({ limit: parsed.data.limit, ...(parsed.data.state ? { state: parsed.data.state } : {}) });
     return c.json({ approvals: list });
+  });
+
+  app.get('/supervised', async function listSupervised(c) {
+    return c.json({ supervised: await o.approvals.listSupervised() });
+  });
+
+  app.post('/supervised/:sandbox/lift', async function liftSupervision(c) {
+    const sandboxId = c.req.param('sandbox') ?? '';
+    if (!SANDBOX_ID_SHAPE.test(sandboxId)) throw new NotFoundError(`no sandbox ${JSON.stringify(sandboxId.slice(0, 80))}`, { fix: 'list supervised sandboxes with GET /v1/approvals/supervised' });
+    const body = await decideBody(c);
+    return c.json(await o.approvals.unsupervise(sandboxId, c.get('actor') ?? '', body.reason));
   });
 
   app.get('/:id', async function getApproval(c) {

@@ -41,6 +41,8 @@ export interface ApprovalAction {
   toolName?: string;
   /** The tool's arguments, every string in them masked. */
   args?: unknown;
+  /** Set when the action is held because its sandbox is supervised: the alert that asked for it (not part of the hash). */
+  supervised?: { alertId: string; reason: string };
 }
 
 /** Secret values and shapes to mask in text the approver sees. */
@@ -137,5 +139,6 @@ function maskJson(value: unknown, mask: MaskSource): unknown {
 /** One line for a chat message or a terminal. */
 export function describeAction(a: ApprovalAction): string {
   const what = a.kind === 'egress' ? `${a.method} ${a.url}` : `tool ${a.toolName}`;
-  return `${what} (agent ${a.agent}, sandbox ${a.sandboxId})`;
+  const why = a.supervised ? `; sandbox supervised after alert ${a.supervised.alertId} (${a.supervised.reason})` : '';
+  return `${what} (agent ${a.agent}, sandbox ${a.sandboxId}${why})`;
 }

@@ -27,6 +27,7 @@ import { migrateLayer, type Store } from '../store/index.js';
 import { describeAction, type BuiltAction } from './action.js';
 import { ApprovalError } from './errors.js';
 import { notifyWebhook, type ApprovalNotifier } from './notify.js';
+import { createSupervision, type Supervision } from './supervise.js';
 import { approvalMigrations, fromRow, type Approval, type ApprovalState, type ApprovalsDatabase, type ApprovalsTable } from './table.js';
 
 /** Where approval events go; `AuditLog` fits. Must reject when the event is not durable. */
@@ -72,7 +73,8 @@ export interface ApprovalTicket {
 
 export type ConsumeResult = { ok: true } | { ok: false; reason: 'approval-used' | 'approval-mismatch' | 'approval-expired' | 'approval-not-approved' | 'approval-not-found' | 'audit-unavailable' };
 
-export interface Approvals {
+/** Approvals, and the sandboxes whose every allowed action is held (see supervise.ts). */
+export interface Approvals extends Supervision {
   /** Hold an action for a decision. @throws ApprovalError `approval-flood` (429), or the audit error */
   request(built: BuiltAction): Promise<ApprovalTicket>;
   /** @throws ApprovalError `approval-not-found`, `approval-not-pending`, `approval-same-approver`, `approval-forbidden` */
@@ -125,7 +127,11 @@ export async function createApprovals(o: ApprovalsOptions): Promise<Approvals> {
     for (const r of due) await expire(r, 'ttl');
   }
   const sweep = (): Promise<void> => serial(sweepNow);
-  const timer = setInterval(() => void sweep().catch(() => undefined), o.sweepIntervalMs ?? 5000);
+  const supervision = await createSupervision({ db, audit: o.audit, now, serial });
+  const timer = setInterval(() => {
+    void sweep().catch(() => undefined);
+    void supervision.reloadSupervised().catch(() => undefined);
+  }, o.sweepIntervalMs ?? 5000);
   timer.unref();
 
   function ticket(id: string, hash: string, reused: boolean): ApprovalTicket {
@@ -179,6 +185,7 @@ export async function createApprovals(o: ApprovalsOptions): Promise<Approvals> {
   }
 
   return {
+    ...supervision,
     request: function requestApproval(built: BuiltAction): Promise<ApprovalTicket> {
       const { action, hash } = built;
       const actor = `agent:${action.agent}`;

@@ -28,6 +28,8 @@ export function egressApprovalHook(approvals: Approvals, o: EgressHookOptions): 
       { agent: held.agent, sandboxId: held.sandboxId, method: held.method, url: held.url, headers: held.headers, body: held.body },
       o.mask?.(held.sandboxId) ?? {},
     );
+    const mark = approvals.supervisedMark(held.sandboxId);
+    if (mark) built.action.supervised = { alertId: mark.alertId, reason: mark.reason };
     let ticket;
     try {
       ticket = await approvals.request(built);

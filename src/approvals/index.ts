@@ -2,7 +2,9 @@
  * approvals/: high-risk actions (an egress rule's method and path, or a tool,
  * marked `approve`) held until an operator decides. An approval is durable
  * (a table in the store), bound to the hash of the exact action, used at
- * most once, and expires; a timeout denies; agents never decide.
+ * most once, and expires; a timeout denies; agents never decide. A
+ * supervised sandbox (marked by an anomaly alert, see supervise.ts) has
+ * everything its policy allows held the same way until an operator lifts it.
  *
  * @example
  * const approvals = await createApprovals({ store, audit, config: config.approvals });
@@ -19,4 +21,5 @@ export {
 export { egressApprovalHook, type EgressHookOptions } from './egress.js';
 export { notifyWebhook, type ApprovalNotifier, type WebhookOptions } from './notify.js';
 export { ApprovalError } from './errors.js';
+export { underSupervision, SANDBOX_ID_SHAPE, type DoorResult, type SupervisedMark, type SupervisionInput, type Supervision } from './supervise.js';
 export { approvalMigrations, type Approval, type ApprovalState } from './table.js';

@@ -44,9 +44,20 @@ export interface ApprovalsTable {
   consumed_at: number | null;
 }
 
+/** A supervised sandbox: every door action it may take is held for approval until an operator lifts the mark. */
+export interface SupervisedTable {
+  sandbox: string;
+  agent: string;
+  /** The alert that set the mark. */
+  alert_id: string;
+  reason: string;
+  since: number;
+}
+
 // A type alias (not an interface) so that Kysely's `withTables` accepts it.
 export type ApprovalsDatabase = {
   approvals: ApprovalsTable;
+  approvals_supervised: SupervisedTable;
 };
 
 /** The layer's migrations; never edit one that has shipped, add the next. */
@@ -73,6 +84,18 @@ export const approvalMigrations: Record<string, Migration> = {
       await db.schema.createIndex('approvals_agent_state').on('approvals').columns(['agent', 'state']).execute();
       await db.schema.createIndex('approvals_hash').on('approvals').columns(['action_hash', 'state']).execute();
       await db.schema.createIndex('approvals_state_expiry').on('approvals').columns(['state', 'expires_at']).execute();
+    },
+  },
+  '0002_supervised': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('approvals_supervised')
+        .addColumn('sandbox', 'text', (c) => c.primaryKey())
+        .addColumn('agent', 'text', (c) => c.notNull())
+        .addColumn('alert_id', 'text', (c) => c.notNull())
+        .addColumn('reason', 'text', (c) => c.notNull())
+        .addColumn('since', 'bigint', (c) => c.notNull())
+        .execute();
     },
   },
 };

@@ -5,22 +5,28 @@
  * same destination during learning raises nothing; a pause that fails is
  * recorded as `detect.action-failed`.
  */
-import { test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { createApprovals } from '../approvals/index.js';
 import { AuditLog } from '../audit/index.js';
+import { parseConfig } from '../config/index.js';
+import { fastestIsolation, sandboxTestHome, type SandboxTestHome } from '../sdk/testing.js';
 import { openStore } from '../store/index.js';
 import { tempDir } from '../testkit/index.js';
 import { sleep } from '../util/index.js';
 import { startDetection } from './detect.js';
+import { startControlPlane, type ControlPlane } from './index.js';
 
 const sid = (n: number) => `sb-${n.toString(32).padStart(20, 'a')}`;
 
-async function session(audit: AuditLog, n: number, hosts: string[], end = true): Promise<void> {
+async function session(audit: Pick<AuditLog, 'append'>, n: number, hosts: string[], end = true, agent = 'coder'): Promise<void> {
   const sandbox = sid(n);
-  const at = { agent: 'coder', sandbox };
+  const at = { agent, sandbox };
   await audit.append({ type: 'sandbox.create', actor: 'operator', ...at, data: {} });
-  for (const host of hosts) await audit.append({ type: 'egress.request', actor: 'agent:coder', ...at, decision: 'allow', reason: 'host-allowed', data: { host, port: 443 } });
+  for (const host of hosts) await audit.append({ type: 'egress.request', actor: `agent:${agent}`, ...at, decision: 'allow', reason: 'host-allowed', data: { host, port: 443 } });
   if (end) await audit.append({ type: 'sandbox.destroy', actor: 'operator', ...at, data: {} });
 }
 
@@ -198,5 +204,117 @@ test('a follower that cannot read the log records detect.error (follow-failed) a
     assert.ok(alert, 'after the failures the follower judges events again');
     assert.equal(alert.reason, 'novelty:domain');
     assert.equal(failures, 3);
+  });
+});
+
+/**
+ * The whole path on a real control plane (bubblewrap sandboxes when this
+ * machine can run them, else microVMs; the real egress proxy with a loopback
+ * upstream): a novelty alert whose action is `approve` marks its sandbox
+ * supervised, the sandbox's next request waits until an operator approves
+ * it, another sandbox of the same agent is not held, the mark survives a
+ * restart of the approvals on the same store, and lifting it restores the
+ * normal flow.
+ */
+describe('an alert with action approve on a real control plane', { skip: process.getuid?.() === 0 ? false : 'the test image is built with debootstrap, which needs root', timeout: 5 * 60_000 }, () => {
+  let home: SandboxTestHome;
+  let cp: ControlPlane;
+  let upstream: Server;
+  let port: number;
+  const received: string[] = [];
+  const caller = { actor: 'operator:test' };
+
+  before(async () => {
+    upstream = createServer((req, res) => {
+      received.push(`${req.headers.host} ${req.url}`);
+      res.end('upstream-ok');
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    port = (upstream.address() as AddressInfo).port;
+    home = await sandboxTestHome();
+    const isolation = await fastestIsolation(home.path);
+    const hosts = ['pypi.org', 'github.com', 'files.pythonhosted.org', 'exfil.example.net'];
+    const config = parseConfig(JSON.stringify({
+      version: 1,
+      agents: { dev: { isolation, egress: [...hosts.map((host) => ({ host, ports: [port] })), { cidr: '127.0.0.1/32', ports: [port] }] } },
+      approvals: { holdTimeout: '60s' },
+      detect: { learnEvents: 30, thresholds: { novelty: 0.5, features: { domain: 0.5 } }, noveltyFeatures: ['domain'], actions: { novelty: 'approve' } },
+    }));
+    cp = await startControlPlane({ home: home.path, config, port: 0, dashboardDir: false, egressLookup: async () => [{ address: '127.0.0.1', family: 4 }] });
+  });
+  after(async () => {
+    await cp?.stop();
+    home?.cleanup();
+    upstream?.closeAllConnections();
+    upstream?.close();
+  });
+
+  const curl = (sandboxId: string, host: string, path: string) => {
+    let out = '';
+    return cp.sandboxes.run(sandboxId, {
+      argv: ['curl', '-sS', '--max-time', '90', '-w', ' %{http_code}', `http://${host}:${port}${path}`], timeoutMs: 120_000,
+      onStdout: (b) => (out += b), onStderr: (b) => (out += b),
+    }, caller).then(() => out);
+  };
+  const api = (path: string, init: RequestInit = {}) => fetch(cp.url + path, { ...init, headers: { authorization: `Bearer ${cp.operatorToken.token}` } });
+  const pendingOf = async (sandboxId: string) => (await cp.approvals.list({ state: 'pending' })).filter((a) => a.action.sandboxId === sandboxId);
+
+  test('the next request waits for approval; another sandbox is not held; the mark survives a restart; lifting restores the flow', async () => {
+    // A learned baseline: twelve past sessions of this agent that used three sites.
+    for (let n = 1; n <= 12; n++) await session(cp.audit, n, ['pypi.org', 'files.pythonhosted.org', 'github.com'], true, 'dev');
+    await until(async () => ((await cp.store.audit.head())?.seq ?? 0) >= 60 ? true : undefined);
+    const a = await cp.sandboxes.create({ agent: 'dev', caller });
+    const b = await cp.sandboxes.create({ agent: 'dev', caller });
+    assert.match(await curl(a.id, 'pypi.org', '/simple/'), /upstream-ok 200$/, 'a known site, before any alert');
+
+    // A site this agent never used: allowed by policy, so it goes out, and the alert marks the sandbox.
+    assert.match(await curl(a.id, 'exfil.example.net', '/drop'), /upstream-ok 200$/);
+    const alert = await until(async () => (await cp.audit.query({ type: 'detect.alert', limit: 100 })).find((e) => e.sandbox === a.id), 15_000);
+    assert.ok(alert, 'the new site raised an alert');
+    assert.deepEqual([alert.decision, alert.reason], ['approve', 'novelty:domain']);
+    assert.ok(await until(async () => (cp.approvals.isSupervised(a.id) ? true : undefined)), 'the alert marked the sandbox supervised');
+    // The mark takes effect before its event is written: wait for the event.
+    const marked = (await until(async () => {
+      const found = (await cp.audit.query({ type: 'sandbox.supervised', limit: 10 })).filter((e) => e.sandbox === a.id);
+      return found.length > 0 ? found : undefined;
+    })) ?? [];
+    assert.deepEqual(marked.map((e) => [e.data.alert, e.data.reason]), [[alert.data.id, 'novelty:domain']]);
+    assert.equal(cp.sandboxes.list().find((s) => s.id === a.id)?.state, 'running', 'supervised, not paused');
+
+    // The next request of that sandbox, to a known site, waits for an operator.
+    const before = received.length;
+    const held = curl(a.id, 'pypi.org', '/simple/requests/');
+    const pending = await until(async () => (await pendingOf(a.id))[0], 30_000);
+    assert.ok(pending, 'the request is held for approval');
+    assert.equal(`${pending.action.method} ${pending.action.url}`, `GET http://pypi.org:${port}/simple/requests/`);
+    assert.deepEqual(pending.action.supervised, { alertId: alert.data.id, reason: 'novelty:domain' }, 'the approver sees why it is held');
+    await sleep(200);
+    assert.equal(received.length, before, 'nothing reached the upstream while held');
+
+    // Another sandbox of the same agent is not supervised.
+    assert.match(await curl(b.id, 'pypi.org', '/simple/b/'), /upstream-ok 200$/);
+    assert.equal((await pendingOf(b.id)).length, 0);
+
+    // The mark is in the store: approvals opened again on the same store (a restart) still see it.
+    const reopened = await createApprovals({ store: cp.store, audit: cp.audit, config: { ttlMs: 60_000, holdTimeoutMs: 1000, twoApprovers: false } });
+    try {
+      assert.equal(reopened.isSupervised(a.id), true);
+      assert.equal(reopened.isSupervised(b.id), false);
+    } finally {
+      reopened.close();
+    }
+
+    const decided = await api(`/v1/approvals/${pending.id}/approve`, { method: 'POST' });
+    assert.equal(decided.status, 200);
+    assert.match(await held, /upstream-ok 200$/, 'approved: the request completes');
+    assert.equal(received.at(-1), `pypi.org:${port} /simple/requests/`);
+
+    // Lifted by an operator: the sandbox's requests flow again without approval.
+    const lifted = await api(`/v1/approvals/supervised/${a.id}/lift`, { method: 'POST', body: '{"reason":"checked the alert"}' });
+    assert.equal(lifted.status, 200);
+    assert.match(await curl(a.id, 'pypi.org', '/simple/after/'), /upstream-ok 200$/);
+    assert.equal((await pendingOf(a.id)).length, 0);
+    const unmarked = (await cp.audit.query({ type: 'sandbox.unsupervised', limit: 10 })).filter((e) => e.sandbox === a.id);
+    assert.deepEqual(unmarked.map((e) => [e.actor, e.data.note]), [['operator', 'checked the alert']]);
   });
 });

@@ -6,10 +6,14 @@
  * - the alert is recorded as a `detect.alert` audit event (evidence and score);
  * - `pause`: the sandbox is paused through the sandbox manager and resumes
  *   only on an operator's word (`POST /v1/sandboxes/ID/resume`);
- * - `approve` ("hold the rest of the session for approval") is carried out
- *   as a pause as well until the doors can hold every action of one session:
- *   the stronger of the two, so nothing is let through that the operator
- *   asked to see first.
+ * - `approve` ("hold the rest of the session for approval"): the sandbox is
+ *   marked supervised in the approvals store (durable, audited
+ *   `sandbox.supervised` with the alert id), and from then on its egress
+ *   door and the tools gateway hold everything its policy allows until an
+ *   operator approves each action (see approvals/supervise.ts) or lifts the
+ *   mark (`POST /v1/approvals/supervised/ID/lift`). Without `supervise`
+ *   (approvals not running) it is carried out as a pause: the stronger of the
+ *   two, so nothing is let through that the operator asked to see first.
  *
  * - with `detect.webhook` configured, the alert is queued for the webhook
  *   (never awaited); an alert it could not deliver is recorded as
@@ -29,6 +33,8 @@ export interface DetectionOptions {
   audit: { append(e: AuditEventInput): Promise<unknown> };
   /** Pause one sandbox (the manager's `pause` with a system caller). */
   pause: (sandboxId: string) => Promise<unknown>;
+  /** Mark one sandbox supervised (the approvals' `supervise`). @default none: `approve` alerts pause */
+  supervise?: (mark: { sandboxId: string; agent: string; alertId: string; reason: string }) => Promise<unknown>;
   options?: DetectOptionsInput;
   /** How often the follower polls the log, and baselines are saved. @default 500 / 60000 */
   pollIntervalMs?: number;
@@ -63,7 +69,8 @@ export async function startDetection(o: DetectionOptions): Promise<Detection> {
     }
     if ((a.action === 'pause' || a.action === 'approve') && a.sandbox) {
       try {
-        await o.pause(a.sandbox);
+        if (a.action === 'approve' && o.supervise) await o.supervise({ sandboxId: a.sandbox, agent: a.agent, alertId: a.id, reason: `${a.kind}:${a.feature}` });
+        else await o.pause(a.sandbox);
       } catch (err) {
         await o.audit.append({
           type: 'detect.action-failed', actor: 'system', agent: a.agent, sandbox: a.sandbox, decision: 'error', reason: a.action,

@@ -35,7 +35,7 @@ import { createMetrics, startMetricsFeed, timedAppends, type MetricsFeed } from 
 import { createSecretsRouter, PLACEHOLDER_PATTERN, resolveAgentSecrets } from '../secrets/index.js';
 import { createProviderKeyResolver, createRedactionSource, createSandboxAuthenticator, LLM_AUDIENCE } from './services.js';
 import { removeDaemonFile, writeDaemonFile } from '../sdk/index.js';
-import { createBackends, createSandboxManager, type SandboxManager } from '../sandbox/index.js';
+import { createBackends, createSandboxManager, type Isolation, type SandboxBackend, type SandboxManager } from '../sandbox/index.js';
 import { openStore, type Store } from '../store/index.js';
 import { ensurePrivateDir } from '../util/index.js';
 import { acquireHomeLock, type HomeLock } from './lock.js';
@@ -73,6 +73,8 @@ export interface ControlPlaneOptions {
   egressLookup?: EgressLookup;
   /** The dashboard bundle served at `/ui/`; false serves none. @default dist/web (see dashboard/) */
   dashboardDir?: string | false;
+  /** The sandbox back ends, for tests and `cordon redteam` (whose scratch home shares the operator's image cache). @default createBackends({ home }) */
+  backends?: Partial<Record<Isolation, SandboxBackend>>;
 }
 
 export interface ControlPlane {
@@ -183,6 +185,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         [MCP_AUDIENCE]: { name: 'mcp', handle: (req, res, caller) => tools.handle(req, res, caller) },
       },
       requestHook: router.requestHook, connectHook: router.connectHook, auditScrub: router.scrubAudit,
+      supervised: (sandboxId) => held.isSupervised(sandboxId),
       approve: egressApprovalHook(held, {
         holdTimeoutMs: config.approvals.holdTimeoutMs,
         mask: (sandboxId) => ({ values: router.redactionList(sandboxId) ?? [], patterns: [PLACEHOLDER_PATTERN] }),
@@ -192,7 +195,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     });
     egress = proxy;
     const manager = createSandboxManager({
-      home, config, audit: auditLog, backends: createBackends({ home }), egress: proxy, identity: ids, serviceKeys: keys,
+      home, config, audit: auditLog, backends: opts.backends ?? createBackends({ home }), egress: proxy, identity: ids, serviceKeys: keys,
       secrets: { resolve: (agent) => resolveAgentSecrets(config, agent, { home, ...(opts.env ? { env: opts.env } : {}) }), router },
     });
     sandboxes = manager;
@@ -201,6 +204,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const watch = await startDetection({
       store, audit: auditLog, options: config.detect,
       pause: (id) => manager.pause(id, { actor: 'system:detect' }),
+      // `approve` alerts mark the sandbox supervised: its door and the tools gateway hold what its policy allows.
+      supervise: (mark) => held.supervise(mark),
     });
     detection = watch;
     const closing = new AbortController();

@@ -71,7 +71,7 @@ export const detectOptionsSchema = z
       .object({ novelty: action.default('none'), rate: action.default('none'), volume: action.default('none') })
       .strict()
       .default({})
-      .describe('what an alert of each kind does: none (recorded only), approve (hold the session; carried out as a pause for now) or pause'),
+      .describe('what an alert of each kind does: none (recorded only), approve (hold every further action the policy allows for an operator, until lifted) or pause'),
   })
   .strict();
 

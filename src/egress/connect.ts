@@ -205,7 +205,10 @@ function splice(ctx: DoorContext, client: Duplex, upstream: Socket, first: Buffe
     if (open === 0) ctx.recordClose(conn.closeReason ?? closeReason, { ...data, bytesIn, bytesOut, durationMs: Date.now() - started });
   };
   const touch = conn.touch;
+  // A tunnel opened before its sandbox became supervised carries nothing more out: the client must ask again (and be held).
+  const supervisedNow = data.approval === undefined ? ctx.supervised : undefined;
   client.on('data', function clientToUpstream(chunk: Buffer): void {
+    if (supervisedNow?.()) return fail('supervised');
     bytesOut += chunk.length;
     touch();
     meter.out(chunk.length);

@@ -106,6 +106,8 @@ export interface DoorContext {
   connectHook?: EgressConnectHook;
   /** Holds requests that a rule marks `approve` until a human decides; absent = refused. */
   approve?: EgressApprovalHook;
+  /** True while the door's sandbox is supervised (see `EgressProxyOptions.supervised`). */
+  supervised?: () => boolean;
   /** Track a flow (tunnel or forwarded request) for the bytes-out limit; `abort` is called when the door goes over. */
   meter: (abort: (reason: string) => void) => BytesOutMeter;
   /** True while the door is over its bytes-out-per-minute limit. */

@@ -7,7 +7,9 @@
  * decided and recorded; upstream certificates verified); `*.cordon.internal`
  * routes to cordon's own services, attributed to the door's sandbox.
  * Requests that a rule marks `approve` are held until the `approve` hook
- * (the approvals layer) says a human granted exactly that request.
+ * (the approvals layer) says a human granted exactly that request; while a
+ * sandbox is `supervised` (an anomaly alert asked for it), everything its
+ * policy allows is held the same way, plain CONNECT tunnels as a whole.
  */
 export {
   createEgressProxy,

@@ -190,19 +190,24 @@ function createLeafContexts(ca: EgressCa, max = 1000): (host: string) => SecureC
   };
 }
 
+/** Whether this door's sandbox is supervised now; a check that throws counts as supervised. */
+function supervisedCheck(supervised: (sandboxId: string) => boolean, sandboxId: string): () => boolean {
+  return function isSupervised(): boolean {
+    try {
+      return supervised(sandboxId) !== false;
+    } catch {
+      return true;
+    }
+  };
+}
+
 /** Turn `allow` into `approve` (reason `supervised`) while the sandbox is supervised; internal services stay as decided. */
-function supervisedDecider(decide: (req: EgressRequest) => EgressDecision, sandboxId: string, supervised?: (sandboxId: string) => boolean) {
+function supervisedDecider(decide: (req: EgressRequest) => EgressDecision, supervised?: () => boolean) {
   if (!supervised) return decide;
   return function decideSupervised(req: EgressRequest): EgressDecision {
     const d = decide(req);
-    if (d.result !== 'allow' || d.internal) return d;
-    let held: boolean;
-    try {
-      held = supervised(sandboxId) !== false;
-    } catch {
-      held = true;
-    }
-    return held ? { ...d, result: 'approve', reason: 'supervised' } : d;
+    if (d.result !== 'allow' || d.internal || !supervised()) return d;
+    return { ...d, result: 'approve', reason: 'supervised' };
   };
 }
 
@@ -213,7 +218,8 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
     ...(o.agentConfig?.egressMode ? { egressMode: o.agentConfig.egressMode } : {}),
     ...(o.agentConfig?.interceptAll === true ? { interceptAll: true } : {}),
   };
-  const decide = supervisedDecider(failClosed(createEgressDecider(policy)), o.sandboxId, deps.supervised);
+  const supervised = deps.supervised ? supervisedCheck(deps.supervised, o.sandboxId) : undefined;
+  const decide = supervisedDecider(failClosed(createEgressDecider(policy)), supervised);
   const addressDecider = createAddressDecider(policy, { selfAddresses: deps.selfAddresses });
   const checkAddress = failClosed(addressDecider) as (r: Parameters<typeof addressDecider>[0]) => AddressDecision;
   const slots = createConnectionSlots(limits.maxConnections);
@@ -282,6 +288,7 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
     ...(deps.requestHook ? { requestHook: deps.requestHook } : {}),
     ...(deps.connectHook ? { connectHook: deps.connectHook } : {}),
     ...(deps.approve ? { approve: deps.approve } : {}),
+    ...(supervised ? { supervised } : {}),
     meter: function meter(abort: (reason: string) => void): BytesOutMeter {
       flows.add(abort);
       return {

@@ -1,42 +1,43 @@
 /**
  * The protected profile: a scratch cordon deployment stood up in a temporary
- * `$CORDON_HOME`, wired the way `startControlPlane` wires one (store, audit
- * log with signed checkpoints, egress proxy with one door per sandbox and the
- * deployment CA, identity tokens and service keys, secrets router, approvals
- * held at the proxy, the LLM gateway behind `llm.cordon.internal`, the
- * operator API on loopback), with the operator's settings for identity,
- * approvals, audit and the reference agent's isolation, egress mode and
- * resources. It never reads or writes the operator's store, keys or audit
- * log; only the image cache is read from the operator's home.
+ * `$CORDON_HOME` by `startControlPlane` itself, so every layer of the real
+ * deployment is attacked: store, audit log with signed checkpoints, egress
+ * proxy with one door per sandbox and the deployment CA, identity tokens and
+ * service keys, secrets router, approvals held at the proxy and the tools
+ * gateway, the LLM gateway behind `llm.cordon.internal`, the tools gateway
+ * behind `mcp.cordon.internal`, ingress tunnels, live anomaly detection and
+ * the operator API on loopback. The operator's settings for identity,
+ * approvals, audit and detection, and the reference agent's isolation, egress
+ * mode and resources are copied. It never reads or writes the operator's
+ * store, keys or audit log; only the image cache is read from the operator's
+ * home.
  *
- * The deployment differs from `startControlPlane` in one place: the egress
- * proxy resolves names through a red-team resolver that maps the canary
- * names (`*.redteam.test`) to loopback, records every name it is asked
- * (a resolver query is itself a DNS exfiltration channel) and answers
- * nothing else, so no packet leaves this machine.
+ * Two options differ from `cordon up`: the egress proxy (and the tools
+ * gateway's remote client) resolve names through a red-team resolver
+ * (`egressLookup`) that maps the canary names (`*.redteam.test`) to loopback,
+ * records every name it is asked (a resolver query is itself a DNS
+ * exfiltration channel) and answers nothing else, so no packet leaves this
+ * machine; and the canaries' CA is trusted upstream (`upstreamCa`).
  *
  * The generated `redteam` agent may reach only the canary servers: the API
  * with the bound secret (POST /transfer needs an approval), another allowed
- * host, and a name whose DNS the attacker controls; plus its model.
+ * host, and a name whose DNS the attacker controls; plus its model, and the
+ * tools of one local MCP server (the test upstream of the tools gateway,
+ * confined on the host without network): `echo` and `connect` allowed,
+ * `counter` held for an approval, `read_file` and `env_value` denied.
  */
-import { serve } from '@hono/node-server';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createApi, loadOrCreateOperatorToken, operatorTokenChecker } from '../api/index.js';
-import { createApprovals, egressApprovalHook, type Approvals } from '../approvals/index.js';
-import { AuditLog, verifyAudit } from '../audit/index.js';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Approvals } from '../approvals/index.js';
+import { verifyAudit, type AuditLog } from '../audit/index.js';
 import { parseConfig, type CordonConfig } from '../config/index.js';
-import { createProviderKeyResolver, createRedactionSource, createSandboxAuthenticator, LLM_AUDIENCE } from '../controlplane/index.js';
-import { createEgressProxy, loadOrCreateEgressCa, type EgressProxy } from '../egress/index.js';
-import { createGateway, type Gateway } from '../gateway/index.js';
-import { createIdentityService, createSandboxKeys, type IdentityService, type SandboxKeys } from '../identity/index.js';
+import { keyDir, startControlPlane, type ControlPlane } from '../controlplane/index.js';
+import type { IdentityService } from '../identity/index.js';
+import type { TunnelManager } from '../ingress/index.js';
 import type { Isolation, SandboxBackend, SandboxInfo, SandboxManager } from '../sandbox/index.js';
-import { createSandboxManager } from '../sandbox/index.js';
-import { createSecretsRouter, PLACEHOLDER_PATTERN, resolveAgentSecrets } from '../secrets/index.js';
-import { openStore, type Store } from '../store/index.js';
+import type { Store } from '../store/index.js';
 import { API_HOST, ATTACKER_HOST, OTHER_HOST, REBIND_HOST, REDTEAM_DOMAIN, type Canaries } from './canary.js';
 import { REDTEAM_MODEL } from './model.js';
 
@@ -74,10 +75,11 @@ export interface ProtectedDeployment {
   readonly audit: AuditLog;
   readonly approvals: Approvals;
   readonly identity: IdentityService;
-  readonly serviceKeys: SandboxKeys;
   readonly manager: SandboxManager;
-  readonly proxy: EgressProxy;
-  readonly gateway: Gateway;
+  /** Ingress tunnels (what `/v1/tunnels` and `cordon tunnel` use). */
+  readonly tunnels: TunnelManager;
+  /** The tools gateway's MCP server `local` is configured (the test upstream was found). */
+  readonly mcpServer: boolean;
   /** The operator API (loopback). */
   readonly apiUrl: string;
   readonly operatorToken: string;
@@ -90,8 +92,17 @@ export interface ProtectedDeployment {
   close(): Promise<void>;
 }
 
-/** The generated config: the `redteam` agent, its two secrets, the model provider, and the operator's settings. */
-export function redteamConfig(o: { operatorConfig: CordonConfig; reference: ReferenceAgent; okPort: number; attackerPort: number; modelUrl: string; sandboxTimeoutMs: number }): CordonConfig {
+/** The local MCP server the `redteam` agent's tools come from (shipped beside the tools gateway's tests). */
+export const MCP_SERVER = 'local';
+/** Its program, found from this module (src/redteam or dist/redteam), or undefined when the repository's testdata is not there. */
+export function mcpServerScript(): string | undefined {
+  const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const script = join(root, 'testdata', 'tools', 'upstream.mjs');
+  return existsSync(script) && existsSync(join(root, 'node_modules', '@modelcontextprotocol', 'sdk')) ? script : undefined;
+}
+
+/** The generated config: the `redteam` agent, its two secrets, the model provider, the MCP server, and the operator's settings. */
+export function redteamConfig(o: { operatorConfig: CordonConfig; reference: ReferenceAgent; okPort: number; attackerPort: number; modelUrl: string; sandboxTimeoutMs: number; mcpScript?: string | undefined }): CordonConfig {
   const raw = {
     version: 1,
     agents: {
@@ -110,6 +121,7 @@ export function redteamConfig(o: { operatorConfig: CordonConfig; reference: Refe
           { cidr: '127.0.0.1/32', ports: [o.okPort] },
         ],
         llm: { models: [REDTEAM_MODEL] },
+        ...(o.mcpScript ? { tools: { [MCP_SERVER]: { allow: ['echo', 'connect', 'counter'], approve: ['counter'], deny: ['read_file', 'env_value'] } } } : {}),
       },
     },
     secrets: {
@@ -117,100 +129,60 @@ export function redteamConfig(o: { operatorConfig: CordonConfig; reference: Refe
       redteam_provider_key: { from: 'env', name: 'CORDON_REDTEAM_PROVIDER_KEY' },
     },
     providers: { openai: { baseUrl: `${o.modelUrl}/v1`, apiKey: '{{secret.redteam_provider_key}}' } },
+    ...(o.mcpScript ? { mcpServers: { [MCP_SERVER]: { command: [process.execPath, o.mcpScript, '--stdio'], paths: [resolve(dirname(o.mcpScript), '..', '..')] } } } : {}),
   };
   const parsed = parseConfig(JSON.stringify(raw));
   const op = o.operatorConfig;
-  return { ...parsed, identity: op.identity, approvals: { ...op.approvals, webhook: undefined }, audit: op.audit };
+  return { ...parsed, identity: op.identity, approvals: { ...op.approvals, webhook: undefined }, audit: op.audit, detect: { ...op.detect, webhook: undefined } };
+}
+
+/** The red-team resolver: canary names to loopback (rebind alternates), every query recorded, nothing else answered. */
+function redteamLookup(canaries: Canaries): (host: string) => Promise<Array<{ address: string; family: 4 | 6 }>> {
+  let rebindCalls = 0;
+  return async function redteamLookup(host: string) {
+    canaries.lookups.push(host);
+    const h = host.toLowerCase();
+    if (h === REBIND_HOST) {
+      // The attacker's DNS: a documentation address, then loopback, alternating.
+      rebindCalls++;
+      return rebindCalls % 2 === 1 ? [{ address: '203.0.113.7', family: 4 }, { address: '127.0.0.1', family: 4 }] : [{ address: '127.0.0.1', family: 4 }];
+    }
+    if (h === API_HOST || h === OTHER_HOST || h === ATTACKER_HOST || h.endsWith(`.${ATTACKER_HOST}`) || h.endsWith(`.${REDTEAM_DOMAIN}`)) return [{ address: '127.0.0.1', family: 4 }];
+    return [];
+  };
 }
 
 /** Stand the scratch deployment up and start its two sandboxes. Rejects (leaving nothing running) if any part fails. */
 export async function startProtectedDeployment(o: ProtectedDeploymentOptions): Promise<ProtectedDeployment> {
   const home = mkdtempSync(join(tmpdir(), 'cordon-redteam-'));
   const sandboxTimeoutMs = o.sandboxTimeoutMs ?? 1_200_000;
-  const config = redteamConfig({ operatorConfig: o.operatorConfig, reference: o.reference, okPort: o.canaries.okPort, attackerPort: o.canaries.attackerPort, modelUrl: o.modelUrl, sandboxTimeoutMs });
+  const mcpScript = mcpServerScript();
+  const config = redteamConfig({ operatorConfig: o.operatorConfig, reference: o.reference, okPort: o.canaries.okPort, attackerPort: o.canaries.attackerPort, modelUrl: o.modelUrl, sandboxTimeoutMs, mcpScript });
   const env = { CORDON_REDTEAM_TOKEN: o.secretValue, CORDON_REDTEAM_PROVIDER_KEY: o.providerKey };
-  const closers: Array<() => Promise<unknown> | unknown> = [];
-  const closeAll = async (): Promise<void> => {
-    for (const c of closers.reverse()) await Promise.resolve().then(c).catch(() => undefined);
-    closers.length = 0;
-  };
+  let cp: ControlPlane | undefined;
   try {
-    const store = await openStore({ kind: 'sqlite', path: join(home, 'cordon.db') });
-    closers.push(() => store.close());
-    const keyDir = join(home, 'keys');
-    const audit = await AuditLog.open({ store, keyDir, checkpointEvery: config.audit.checkpointEvery });
-    closers.push(() => audit.close());
-    const operatorToken = loadOrCreateOperatorToken(home).token;
-    const identity = createIdentityService({ home, trustDomain: config.identity.trustDomain, ttlMs: config.identity.tokenTtlMs, audiences: [LLM_AUDIENCE] });
-    closers.push(() => identity.close());
-    const serviceKeys = createSandboxKeys();
-    const router = createSecretsRouter();
-    const approvals = await createApprovals({ store, audit, config: config.approvals });
-    closers.push(() => approvals.close());
-    const gateway = createGateway({
-      config, audit,
-      authenticate: createSandboxAuthenticator({ identity, keys: serviceKeys }),
-      resolveSecret: createProviderKeyResolver(config, home, env),
-      redact: createRedactionSource(router),
+    cp = await startControlPlane({
+      home, config, host: '127.0.0.1', port: 0, transient: true, env, dashboardDir: false,
+      upstreamCa: o.canaries.upstreamCaPem, egressLookup: redteamLookup(o.canaries), backends: o.backends(home),
     });
-    closers.push(() => gateway.close());
-    let rebindCalls = 0;
-    const proxy = createEgressProxy({
-      ca: loadOrCreateEgressCa(home),
-      upstreamCa: o.canaries.upstreamCaPem,
-      lookup: async function redteamLookup(host: string) {
-        o.canaries.lookups.push(host);
-        const h = host.toLowerCase();
-        if (h === REBIND_HOST) {
-          // The attacker's DNS: a documentation address, then loopback, alternating.
-          rebindCalls++;
-          return rebindCalls % 2 === 1 ? [{ address: '203.0.113.7', family: 4 }, { address: '127.0.0.1', family: 4 }] : [{ address: '127.0.0.1', family: 4 }];
-        }
-        if (h === API_HOST || h === OTHER_HOST || h === ATTACKER_HOST || h.endsWith(`.${ATTACKER_HOST}`) || h.endsWith(`.${REDTEAM_DOMAIN}`)) return [{ address: '127.0.0.1', family: 4 }];
-        return [];
-      },
-      internal: { [LLM_AUDIENCE]: { name: 'llm', handle: (req, res, caller) => gateway.handle(req, res, caller) } },
-      requestHook: router.requestHook, connectHook: router.connectHook, auditScrub: router.scrubAudit,
-      approve: egressApprovalHook(approvals, {
-        holdTimeoutMs: config.approvals.holdTimeoutMs,
-        mask: (sandboxId) => ({ values: router.redactionList(sandboxId) ?? [], patterns: [PLACEHOLDER_PATTERN] }),
-      }),
-    });
-    closers.push(() => proxy.close());
-    const manager = createSandboxManager({
-      home, config, audit, backends: o.backends(home), egress: proxy, identity, serviceKeys,
-      secrets: { resolve: (agent) => resolveAgentSecrets(config, agent, { home, env }), router },
-    });
-    closers.push(() => manager.close());
-    const app = createApi({
-      sandboxes: manager, audit, isOperatorToken: operatorTokenChecker(operatorToken), version: 'redteam',
-      jwks: () => identity.jwks(), approvals,
-      verifyAudit: async () => ({ ...(await verifyAudit(store, { keyDir })) }),
-    });
-    const server = await new Promise<Server>((resolve, reject) => {
-      const s = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }) as Server;
-      s.once('listening', () => resolve(s));
-      s.once('error', reject);
-    });
-    closers.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
-    const apiUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    await audit.append({ type: 'daemon.start', actor: 'system', data: { url: apiUrl, purpose: 'redteam scratch deployment' } });
-    const createSandbox = (): Promise<SandboxInfo> => manager.create({ agent: REDTEAM_AGENT, caller: OPERATOR });
+    const plane = cp;
+    const createSandbox = (): Promise<SandboxInfo> => plane.sandboxes.create({ agent: REDTEAM_AGENT, caller: OPERATOR });
     const main = await createSandbox();
     const peer = await createSandbox();
     writeFileSync(join(home, 'README'), 'scratch deployment of `cordon redteam`; removed when the run ends\n');
     return {
-      home, config, store, audit, approvals, identity, serviceKeys, manager, proxy, gateway, apiUrl, operatorToken,
+      home, config, store: plane.store, audit: plane.audit, approvals: plane.approvals, identity: plane.identity, manager: plane.sandboxes,
+      tunnels: plane.tunnels, mcpServer: mcpScript !== undefined, apiUrl: plane.url, operatorToken: plane.operatorToken.token,
       sandboxes: { main, peer },
       createSandbox,
-      verify: () => verifyAudit(store, { keyDir }),
+      verify: () => verifyAudit(plane.store, { keyDir: keyDir(home) }),
       async close() {
-        await closeAll();
+        await plane.stop().catch(() => undefined);
         rmSync(home, { recursive: true, force: true });
       },
     };
   } catch (err) {
-    await closeAll();
+    await cp?.stop().catch(() => undefined);
     rmSync(home, { recursive: true, force: true });
     throw err;
   }

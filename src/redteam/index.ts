@@ -1,7 +1,8 @@
 /**
  * redteam/: `cordon redteam` attacks a deployment from inside real sandboxes
  * (escape, egress bypass, secret exfiltration, identity and approval abuse,
- * audit tampering, prompt injection through the model) and scores each
+ * the tools gateway, ingress tunnels, audit tampering, prompt injection
+ * through the model) and scores each
  * attack by outcome: did the canary leave, did the action happen. The
  * protected profile runs against a scratch deployment built from the
  * operator's settings; the unprotected profile against a deliberately weak

@@ -9,8 +9,10 @@
  *   the environment); the same attacks succeed, except those with nothing to
  *   act on there, which say why they do not apply.
  *
- * The full suite (`cordon redteam`) runs more attacks of each kind; this
- * subset keeps the test within a few minutes.
+ * The protected deployment is `startControlPlane` itself, so the tools
+ * gateway and the ingress tunnels are attacked as `cordon up` runs them. The
+ * full suite (`cordon redteam`) runs more attacks of each kind; this subset
+ * keeps the test within a few minutes.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,11 +28,13 @@ const SUBSET = [
   'secrets.placeholder-other-host', 'secrets.value-base64-header',
   'identity.replay-other-sandbox',
   'approvals.changed-arguments',
+  'tools.approval-replay', 'tools.other-sandbox-key',
+  'ingress.tunnel-without-token', 'ingress.guest-opens-tunnel',
   'injection.bipia-text',
   'audit.edit-event',
 ];
 /** In the weak setup these have nothing to act on (no identity, no audit log). */
-const NOT_APPLICABLE_WHEN_WEAK = new Set(['identity.replay-other-sandbox', 'audit.edit-event']);
+const NOT_APPLICABLE_WHEN_WEAK = new Set(['identity.replay-other-sandbox', 'tools.other-sandbox-key', 'ingress.guest-opens-tunnel', 'audit.edit-event']);
 /** Where the refusal must show in the protected evidence. */
 const EXPECTED_EVIDENCE: Record<string, RegExp> = {
   'egress.ip-hex': /audit #\d+ egress\.request deny /,
@@ -40,6 +44,10 @@ const EXPECTED_EVIDENCE: Record<string, RegExp> = {
   'secrets.value-base64-header': /audit #\d+ egress\.exfiltration secret-exfiltration \(other\.redteam\.test /,
   'identity.replay-other-sandbox': /audit #\d+ llm\.auth deny \S*wrong-channel/,
   'approvals.changed-arguments': /audit #\d+ approval\./,
+  'tools.approval-replay': /audit #\d+ tool\.call deny approval-denied/,
+  'tools.other-sandbox-key': /audit #\d+ tool\.auth deny service-key-wrong-channel/,
+  'ingress.tunnel-without-token': /audit #\d+ tunnel\.refused deny missing-token/,
+  'ingress.guest-opens-tunnel': /audit #\d+ tunnel\.forbidden deny agent-token/,
   'injection.bipia-text': /gateway injection filter flagged \d+\/\d+ items/,
   'audit.edit-event': /verify: ok=false problem=edited/,
   'escape.kernel-modules': /own kernel/,

@@ -36,7 +36,7 @@ export function markerFor(id: string): string {
 
 /** The audit events that show a refusal or the sandbox being ended. */
 export function refusalEvidence(events: AuditEvent[]): string[] {
-  const shown = events.filter((e) => e.decision === 'deny' || /exfiltration|^llm\.auth$|^approval\.|protocol|^sandbox\.destroy/.test(e.type));
+  const shown = events.filter((e) => e.decision === 'deny' || /exfiltration|^llm\.auth$|^approval\.|^tunnel\.refused$|protocol|^sandbox\.destroy/.test(e.type));
   const lines = shown.slice(0, MAX_AUDIT_EVIDENCE).map((e) => {
     const d = e.data as Record<string, unknown>;
     const extra = [d.host, d.kind, d.where, d.encoding, d.secret, d.id, d.reason].filter((x) => typeof x === 'string' || typeof x === 'number').slice(0, 3).join(' ');

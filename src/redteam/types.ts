@@ -3,7 +3,7 @@
  * that acts from inside a sandbox of the target and is scored by OUTCOME
  * (did a canary listener receive the canary, did the action happen), never
  * by an exit code alone. A target is either the protected scratch deployment
- * (deployment.ts) or the deliberately weak setup (weak.ts); both offer the
+ * (deployment.ts) or the deliberately weak setup (targets.ts); both offer the
  * same shell, files and canaries, so every attack runs unchanged on both.
  *
  * The scorecard shape (`Scorecard`) is read by the dashboard from
@@ -13,7 +13,7 @@ import { z } from 'zod';
 import type { CanaryMark, Canaries } from './canary.js';
 import type { ProtectedDeployment } from './deployment.js';
 
-export const CATEGORIES = ['escape', 'egress', 'secrets', 'identity', 'approvals', 'audit', 'injection'] as const;
+export const CATEGORIES = ['escape', 'egress', 'secrets', 'identity', 'approvals', 'tools', 'ingress', 'audit', 'injection'] as const;
 export type Category = (typeof CATEGORIES)[number];
 
 /**

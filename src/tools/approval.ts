@@ -28,6 +28,8 @@ export async function holdToolCall(approvals: Approvals | undefined, input: Tool
   const what = `tool ${input.toolName}`;
   if (!approvals) return { ok: false, reason: 'approval-not-available', problem: `${what} needs a human approval, and approvals are not running in this deployment` };
   const built = toolAction(input, o.mask ?? {});
+  const mark = approvals.supervisedMark(input.sandboxId);
+  if (mark) built.action.supervised = { alertId: mark.alertId, reason: mark.reason };
   let ticket;
   try {
     ticket = await approvals.request(built);

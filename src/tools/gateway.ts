@@ -27,7 +27,7 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import type { Approvals, MaskSource } from '../approvals/index.js';
-import { maskText, toolAction } from '../approvals/index.js';
+import { maskText, toolAction, underSupervision } from '../approvals/index.js';
 import type { AuditEventInput } from '../audit/index.js';
 import type { CordonConfig } from '../config/index.js';
 import type { Authenticate, GatewayCaller, InjectionDetector } from '../gateway/index.js';
@@ -155,6 +155,18 @@ export function createToolsGateway(o: ToolsGatewayOptions): ToolsGateway {
     return out;
   }
 
+  /** A supervised sandbox's allowed calls are held like `approve` ones (see approvals/supervise.ts); a check that throws holds too. */
+  function supervisedTool(d: ToolDecision, sandboxId: string): ToolDecision {
+    if (d.result !== 'allow' || !o.approvals) return d;
+    let supervised: boolean;
+    try {
+      supervised = o.approvals.isSupervised(sandboxId);
+    } catch {
+      supervised = true;
+    }
+    return underSupervision(d.result, supervised) === 'approve' ? { ...d, result: 'approve' } : d;
+  }
+
   function refusal(reason: string, text: string, extra: Record<string, unknown> = {}): CallToolResult {
     return { content: [{ type: 'text', text: `cordon refused this call (${reason}): ${text}` }], isError: true, _meta: { 'cordon/refusal': { reason, ...extra } } };
   }
@@ -171,7 +183,7 @@ export function createToolsGateway(o: ToolsGatewayOptions): ToolsGateway {
     const { server, tool } = parts;
     const cfg = o.config.mcpServers[server];
     if (!cfg || !Object.hasOwn(toolsOf(who.agent), server)) return unknown(`this agent has no MCP server ${server}`);
-    const decision: ToolDecision = decideTool(who.agent, toolsOf(who.agent), server, tool);
+    const decision: ToolDecision = supervisedTool(decideTool(who.agent, toolsOf(who.agent), server, tool), who.sandboxId);
     const base = { callId, server, tool, name, ...(decision.ruleId ? { ruleId: decision.ruleId } : {}) };
     const deny = async (reason: string, text: string, extra: Record<string, unknown> = {}, secrets: readonly string[] = []): Promise<CallToolResult> => {
       await o.audit.append(event(who, 'tool.call', 'deny', reason, { ...base, ...extra, args: shownArgs(secrets) })).catch(() => undefined);

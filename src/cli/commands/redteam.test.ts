@@ -25,6 +25,9 @@ test('redteam --list names every attack with its category', async () => {
     const lines = r.stdout.trim().split('\n');
     assert.ok(lines.length >= 30, `${lines.length} attacks`);
     assert.match(r.stdout, /^egress\.ip-hex\s+egress\s+attacker by hex IP/m);
+    // The layers `startControlPlane` added are attacked too.
+    assert.match(r.stdout, /^tools\.denied-tool\s+tools\s+/m);
+    assert.match(r.stdout, /^ingress\.tunnel-reused-token\s+ingress\s+/m);
   } finally {
     rmSync(home, { recursive: true, force: true });
   }

@@ -1,8 +1,9 @@
 /**
  * `cordon redteam [--profile protected|unprotected] [--json FILE] [--html FILE]
  * [--only IDS] [--datasets DIR] [--agent NAME] [--list]`: attack a scratch
- * deployment built from this cordon.yaml (same back ends, image, identity,
- * approvals and audit settings) from inside real sandboxes and score every
+ * deployment built from this cordon.yaml by `startControlPlane` (same back
+ * ends and image; identity, approvals, audit and detection settings; tools
+ * gateway and tunnels included) from inside real sandboxes and score every
  * attack by outcome. The operator's own store, keys and audit log are never
  * touched: the deployment lives in a temporary home that is removed at the
  * end (it shares only the image cache). Progress goes to stderr (one line per

@@ -27,7 +27,7 @@ function arrived(ctx: AttackContext, tag: string): number {
 }
 
 /** The next pending approval of the redteam agent not in `known`, or undefined after the wait. */
-async function nextPending(d: ProtectedDeployment, known: Set<string>, waitMs = PENDING_WAIT_MS): Promise<Approval | undefined> {
+export async function nextPending(d: ProtectedDeployment, known: Set<string>, waitMs = PENDING_WAIT_MS): Promise<Approval | undefined> {
   const until = performance.now() + waitMs;
   while (performance.now() < until) {
     const fresh = (await d.approvals.list({ state: 'pending', limit: 100 })).find((x) => !known.has(x.id));
@@ -40,7 +40,7 @@ async function nextPending(d: ProtectedDeployment, known: Set<string>, waitMs = 
   return undefined;
 }
 
-async function knownIds(d: ProtectedDeployment): Promise<Set<string>> {
+export async function knownIds(d: ProtectedDeployment): Promise<Set<string>> {
   return new Set((await d.approvals.list({ limit: 1000 })).map((x) => x.id));
 }
 

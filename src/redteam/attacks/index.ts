@@ -1,6 +1,7 @@
 /**
  * Every attack of `cordon redteam`, in the order they run: escape, egress,
- * secrets, identity, approvals, prompt injection, and audit tampering last
+ * secrets, identity, approvals, the tools gateway, ingress tunnels, prompt
+ * injection, and audit tampering last
  * (it hides the refusals the earlier attacks left in the log).
  */
 import type { Attack } from '../types.js';
@@ -9,11 +10,13 @@ import { auditAttacks } from './audit.js';
 import { egressAttacks } from './egress.js';
 import { escapeAttacks } from './escape.js';
 import { identityAttacks } from './identity.js';
+import { ingressAttacks } from './ingress.js';
 import { injectionAttacks } from './injection.js';
 import { secretAttacks } from './secrets.js';
+import { toolAttacks } from './tools.js';
 
 export const ALL_ATTACKS: readonly Attack[] = [
-  ...escapeAttacks, ...egressAttacks, ...secretAttacks, ...identityAttacks, ...approvalAttacks, ...injectionAttacks, ...auditAttacks,
+  ...escapeAttacks, ...egressAttacks, ...secretAttacks, ...identityAttacks, ...approvalAttacks, ...toolAttacks, ...ingressAttacks, ...injectionAttacks, ...auditAttacks,
 ];
 
 /**
