@@ -67,3 +67,18 @@ test('with no control plane running, the command says how to start one', async (
     empty.cleanup();
   }
 });
+
+test('supervised and lift: operators see and end a supervision from the terminal', async () => {
+  await cp.approvals.supervise({ sandboxId: 'sb-cli-supervised', agent: 'reviewer', alertId: 'al-cli-1', reason: 'novelty:domain' });
+  const ls = await cordon(['approvals', 'supervised'], { home: home.path });
+  assert.equal(ls.code, 0, ls.stderr);
+  assert.match(ls.stdout, /sb-cli-supervised +reviewer +\d+\w+ ago +al-cli-1 +novelty:domain/);
+  const lift = await cordon(['approvals', 'lift', 'sb-cli-supervised', '--reason', 'checked the domain'], { home: home.path });
+  assert.equal(lift.code, 0, lift.stderr);
+  assert.equal(lift.stdout, 'sb-cli-supervised: supervision lifted\n');
+  const after = await cordon(['approvals', 'supervised', '--json'], { home: home.path });
+  assert.deepEqual(oneJson<{ supervised: unknown[] }>(after).supervised, []);
+  const bad = await cordon(['approvals', 'lift', '../etc'], { home: home.path });
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /no sandbox/);
+});

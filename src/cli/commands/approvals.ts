@@ -6,7 +6,7 @@
  * sandbox.
  */
 import type { Command } from 'commander';
-import type { Approval } from '../../approvals/index.js';
+import type { Approval, SupervisedMark } from '../../approvals/index.js';
 import { EnvironmentError, InvalidInputError } from '../../errors/index.js';
 import { errorFromApi, resolveConnection } from '../../sdk/index.js';
 import { cliHome, printJson } from '../context.js';
@@ -125,4 +125,27 @@ export function registerApprovals(program: Command): void {
         process.stdout.write(`${a.id} ${a.state}${note}: ${what(a)}\n`);
       });
   }
+
+  approvals
+    .command('supervised')
+    .description('list sandboxes under supervision (an alert with action approve): every action their policy allows waits for an approval')
+    .option('--json', 'print JSON')
+    .action(async function approvalsSupervised(opts: { json?: boolean }, cmd: Command) {
+      const r = await call<{ supervised: SupervisedMark[] }>(cliHome(cmd), 'GET', '/v1/approvals/supervised');
+      if (opts.json) return printJson(r);
+      if (r.supervised.length === 0) return void process.stdout.write('no sandbox is under supervision\n');
+      process.stdout.write(table([['SANDBOX', 'AGENT', 'SINCE', 'ALERT', 'REASON'], ...r.supervised.map((m) => [m.sandboxId, m.agent, age(m.since), m.alertId, m.reason])]));
+    });
+
+  approvals
+    .command('lift')
+    .description('lift the supervision of a sandbox: its allowed actions flow again without approvals')
+    .argument('<sandbox>', 'sandbox id (see `cordon approvals supervised`)')
+    .option('--reason <text>', 'why, for the audit log')
+    .option('--json', 'print the answer as JSON')
+    .action(async function approvalsLift(sandbox: string, opts: { reason?: string; json?: boolean }, cmd: Command) {
+      const r = await call<unknown>(cliHome(cmd), 'POST', `/v1/approvals/supervised/${encodeURIComponent(sandbox)}/lift`, opts.reason !== undefined ? { reason: opts.reason } : {});
+      if (opts.json) return printJson(r);
+      process.stdout.write(`${sandbox}: supervision lifted\n`);
+    });
 }
