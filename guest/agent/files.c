@@ -274,6 +274,11 @@ void op_token_set(struct agent *a, uint32_t id, const struct jdoc *d, int root) 
     reply_error(a, id, errno_code(errno), "mkdir for %.200s: %s", path, strerror(errno));
     return;
   }
+  /* The token's group must be able to reach the file, too. */
+  if (a->cfg.token_gid >= 0 && chown(dir, (uid_t)-1, (gid_t)a->cfg.token_gid) < 0) {
+    reply_error(a, id, errno_code(errno), "chown %.200s: %s", dir, strerror(errno));
+    return;
+  }
   char *tmp = temp_name(path);
   int fd = tmp ? mkostemp(tmp, O_CLOEXEC) : -1;
   if (fd < 0) {

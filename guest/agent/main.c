@@ -30,6 +30,8 @@
 #define EXIT_FLUSH_MS 2000
 /* The egress listener's port inside a VM; HTTP(S)_PROXY in the guest points at it. */
 #define DEFAULT_PROXY_PORT 3128
+/* The guest user whose group may read the sandbox token by default (device mode). */
+#define DEFAULT_TOKEN_USER "agent"
 
 /* ---- channel table ---- */
 
@@ -154,7 +156,8 @@ static void usage(FILE *f) {
         "  --max-file-bytes N     largest file.read/file.write (default 268435456)\n"
         "  --max-output-bytes N   default exec output limit (default 67108864)\n"
         "  --token-path PATH      where token.set writes (default /run/cordon/token)\n"
-        "  --token-gid GID        group that may read the token file\n"
+        "  --token-gid GID        group that may read the token file (device mode default: the\n"
+        "                         group of the user \"agent\", when it exists)\n"
         "  --random-device PATH   entropy.reseed target (default /dev/urandom)\n"
         "  --version\n",
         f);
@@ -345,6 +348,11 @@ int main(int argc, char **argv) {
   } else {
     a.device_mode = true;
     if (a.cfg.proxy_port < 0) a.cfg.proxy_port = DEFAULT_PROXY_PORT;
+    /* In a guest, the workload user may read its own sandbox's token (CORDON_TOKEN_FILE). */
+    if (a.cfg.token_gid < 0) {
+      struct user_info u;
+      if (user_lookup_name(DEFAULT_TOKEN_USER, &u) == 0 && u.found) a.cfg.token_gid = (long)u.gid;
+    }
     a.in_fd = a.out_fd = open_device(&a);
     if (a.in_fd < 0) return 1;
   }

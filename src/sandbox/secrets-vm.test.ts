@@ -330,7 +330,8 @@ providers:
     assert.equal(withKey.status, 200, withKey.body);
     assert.match(withKey.body, /hello from the guest/);
     assert.ok(fake.seen.some((s) => s.headers.authorization === `Bearer ${PROVIDER_KEY}`), 'the provider got the provider key, from the gateway');
-    const withToken = await curl(`${body} -H "Authorization: Bearer $(cat $CORDON_TOKEN_FILE)" ${url}`, 'root');
+    // The workload user reads its own sandbox's token: the agent gives the file (0640) and its directory the agent user's group.
+    const withToken = await curl(`${body} -H "Authorization: Bearer $(cat $CORDON_TOKEN_FILE)" ${url}`);
     assert.equal(withToken.status, 200, `token from CORDON_TOKEN_FILE: ${withToken.body}`);
     const none = await curl(`${body} ${url}`);
     assert.equal(none.status, 401, none.body);
