@@ -36,10 +36,11 @@ async function call<T>(home: string, method: 'GET' | 'POST', path: string, body?
 }
 
 function age(iso: string, now = Date.now()): string {
-  const s = Math.round((Date.parse(iso) - now) / 1000);
-  const a = Math.abs(s);
+  const diffMs = Date.parse(iso) - now;
+  const a = Math.round(Math.abs(diffMs) / 1000);
   const text = a < 60 ? `${a}s` : a < 3600 ? `${Math.floor(a / 60)}m` : `${Math.floor(a / 3600)}h`;
-  return s >= 0 ? `in ${text}` : `${text} ago`;
+  // The sign of the exact difference: a moment 0.3 s ago is "0s ago", not "in 0s".
+  return diffMs > 0 ? `in ${text}` : `${text} ago`;
 }
 
 function what(a: Approval): string {
