@@ -8,7 +8,7 @@ import { Agent, fetch, type Response } from 'undici';
 import type { ExecResult } from '../sandbox/protocol/index.js';
 import type { SandboxInfo } from '../sandbox/index.js';
 import { resolveConnection, type Connection, type ConnectionOptions } from './discovery.js';
-import { errorFromApi, timedOut, unreachable } from './errors.js';
+import { errorFromApi, errorFromResponse, timedOut, unreachable } from './errors.js';
 
 export interface ExecRequest {
   /** Program and arguments. */
@@ -153,14 +153,7 @@ export class CordonClient {
       throw unreachable(this.apiUrl, err);
     }
     if (res.ok) return res;
-    let parsed: unknown;
-    try {
-      parsed = await res.json();
-    } catch {
-      parsed = undefined;
-    }
-    const retry = Number(res.headers.get('retry-after'));
-    throw errorFromApi(res.status, parsed, Number.isFinite(retry) && retry > 0 ? retry * 1000 : undefined);
+    throw await errorFromResponse(res);
   }
 }
 

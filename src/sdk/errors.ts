@@ -77,3 +77,22 @@ export function timedOut(apiUrl: string, method: string, path: string, timeoutMs
     fix: 'check the control plane (`cordon doctor`, its log); raise requestTimeoutMs if the machine is slow',
   });
 }
+
+/** The parts of a fetch `Response` (global or undici) that {@link errorFromResponse} reads. */
+export interface ErrorResponse {
+  status: number;
+  headers: { get(name: string): string | null };
+  json(): Promise<unknown>;
+}
+
+/** The CordonError for a non-2xx API response: its JSON body (if any) and `retry-after`. */
+export async function errorFromResponse(res: ErrorResponse): Promise<CordonError> {
+  let parsed: unknown;
+  try {
+    parsed = await res.json();
+  } catch {
+    parsed = undefined; // not JSON: errorFromApi names the status alone
+  }
+  const retry = Number(res.headers.get('retry-after'));
+  return errorFromApi(res.status, parsed, Number.isFinite(retry) && retry > 0 ? retry * 1000 : undefined);
+}

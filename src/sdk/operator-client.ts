@@ -17,7 +17,7 @@ import type {
   WireAlert, WireApproval, WireApprovalState, WireAuditEvent, WireAuditQuery, WireHealth, WireRedteamReport,
   WireSandbox, WireSandboxUsage, WireVerifyReport,
 } from './api-types.js';
-import { errorFromApi, timedOut, unreachable } from './errors.js';
+import { errorFromApi, errorFromResponse, timedOut, unreachable } from './errors.js';
 
 export interface OperatorClientOptions {
   /** Base URL of the control plane, e.g. `http://127.0.0.1:8787` (empty: same origin, in a browser). */
@@ -180,14 +180,7 @@ export class OperatorClient {
       throw unreachable(this.baseUrl || 'this page\'s origin', err);
     }
     if (res.ok || res.status === o.passStatus) return res;
-    let parsed: unknown;
-    try {
-      parsed = await res.json();
-    } catch {
-      parsed = undefined;
-    }
-    const retry = Number(res.headers.get('retry-after'));
-    throw errorFromApi(res.status, parsed, Number.isFinite(retry) && retry > 0 ? retry * 1000 : undefined);
+    throw await errorFromResponse(res);
   }
 }
 
