@@ -27,7 +27,7 @@ import { migrateLayer, type Store } from '../store/index.js';
 import { describeAction, type BuiltAction } from './action.js';
 import { ApprovalError } from './errors.js';
 import { notifyWebhook, type ApprovalNotifier } from './notify.js';
-import { createSupervision, type Supervision } from './supervise.js';
+import { createSupervision, OPERATOR_ID, type Supervision } from './supervise.js';
 import { approvalMigrations, fromRow, type Approval, type ApprovalState, type ApprovalsDatabase, type ApprovalsTable } from './table.js';
 
 /** Where approval events go; `AuditLog` fits. Must reject when the event is not durable. */
@@ -87,7 +87,6 @@ export interface Approvals extends Supervision {
   close(): void;
 }
 
-const OPERATOR = /^operator(:[A-Za-z0-9._@-]{1,64})?$/;
 export const APPROVAL_ID = /^ap-[a-f0-9]{24}$/;
 
 /** Open the approvals of a store (creating its table on first use). */
@@ -225,7 +224,7 @@ export async function createApprovals(o: ApprovalsOptions): Promise<Approvals> {
 
     decide: function decideApproval(id, operator, verdict, reason) {
       return serial(async () => {
-        if (!OPERATOR.test(operator)) {
+        if (!OPERATOR_ID.test(operator)) {
           throw new ApprovalError('approval-forbidden', 403, `${JSON.stringify(operator.slice(0, 80))} is not an operator identity; only operators decide approvals`, {
             fix: 'decide with an operator token (`cordon approvals approve ID`)',
           });

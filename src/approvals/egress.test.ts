@@ -8,23 +8,20 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { queryEvents } from '../audit/index.js';
-import { createEgressCa, createEgressProxy, issueCertificate, type EgressCa, type EgressProxy } from '../egress/index.js';
+import { createEgressCa, createEgressProxy, type EgressCa, type EgressProxy } from '../egress/index.js';
 import type { EgressRuleInput } from '../policy/index.js';
 import { sleep } from '../util/index.js';
 import { egressApprovalHook } from './egress.js';
 import type { Approval } from './table.js';
-import { approvalsHarness, type ApprovalsHarness } from './testing.js';
+import { approvalsHarness, loopbackUpstreams, type ApprovalsHarness, type LoopbackUpstreams } from './testing.js';
 
 let h: ApprovalsHarness;
 let ca: EgressCa;
-let upstreamCa: EgressCa;
-let https: HttpsServer;
-let plain: HttpServer;
+let upstreams: LoopbackUpstreams;
 let httpsPort: number;
 let plainPort: number;
 const received: { method: string; url: string; body: string; authorization?: string }[] = [];
@@ -41,31 +38,20 @@ function upstream(req: IncomingMessage, res: ServerResponse): void {
 before(async () => {
   h = await approvalsHarness({ maxPendingPerAgent: 1 });
   ca = createEgressCa({ commonName: 'cordon test egress CA' });
-  upstreamCa = createEgressCa({ commonName: 'test public roots' });
-  const leaf = issueCertificate(upstreamCa, { hosts: ['api.example.com'] });
-  https = createHttpsServer({ cert: leaf.certPem, key: leaf.keyPem }, upstream);
-  plain = createHttpServer(upstream);
-  for (const s of [https, plain]) {
-    s.listen(0, '127.0.0.1');
-    await once(s, 'listening');
-  }
-  httpsPort = (https.address() as { port: number }).port;
-  plainPort = (plain.address() as { port: number }).port;
+  upstreams = await loopbackUpstreams(upstream, ['api.example.com']);
+  ({ httpsPort, plainPort } = upstreams);
 });
 
 after(async () => {
   await Promise.all(proxies.map((p) => p.close()));
-  for (const s of [https, plain]) {
-    s.closeAllConnections();
-    s.close();
-  }
+  upstreams.close();
   await h.close();
 });
 
 async function door(sandboxId: string, o: { holdTimeoutMs: number; maxApprovalBodyBytes?: number; withHook?: boolean }) {
   const rules: EgressRuleInput['rules'] = [{ method: 'POST', path: '/deploy', action: 'approve' }, { method: 'GET', path: '/status', action: 'allow' }];
   const proxy = createEgressProxy({
-    lookup: async () => [{ address: '127.0.0.1', family: 4 }], ca, upstreamCa: upstreamCa.certPem,
+    lookup: async () => [{ address: '127.0.0.1', family: 4 }], ca, upstreamCa: upstreams.caPem,
     limits: { maxApprovalBodyBytes: o.maxApprovalBodyBytes ?? 1024 * 1024 },
     ...(o.withHook === false ? {} : { approve: egressApprovalHook(h.approvals, { holdTimeoutMs: o.holdTimeoutMs }) }),
   });

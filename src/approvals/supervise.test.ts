@@ -9,14 +9,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { createApi, operatorTokenChecker } from '../api/index.js';
 import { queryEvents } from '../audit/index.js';
-import { createEgressCa, createEgressProxy, issueCertificate, type EgressCa, type EgressProxy } from '../egress/index.js';
+import { createEgressCa, createEgressProxy, type EgressCa, type EgressProxy } from '../egress/index.js';
 import { createSandboxKeys } from '../identity/index.js';
 import { localUpstream, resultText, SANDBOX_A, SANDBOX_B, startToolsHarness, type ToolsHarness } from '../tools/testing/harness.js';
 import { sleep } from '../util/index.js';
@@ -24,7 +23,7 @@ import { egressApprovalHook } from './egress.js';
 import { createApprovals } from './approvals.js';
 import { underSupervision, type DoorResult } from './supervise.js';
 import type { Approval } from './table.js';
-import { approvalsHarness, type ApprovalsHarness } from './testing.js';
+import { approvalsHarness, loopbackUpstreams, type ApprovalsHarness, type LoopbackUpstreams } from './testing.js';
 
 describe('the decision table of a supervised sandbox', () => {
   const cases: { name: string; result: DoorResult; supervised: boolean; want: DoorResult }[] = [
@@ -135,8 +134,7 @@ describe('the supervised mark', () => {
 describe('the egress proxy carries out the table', () => {
   let h: ApprovalsHarness;
   let ca: EgressCa;
-  let https: HttpsServer;
-  let plain: HttpServer;
+  let upstreams: LoopbackUpstreams;
   let httpsPort: number;
   let plainPort: number;
   let upstreamCaPem: string;
@@ -153,25 +151,13 @@ describe('the egress proxy carries out the table', () => {
   before(async () => {
     h = await approvalsHarness();
     ca = createEgressCa({ commonName: 'cordon test egress CA' });
-    const roots = createEgressCa({ commonName: 'test public roots' });
-    upstreamCaPem = roots.certPem;
-    const leaf = issueCertificate(roots, { hosts: ['api.example.com', 'plain.example.com'] });
-    https = createHttpsServer({ cert: leaf.certPem, key: leaf.keyPem }, upstream);
-    plain = createHttpServer(upstream);
-    for (const s of [https, plain]) {
-      s.listen(0, '127.0.0.1');
-      await once(s, 'listening');
-    }
-    httpsPort = (https.address() as { port: number }).port;
-    plainPort = (plain.address() as { port: number }).port;
+    upstreams = await loopbackUpstreams(upstream, ['api.example.com', 'plain.example.com']);
+    ({ caPem: upstreamCaPem, httpsPort, plainPort } = upstreams);
   });
 
   after(async () => {
     await Promise.all(proxies.map((p) => p.close()));
-    for (const s of [https, plain]) {
-      s.closeAllConnections();
-      s.close();
-    }
+    upstreams.close();
     await h.close();
   });
 

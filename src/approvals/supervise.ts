@@ -73,7 +73,8 @@ export function underSupervision(result: DoorResult, supervised: boolean): DoorR
   return supervised && result === 'allow' ? 'approve' : result;
 }
 
-const OPERATOR = /^operator(:[A-Za-z0-9._@-]{1,64})?$/;
+/** An operator identity (`operator` or `operator:<name>`): the only callers that decide approvals or lift supervision. */
+export const OPERATOR_ID = /^operator(:[A-Za-z0-9._@-]{1,64})?$/;
 /** A sandbox id as the manager makes them (`sb-…`); anything else is never supervised or lifted. */
 export const SANDBOX_ID_SHAPE = /^sb-[A-Za-z0-9_-]{1,64}$/;
 
@@ -136,7 +137,7 @@ export async function createSupervision(d: SupervisionDeps): Promise<Supervision
 
     unsupervise: function unsupervise(sandboxId, operator, note) {
       return d.serial(async () => {
-        if (!OPERATOR.test(operator)) {
+        if (!OPERATOR_ID.test(operator)) {
           throw new ApprovalError('approval-forbidden', 403, `${JSON.stringify(operator.slice(0, 80))} is not an operator identity; only operators lift supervision`, {
             fix: 'lift it with an operator token',
           });

@@ -3,8 +3,12 @@
  * approvals on top, with a clock the test moves; `reopen()` closes all three
  * and opens them again on the same files (a daemon restart).
  */
+import { once } from 'node:events';
+import { createServer as createHttpServer, type RequestListener } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { join } from 'node:path';
 import { AuditLog, queryEvents, type AuditEvent } from '../audit/index.js';
+import { createEgressCa, issueCertificate } from '../egress/index.js';
 import { openStore, type Store } from '../store/index.js';
 import { tempDir } from '../testkit/index.js';
 import { egressAction } from './action.js';
@@ -58,4 +62,35 @@ export function deployAction(body: string, extra: { agent?: string; sandboxId?: 
     agent: extra.agent ?? 'reviewer', sandboxId: extra.sandboxId ?? 'sb-test', method: 'POST', url: 'https://api.example.com/deploy',
     headers: { host: 'api.example.com', 'content-type': 'application/json', ...extra.headers }, body: Buffer.from(body),
   });
+}
+
+export interface LoopbackUpstreams {
+  /** The CA (PEM) that signed the HTTPS upstream's certificate: the proxy's `upstreamCa`. */
+  caPem: string;
+  httpsPort: number;
+  plainPort: number;
+  close(): void;
+}
+
+/** An HTTPS and a plain-HTTP upstream on loopback, both served by `handler`; the HTTPS one holds a certificate for `hosts`. */
+export async function loopbackUpstreams(handler: RequestListener, hosts: string[]): Promise<LoopbackUpstreams> {
+  const roots = createEgressCa({ commonName: 'test public roots' });
+  const leaf = issueCertificate(roots, { hosts });
+  const https = createHttpsServer({ cert: leaf.certPem, key: leaf.keyPem }, handler);
+  const plain = createHttpServer(handler);
+  for (const s of [https, plain]) {
+    s.listen(0, '127.0.0.1');
+    await once(s, 'listening');
+  }
+  return {
+    caPem: roots.certPem,
+    httpsPort: (https.address() as { port: number }).port,
+    plainPort: (plain.address() as { port: number }).port,
+    close: function closeUpstreams() {
+      for (const s of [https, plain]) {
+        s.closeAllConnections();
+        s.close();
+      }
+    },
+  };
 }

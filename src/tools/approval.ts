@@ -27,21 +27,32 @@ export interface ToolHoldInput {
 export async function holdToolCall(approvals: Approvals | undefined, input: ToolHoldInput, o: { holdTimeoutMs: number; mask?: MaskSource; signal?: AbortSignal }): Promise<ToolHoldResult> {
   const what = `tool ${input.toolName}`;
   if (!approvals) return { ok: false, reason: 'approval-not-available', problem: `${what} needs a human approval, and approvals are not running in this deployment` };
-  const built = toolAction(input, o.mask ?? {});
-  const mark = approvals.supervisedMark(input.sandboxId);
-  if (mark) built.action.supervised = { alertId: mark.alertId, reason: mark.reason };
   let ticket;
   try {
+    const built = toolAction(input, o.mask ?? {});
+    const mark = approvals.supervisedMark(input.sandboxId);
+    if (mark) built.action.supervised = { alertId: mark.alertId, reason: mark.reason };
     ticket = await approvals.request(built);
   } catch (err) {
     if (err instanceof ApprovalError && err.code === 'approval-flood') return { ok: false, reason: 'approval-flood', problem: err.message };
     return { ok: false, reason: 'approval-failed', problem: `the approval for ${what} could not be requested: ${(err as Error)?.message ?? err}` };
   }
   const approvalId = ticket.id;
-  const outcome = await ticket.wait(o.holdTimeoutMs, o.signal);
+  // A wait or use that throws is a refusal like any other (audited by the caller), never an unrecorded error.
+  let outcome;
+  try {
+    outcome = await ticket.wait(o.holdTimeoutMs, o.signal);
+  } catch (err) {
+    return { ok: false, approvalId, reason: 'approval-failed', problem: `the approval ${approvalId} for ${what} could not be awaited: ${(err as Error)?.message ?? err}` };
+  }
   switch (outcome) {
     case 'approved': {
-      const used = await approvals.consume(ticket.id, ticket.hash);
+      let used;
+      try {
+        used = await approvals.consume(ticket.id, ticket.hash);
+      } catch (err) {
+        return { ok: false, approvalId, reason: 'approval-failed', problem: `approval ${approvalId} for ${what} could not be used: ${(err as Error)?.message ?? err}` };
+      }
       if (used.ok) return { ok: true, approvalId };
       return {
         ok: false, approvalId, reason: used.reason, state: used.reason === 'approval-used' ? 'used' : 'expired',

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { Approval } from '../approvals/index.js';
+import { holdToolCall } from './approval.js';
 import { localUpstream, resultText, SANDBOX_A, startToolsHarness, type ToolsHarness } from './testing/harness.js';
 
 const HOLD_MS = 2500;
@@ -110,4 +111,25 @@ test('an agent identity cannot approve its own held call', async () => {
   await assert.rejects(t.h.approvals.decide(a.id, 'agent:coder', 'approve'), /not an operator identity/);
   await t.h.approvals.decide(a.id, 'operator:bob', 'deny');
   assert.equal(refusal(await held)?.reason, 'approval-denied');
+});
+
+test('a hold whose approvals step throws is a refusal (approval-failed), never an escaped error', async () => {
+  const input = { agent: 'coder', sandboxId: SANDBOX_A.sandboxId, toolName: 'local__counter', args: { note: 'throws' } };
+  const real = t.h.approvals;
+  const cases: { name: string; approvals: typeof real; decide?: boolean }[] = [
+    { name: 'supervisedMark throws', approvals: { ...real, supervisedMark: () => { throw new Error('mark store down'); } } },
+    {
+      name: 'wait throws',
+      approvals: { ...real, request: async (b) => ({ ...(await real.request(b)), wait: async () => { throw new Error('wait store down'); } }) },
+    },
+    { name: 'consume throws', decide: true, approvals: { ...real, consume: async () => { throw new Error('consume store down'); } } },
+  ];
+  for (const c of cases) {
+    const held = holdToolCall(c.approvals, input, { holdTimeoutMs: 2000 });
+    if (c.decide) await real.decide((await nextPending(new Set((await real.list()).filter((x) => x.state !== 'pending').map((x) => x.id)))).id, 'operator:alice', 'approve');
+    const r = await held;
+    assert.equal(r.ok, false, c.name);
+    assert.equal(!r.ok && r.reason, 'approval-failed', c.name);
+    assert.match(!r.ok ? r.problem : '', /store down/, c.name);
+  }
 });

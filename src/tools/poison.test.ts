@@ -28,5 +28,7 @@ test('poisoned descriptions are flagged, ordinary ones are not', async () => {
 test('a detector that fails or lies is an error (the gateway then flags every tool)', async () => {
   await assert.rejects(scanTools([{ name: 'a', description: 'x' }], { detector: { name: 'broken', detect: () => { throw new Error('down'); } } }), /down/);
   await assert.rejects(scanTools([{ name: 'a', description: 'x' }], { detector: { name: 'short', detect: () => [] } }), /0 findings for 1/);
+  const noScore = { name: 'no-score', detect: () => [{ score: Number.NaN, rules: [] }] } as unknown as NonNullable<Parameters<typeof scanTools>[1]>['detector'];
+  await assert.rejects(scanTools([{ name: 'a', description: 'x' }], { detector: noScore }), /without a numeric score/, 'a NaN score must not pass the tool unflagged');
   assert.deepEqual(toolTexts({ name: 'x' }), [], 'a tool without texts has nothing to scan');
 });

@@ -60,6 +60,8 @@ export async function scanTools(tools: readonly ScannedTool[], o: { detector?: I
   if (items.length === 0) return [];
   const findings = await detector.detect(items.map((i) => ({ kind: 'document' as const, text: i.text })));
   if (!Array.isArray(findings) || findings.length !== items.length) throw new Error(`the detector ${detector.name} returned ${findings?.length} findings for ${items.length} texts`);
+  // A finding without a numeric score would compare as "below the threshold" and pass the tool unflagged: refuse it instead.
+  if (!findings.every((f) => typeof f?.score === 'number' && !Number.isNaN(f.score) && Array.isArray(f.rules))) throw new Error(`the detector ${detector.name} returned a finding without a numeric score`);
   const byTool = new Map<string, PoisonFinding>();
   items.forEach((item, i) => {
     const f = findings[i]!;
