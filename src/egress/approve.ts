@@ -12,6 +12,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { DoorContext } from './context.js';
+import { namedReason } from './forward.js';
 
 /** One request held for approval, as the agent sent it (before any secret was swapped in). */
 export interface HeldRequest {
@@ -69,11 +70,8 @@ export async function holdForApproval(
   const keepAlive = setInterval(() => conn.touch(), 1000);
   try {
     const held: HeldRequest = { ...o, headers: { ...o.headers }, sandboxId: ctx.sandboxId, agent: ctx.agent, url, body: body.body };
-    const verdict = (await hook(held, aborter.signal)) as EgressApprovalResult | undefined;
-    if (verdict?.ok === true && typeof verdict.approvalId === 'string') return { ok: true, body: body.body, approvalId: verdict.approvalId };
-    const refused = (verdict ?? {}) as Partial<Extract<EgressApprovalResult, { ok: false }>>;
-    const reason = /^[a-z0-9-]{1,64}$/.test(String(refused.reason)) ? refused.reason! : 'approval-failed';
-    return { ok: false, reason, problem: String(refused.problem ?? 'the approval was not granted'), ...(refused.approvalId ? { approvalId: refused.approvalId } : {}) };
+    const verdict = checkedVerdict(await hook(held, aborter.signal));
+    return verdict.ok ? { ok: true, body: body.body, approvalId: verdict.approvalId } : verdict;
   } catch (err) {
     return { ok: false, reason: 'approval-failed', problem: `the approval could not be obtained: ${(err as Error)?.message ?? err}` };
   } finally {
@@ -98,17 +96,21 @@ export async function holdConnect(ctx: DoorContext, socket: Duplex, host: string
     const held: HeldRequest = {
       sandboxId: ctx.sandboxId, agent: ctx.agent, scheme: 'connect', host, port, method: 'CONNECT', path: '', url: authority, headers: {}, body: Buffer.alloc(0),
     };
-    const verdict = (await hook(held, aborter.signal)) as EgressApprovalResult | undefined;
-    if (verdict?.ok === true && typeof verdict.approvalId === 'string') return { ok: true, approvalId: verdict.approvalId };
-    const refused = (verdict ?? {}) as Partial<Extract<EgressApprovalResult, { ok: false }>>;
-    const reason = /^[a-z0-9-]{1,64}$/.test(String(refused.reason)) ? refused.reason! : 'approval-failed';
-    return { ok: false, reason, problem: String(refused.problem ?? 'the approval was not granted'), ...(refused.approvalId ? { approvalId: refused.approvalId } : {}) };
+    return checkedVerdict(await hook(held, aborter.signal));
   } catch (err) {
     return { ok: false, reason: 'approval-failed', problem: `the approval could not be obtained: ${(err as Error)?.message ?? err}` };
   } finally {
     clearInterval(keepAlive);
     socket.off('close', onClose);
   }
+}
+
+/** The hook's answer as the door trusts it: `ok` only with an approval id; any other shape is a refusal (`approval-failed` unless it names a kebab-case reason). */
+function checkedVerdict(answer: unknown): EgressApprovalResult {
+  const verdict = answer as EgressApprovalResult | undefined;
+  if (verdict?.ok === true && typeof verdict.approvalId === 'string') return { ok: true, approvalId: verdict.approvalId };
+  const refused = (verdict ?? {}) as Partial<Extract<EgressApprovalResult, { ok: false }>>;
+  return { ok: false, reason: namedReason(refused.reason, 'approval-failed'), problem: String(refused.problem ?? 'the approval was not granted'), ...(refused.approvalId ? { approvalId: refused.approvalId } : {}) };
 }
 
 function tooLarge(max: number): HoldResult {

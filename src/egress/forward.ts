@@ -62,7 +62,7 @@ export interface ForwardOptions {
 }
 
 /** A kebab-case reason a hook may name; anything else becomes `fallback`. */
-function namedReason(reason: unknown, fallback: string): string {
+export function namedReason(reason: unknown, fallback: string): string {
   return typeof reason === 'string' && /^[a-z0-9-]{1,64}$/.test(reason) ? reason : fallback;
 }
 
@@ -135,7 +135,8 @@ export function forwardRequest(ctx: DoorContext, req: IncomingMessage, res: Serv
         delivered.on('error', (err: Error & { reason?: unknown }) => stop(namedReason(err?.reason, 'response-hook-failed'), 'the response body transform failed'));
       }
     }
-    res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
+    // The reason phrase is upstream text no hook sees: with a response hook, Node's standard phrase is sent instead.
+    res.writeHead(up.statusCode ?? 502, o.response ? undefined : up.statusMessage, out);
     up.on('data', (chunk: Buffer) => { bytesIn += chunk.length; conn.touch(); });
     up.on('error', () => stop('upstream-error', 'the upstream connection failed mid-response'));
     up.on('close', () => { if (!up.complete) stop('upstream-error', 'the upstream closed mid-response'); });
@@ -150,8 +151,8 @@ export function forwardRequest(ctx: DoorContext, req: IncomingMessage, res: Serv
   const source = o.body ? o.body(origin) : origin;
   // A transform may name its refusal: an error with a kebab-case `reason` (e.g. `secret-exfiltration`) is reported as such.
   source.on('error', (err: Error & { reason?: unknown }) => {
-    const named = typeof err?.reason === 'string' && /^[a-z0-9-]{1,64}$/.test(err.reason);
-    stop(named ? (err.reason as string) : 'request-hook-failed', named ? String(err.message) : 'the request body transform failed');
+    const reason = namedReason(err?.reason, '');
+    stop(reason || 'request-hook-failed', reason ? String(err.message) : 'the request body transform failed');
   });
   req.on('data', (chunk: Buffer) => {
     conn.touch();
@@ -251,7 +252,7 @@ export async function applyRequestHook(hook: EgressRequestHook | undefined, requ
   try {
     const result = (await hook(request)) ?? {};
     if (result.deny) {
-      const reason = /^[a-z0-9-]{1,64}$/.test(String(result.deny.reason)) ? result.deny.reason : 'request-hook-failed';
+      const reason = namedReason(result.deny.reason, 'request-hook-failed');
       return { ok: false, reason, problem: String(result.deny.problem ?? 'refused by the request hook') };
     }
     return { ok: true, result };
@@ -284,7 +285,7 @@ export async function applyConnectHook(hook: EgressConnectHook | undefined, requ
   try {
     const result = (await hook(request)) ?? {};
     if (!result.deny) return { ok: true };
-    const reason = /^[a-z0-9-]{1,64}$/.test(String(result.deny.reason)) ? result.deny.reason : 'request-hook-failed';
+    const reason = namedReason(result.deny.reason, 'request-hook-failed');
     return { ok: false, reason, problem: String(result.deny.problem ?? 'refused by the connect hook') };
   } catch (err) {
     return { ok: false, reason: 'request-hook-failed', problem: `the connect hook failed: ${(err as Error)?.message ?? err}` };

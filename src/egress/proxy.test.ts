@@ -486,3 +486,16 @@ test('the connect hook runs before DNS: a refused CONNECT never reaches the reso
     ['sb-connect-hook', 'other.example.com', tlsPort], ['sb-connect-hook', 'reset.example.com', tlsPort], ['sb-connect-hook', 'upstream.example.com', tlsPort],
   ]);
 });
+
+test('an audit scrubber that throws withholds the guest text of every event (fails closed), the request still runs', async () => {
+  const { port } = await openDoor('sb-scrub-throws', { proxy: { auditScrub: () => { throw new Error('scrubber broke'); } } });
+  const r = await rawRequest(port, `GET http://upstream.example.com:${httpPort}/carries-guest-text HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+  r.socket.destroy();
+  assert.equal(r.status, 200, 'scrubbing is for the record only; the allowed request is served');
+  for (const type of ['egress.request', 'egress.close']) {
+    const e = await eventOf('sb-scrub-throws', type);
+    assert.equal(e.data.host, '[withheld: the audit scrubber failed]', `${type}: host withheld`);
+    assert.equal(e.data.path, '[withheld: the audit scrubber failed]', `${type}: path withheld`);
+    assert.ok(!JSON.stringify(e.data).includes('carries-guest-text'), `${type}: no guest text in the event`);
+  }
+});

@@ -258,7 +258,7 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
     try {
       deps.auditScrub(o.sandboxId, copy);
     } catch {
-      for (const k of ['host', 'path', 'sni', 'problem']) if (typeof copy[k] === 'string') copy[k] = '[withheld: the audit scrubber failed]';
+      for (const k of ['host', 'path', 'sni', 'problem', 'url', 'target']) if (typeof copy[k] === 'string') copy[k] = '[withheld: the audit scrubber failed]';
     }
     return copy;
   }

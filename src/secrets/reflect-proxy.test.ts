@@ -76,6 +76,14 @@ function echo(req: IncomingMessage, res: ServerResponse): void {
     res.writeHead(200, { 'content-encoding': 'gzip', 'content-type': 'text/plain', 'content-length': String(packed.length) });
     return void res.end(packed);
   }
+  if (req.url === '/echo-status') {
+    res.writeHead(200, `echo ${t}`, { 'content-type': 'text/plain' });
+    return void res.end('ok');
+  }
+  if (req.url === '/echo-encoding') {
+    res.writeHead(200, { 'content-encoding': t, 'content-type': 'text/plain' });
+    return void res.end('x');
+  }
   if (req.url === '/zstd') {
     res.writeHead(200, { 'content-encoding': 'zstd', 'content-type': 'text/plain' });
     return void res.end(Buffer.from(`pretend-zstd ${t}`));
@@ -222,6 +230,19 @@ test('a response in an encoding cordon does not decode is refused, not passed on
   assert.ok(!got.raw.includes(REAL));
   const close = await closeEvent('/zstd');
   assert.equal(close.reason, 'response-unscannable');
+});
+
+test('upstream text outside headers and body (reason phrase, an unknown encoding quoted in the refusal) never carries the value', async () => {
+  const cases = [
+    { name: 'value as the reason phrase', path: '/echo-status', status: 200 },
+    { name: 'value as the content-encoding', path: '/echo-encoding', status: 403 },
+  ];
+  for (const c of cases) {
+    const got = await guestGet(c.path);
+    assert.equal(got.status, c.status, c.name);
+    for (const form of FORMS) assert.ok(!got.raw.includes(form), `${c.name}: no form of the value reaches the guest`);
+    assert.ok(!got.raw.toLowerCase().includes(REAL.toLowerCase().slice(0, 12)), `${c.name}: not even a case-folded part of the value`);
+  }
 });
 
 test('plain HTTP through the proxy (no tunnel) is scrubbed the same way', async () => {

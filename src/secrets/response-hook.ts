@@ -90,7 +90,7 @@ export function createResponseScrub(o: ResponseScrubOptions): (head: SecretsResp
       return {
         deny: {
           reason: UNSCANNABLE_REASON,
-          problem: `the response of ${o.request.host} is ${encoding.slice(0, 40)}-encoded although cordon asked for identity; it cannot be scanned for reflected secrets, so it is withheld (have the upstream honour Accept-Encoding: identity)`,
+          problem: `the response of ${o.request.host} is sent with a content coding other than gzip, deflate or br (not quoted: it is upstream text that may carry a value) although cordon asked for identity; it cannot be scanned for reflected secrets, so it is withheld (have the upstream honour Accept-Encoding: identity)`,
         },
       };
     }
