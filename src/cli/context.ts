@@ -4,7 +4,12 @@
  */
 import type { Command } from 'commander';
 import { loadConfig, type CordonConfig } from '../config/index.js';
+import { EnvironmentError } from '../errors/index.js';
+import { errorFromApi, resolveConnection } from '../sdk/index.js';
 import { cordonHome } from '../util/index.js';
+
+/** How long one operator-API call may take. */
+const API_TIMEOUT_MS = 30_000;
 
 export interface CliContext {
   home: string;
@@ -35,4 +40,29 @@ function rootOf(cmd: Command): Command {
 /** Print one JSON document on stdout. */
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+/**
+ * One call to the running control plane's operator API with the token from
+ * `home`; a JSON body when given. Errors come back as the API's CordonError,
+ * or `env-daemon-unreachable` when it cannot be reached.
+ */
+export async function operatorCall<T>(home: string, method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
+  const conn = resolveConnection({ home });
+  let res: Response;
+  try {
+    res = await fetch(conn.apiUrl + path, {
+      method,
+      headers: { authorization: `Bearer ${conn.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      signal: AbortSignal.timeout(API_TIMEOUT_MS),
+    });
+  } catch (err) {
+    throw new EnvironmentError('env-daemon-unreachable', `cannot reach the control plane at ${conn.apiUrl}: ${(err as Error).message}`, {
+      fix: 'check that `cordon up` is running for this CORDON_HOME',
+    });
+  }
+  const parsed: unknown = await res.json().catch(() => undefined);
+  if (!res.ok) throw errorFromApi(res.status, parsed);
+  return parsed as T;
 }

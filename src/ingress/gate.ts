@@ -24,6 +24,7 @@ import { createServer, request as httpRequest, type IncomingMessage, type Outgoi
 import type { Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { CordonError } from '../errors/index.js';
+import { trackConnection, type TrackedConnection } from './connection.js';
 import { TOKEN_PARAM, newSecret, secretMatches, sessionCookie, sha256, takeSessionCookie } from './token.js';
 
 export type RefusalReason = 'missing-token' | 'bad-token' | 'token-used' | 'bad-session' | 'connection-limit' | 'closing';
@@ -53,13 +54,8 @@ export interface GateStats {
   bytesOut: number;
 }
 
-interface Conn {
-  id: number;
-  peer: string;
-  audited: Promise<boolean>;
+interface Conn extends TrackedConnection {
   requests: number;
-  /** Settles once the socket has closed and its disconnect is recorded (or could not be). */
-  done: Promise<unknown>;
 }
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
@@ -91,34 +87,12 @@ export function createGate(host: GateHost): Gate {
   server.on('clientError', (_err, socket) => socket.destroy());
 
   function onConnection(socket: Socket): void {
-    socket.on('error', () => undefined);
-    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
-    if (!host.isOpen() || conns.size >= host.maxConnections) {
-      stats.refused++;
-      const reason: RefusalReason = host.isOpen() ? 'connection-limit' : 'closing';
-      host.record('tunnel.refused', { peer, limit: host.maxConnections }, { reason, decision: 'deny' }).catch(() => undefined);
-      socket.destroy();
-      return;
-    }
-    const id = ++seq;
-    stats.connections++;
-    const startedMs = Date.now();
-    let done!: (v: unknown) => void;
-    const conn: Conn = {
-      id, peer, requests: 0,
-      audited: host.record('tunnel.connect', { connection: id, peer }, { decision: 'allow' }).then(() => true, () => false),
-      done: new Promise((r) => (done = r)),
-    };
+    let conn: Conn | undefined;
+    const tracked = trackConnection(host, stats, socket, { active: conns.size, nextId: () => ++seq, disconnectData: () => ({ requests: conn?.requests ?? 0 }) });
+    if (!tracked) return;
+    conn = { ...tracked, requests: 0 };
     conns.set(socket, conn);
-    socket.on('close', () => {
-      stats.bytesIn += socket.bytesRead;
-      stats.bytesOut += socket.bytesWritten;
-      const p = conn.audited.then((ok) => ok && host.record('tunnel.disconnect', {
-        connection: id, peer, requests: conn.requests, bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten, durationMs: Date.now() - startedMs,
-      })).catch(() => undefined);
-      void p.then(done, done).finally(() => conns.delete(socket));
-    });
-    void conn.audited.then((ok) => { if (!ok) socket.destroy(); });
+    void tracked.done.finally(() => conns.delete(socket));
   }
 
   type Auth = { ok: true; setCookie?: string; redirect?: string; bearer: boolean } | { ok: false; reason: RefusalReason };
@@ -185,6 +159,7 @@ export function createGate(host: GateHost): Gate {
     }
     const guest = await host.openGuest().catch((err: unknown) => err as Error);
     if (guest instanceof Error) return fail(res, guest);
+    if (abandoned(req.socket, guest)) return;
     track(guest);
     res.on('close', () => guest.destroy());
     const headers = forwardHeaders(req, auth.bearer);
@@ -224,6 +199,7 @@ export function createGate(host: GateHost): Gate {
       socket.end('HTTP/1.1 502 Bad Gateway\r\nX-Cordon-Error: guest-unreachable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
+    if (abandoned(socket, guest)) return;
     track(guest);
     const lines = [`${req.method ?? 'GET'} ${guestPath(req, url)} HTTP/1.1`];
     const headers = forwardHeaders(req, auth.bearer, true);
@@ -236,6 +212,18 @@ export function createGate(host: GateHost): Gate {
     socket.pipe(guest);
     guest.on('close', () => socket.destroy());
     socket.on('close', () => guest.destroy());
+  }
+
+  /**
+   * The client left, or the tunnel began closing (its shutdown has already
+   * destroyed the streams it knew of), while the guest stream was opening:
+   * close that stream rather than carry anything over it.
+   */
+  function abandoned(client: Socket, guest: Duplex): boolean {
+    if (!client.destroyed && host.isOpen()) return false;
+    guest.destroy();
+    client.destroy();
+    return true;
   }
 
   function track(guest: Duplex): void {

@@ -14,6 +14,7 @@
 import { createServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Gate, GateHost, GateStats, RefusalReason } from './gate.js';
+import { trackConnection } from './connection.js';
 import { secretMatches } from './token.js';
 
 /** Longest first line (the token and its line end). */
@@ -31,30 +32,11 @@ export function createTcpGate(host: GateHost): Gate {
   const server = createServer({ pauseOnConnect: true }, onConnection);
 
   function onConnection(socket: Socket): void {
-    socket.on('error', () => undefined);
-    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
-    if (!host.isOpen() || conns.size >= host.maxConnections) {
-      stats.refused++;
-      const reason: RefusalReason = host.isOpen() ? 'connection-limit' : 'closing';
-      host.record('tunnel.refused', { peer, limit: host.maxConnections }, { reason, decision: 'deny' }).catch(() => undefined);
-      socket.destroy();
-      return;
-    }
-    const id = ++seq;
-    stats.connections++;
-    const startedMs = Date.now();
-    const audited = host.record('tunnel.connect', { connection: id, peer }, { decision: 'allow' }).then(() => true, () => false);
-    let done!: (v: unknown) => void;
-    conns.set(socket, new Promise((r) => (done = r)));
-    socket.on('close', () => {
-      stats.bytesIn += socket.bytesRead;
-      stats.bytesOut += socket.bytesWritten;
-      const p = audited.then((ok) => ok && host.record('tunnel.disconnect', {
-        connection: id, peer, bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten, durationMs: Date.now() - startedMs,
-      })).catch(() => undefined);
-      void p.then(done, done).finally(() => conns.delete(socket));
-    });
-    void audited.then((ok) => (ok && host.isOpen() ? admit(socket, id, peer) : socket.destroy()));
+    const tracked = trackConnection(host, stats, socket, { active: conns.size, nextId: () => ++seq });
+    if (!tracked) return;
+    conns.set(socket, tracked.done);
+    void tracked.done.finally(() => conns.delete(socket));
+    void tracked.audited.then((ok) => (ok && host.isOpen() ? admit(socket, tracked.id, tracked.peer) : socket.destroy()));
   }
 
   function refuse(socket: Socket, id: number, peer: string, reason: RefusalReason): void {

@@ -215,8 +215,13 @@ describe('tunnels (guest port stand-in on the host)', () => {
 
   test('audit failures refuse: no tunnel without tunnel.open, no request without tunnel.connect, no session without tunnel.session', async () => {
     failAudit = (e) => e.type === 'tunnel.open';
-    await assert.rejects(tunnels.open({ sandboxId: SB, port: guestPort }, operator), /audit store unavailable/);
-    assert.equal(tunnels.list().length, 0, 'nothing is left listening');
+    const probe = createNetServer().listen(0, '127.0.0.1');
+    await once(probe, 'listening');
+    const listenPort = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    await assert.rejects(tunnels.open({ sandboxId: SB, port: guestPort, listenPort }, operator), /audit store unavailable/);
+    assert.equal(tunnels.list().length, 0, 'no tunnel is listed');
+    assert.equal(await listening(`http://127.0.0.1:${listenPort}/`), false, 'nothing is left listening on the port it took');
     failAudit = (e) => e.type === 'tunnel.connect';
     const t = await tunnels.open({ sandboxId: SB, port: guestPort }, operator);
     const count = seen.length;
@@ -359,6 +364,44 @@ describe('tunnels (guest port stand-in on the host)', () => {
     assert.equal(of(t.id, 'tunnel.connect').length, 5);
     assert.equal(of(t.id, 'tunnel.disconnect').length, 5);
     assert.equal(of(t.id, 'tunnel.open')[0]?.data?.mode, 'tcp');
+  });
+
+  test('TCP mode, audit failures refuse: no bytes without tunnel.connect, no guest without tunnel.session', { timeout: 15_000 }, async () => {
+    let dialled = 0;
+    const echo = createNetServer((s) => {
+      dialled++;
+      s.pipe(s);
+    });
+    echo.listen(0, '127.0.0.1');
+    await once(echo, 'listening');
+    const t = await tunnels.open({ sandboxId: SB, port: (echo.address() as AddressInfo).port, mode: 'tcp' }, operator);
+    const port = Number(t.url.split(':')[2]);
+    const talk = async (first: string): Promise<string> => {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      let got = '';
+      s.on('data', (b: Buffer) => (got += b.toString()));
+      // A connection cordon destroys may reset: only its close matters here.
+      const closed = new Promise((r) => s.on('close', r));
+      s.on('connect', () => s.write(first + 'ping'));
+      await closed;
+      return got;
+    };
+    try {
+      failAudit = (e) => e.type === 'tunnel.connect';
+      assert.equal(await talk(`${t.token}\n`), '', 'closed without a word or an echo');
+      assert.equal(tunnels.get(t.id).tokenUsed, false, 'the token was never read');
+      failAudit = (e) => e.type === 'tunnel.session';
+      assert.equal(await talk(`${t.token}\n`), 'cordon-tunnel: refused (bad-token)\n');
+      failAudit = undefined;
+      assert.equal(await talk(`${t.token}\n`), 'cordon-tunnel: refused (token-used)\n', 'a token whose use could not be recorded stays spent');
+      assert.equal(dialled, 0, 'the guest port was never dialled');
+      assert.deepEqual(of(t.id, 'tunnel.session'), []);
+    } finally {
+      failAudit = undefined;
+      await tunnels.close(t.id, operator);
+      echo.close();
+    }
   });
 
   test('the connection limit refuses more clients (audited); stop() closes everything as daemon-stop', async () => {

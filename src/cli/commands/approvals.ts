@@ -7,33 +7,10 @@
  */
 import type { Command } from 'commander';
 import type { Approval, SupervisedMark } from '../../approvals/index.js';
-import { EnvironmentError, InvalidInputError } from '../../errors/index.js';
-import { errorFromApi, resolveConnection } from '../../sdk/index.js';
-import { cliHome, printJson } from '../context.js';
+import { InvalidInputError } from '../../errors/index.js';
+import { cliHome, operatorCall as call, printJson } from '../context.js';
 
 const STATES = ['pending', 'approved', 'denied', 'expired'] as const;
-const REQUEST_TIMEOUT_MS = 30_000;
-
-/** One call to the approvals API; errors come back as the API's CordonError. */
-async function call<T>(home: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
-  const conn = resolveConnection({ home });
-  let res: Response;
-  try {
-    res = await fetch(conn.apiUrl + path, {
-      method,
-      headers: { authorization: `Bearer ${conn.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-    });
-  } catch (err) {
-    throw new EnvironmentError('env-daemon-unreachable', `cannot reach the control plane at ${conn.apiUrl}: ${(err as Error).message}`, {
-      fix: 'check that `cordon up` is running for this CORDON_HOME',
-    });
-  }
-  const parsed: unknown = await res.json().catch(() => undefined);
-  if (!res.ok) throw errorFromApi(res.status, parsed);
-  return parsed as T;
-}
 
 function age(iso: string, now = Date.now()): string {
   const diffMs = Date.parse(iso) - now;

@@ -15,31 +15,8 @@ import { connect } from 'node:net';
 import { parseDuration } from '../../config/index.js';
 import { EnvironmentError, InvalidInputError } from '../../errors/index.js';
 import type { OpenedTunnel, TunnelInfo } from '../../ingress/index.js';
-import { errorFromApi, resolveConnection } from '../../sdk/index.js';
-import { cliHome, printJson } from '../context.js';
+import { cliHome, operatorCall as call, printJson } from '../context.js';
 
-const REQUEST_TIMEOUT_MS = 30_000;
-
-/** One call to the tunnels API; errors come back as the API's CordonError. */
-async function call<T>(home: string, method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
-  const conn = resolveConnection({ home });
-  let res: Response;
-  try {
-    res = await fetch(conn.apiUrl + path, {
-      method,
-      headers: { authorization: `Bearer ${conn.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-    });
-  } catch (err) {
-    throw new EnvironmentError('env-daemon-unreachable', `cannot reach the control plane at ${conn.apiUrl}: ${(err as Error).message}`, {
-      fix: 'check that `cordon up` is running for this CORDON_HOME',
-    });
-  }
-  const parsed: unknown = await res.json().catch(() => undefined);
-  if (!res.ok) throw errorFromApi(res.status, parsed);
-  return parsed as T;
-}
 
 function inTime(iso: string, now = Date.now()): string {
   const s = Math.max(0, Math.round((Date.parse(iso) - now) / 1000));
