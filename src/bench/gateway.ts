@@ -71,7 +71,8 @@ const RPS_CONCURRENCY = 50;
 const STREAM_CONCURRENCY = 10;
 const MODEL = 'gpt-4o-mini';
 const BODY = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }] });
-const STREAM_BODY = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }], stream: true });
+/** The upstream echoes it in 3-character pieces: 20 events (role, 17 pieces, stop, [DONE]), one write each. */
+const STREAM_BODY = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello to the benchmark, in twenty short pieces.' }], stream: true });
 
 const benchAuthenticate: Authenticate = async function benchAuthenticate(req) {
   return presentedToken(req) === BENCH_KEY ? { ok: true, agent: 'bench', sandboxId: 'sb-bench' } : { ok: false, reason: 'unknown-token' };

@@ -151,6 +151,19 @@ for (const c of STREAM_CASES) {
   });
 }
 
+for (const client of ['openai-chat', 'anthropic'] as const) {
+  test(`a provider that holds the stream open after its terminal event (${client}): the client's stream ends with that event`, async () => {
+    const before = h.audit.events.filter((e) => e.type === 'llm.response').length;
+    const started = Date.now();
+    // The provider keeps the connection for 1.5 s after the terminal event (longer than the 0.3 s body timeout here).
+    await consume({ name: 'linger', client, model: client === 'anthropic' ? 'claude-test-linger' : 'gpt-test-linger', error: /never/, outcome: 'ok' });
+    assert.ok(Date.now() - started < 1000, `the stream took ${Date.now() - started} ms`);
+    const events = await h.audit.waitFor('llm.response', before + 1);
+    assert.equal(events[before]!.reason, 'ok');
+    assert.equal(h.gateway.limits('reviewer')?.inFlight, 0);
+  });
+}
+
 test('a provider that cannot be reached: 502 upstream-unreachable', async () => {
   const dead = await startHarness();
   await dead.upstream.close();

@@ -84,18 +84,44 @@ function blockedError(hit: OutputHit): GatewayError {
   return new GatewayError(403, hit.filter === 'tool-url' ? 'tool-url-blocked' : 'output-blocked', message, { retryable: false });
 }
 
-async function readCapped(body: Dispatcher.ResponseData['body'], maxBytes: number): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += (chunk as Buffer).length;
-    if (size > maxBytes) {
-      body.destroy();
-      return undefined;
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks, size);
+const ignore = (): void => undefined;
+
+/**
+ * Read a whole body, at most `maxBytes` (undefined past that, the body
+ * destroyed). Listeners, not an async iterator: this runs for every call.
+ */
+function readCapped(body: Dispatcher.ResponseData['body'], maxBytes: number): Promise<Buffer | undefined> {
+  return new Promise<Buffer | undefined>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (): void => {
+      body.off('data', onData);
+      body.off('end', onEnd);
+      body.off('error', onError);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > maxBytes) {
+        done();
+        body.destroy();
+        resolve(undefined);
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      done();
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    };
+    const onError = (err: Error): void => {
+      done();
+      reject(err);
+    };
+    body.on('error', ignore); // an error after we stopped listening must not go unhandled
+    body.on('data', onData);
+    body.once('end', onEnd);
+    body.once('error', onError);
+  });
 }
 
 /** Send one call upstream and answer the client. Never throws for upstream or client trouble. */
@@ -210,83 +236,118 @@ async function relayWhole(input: ForwardInput, res: Dispatcher.ResponseData): Pr
   return { status: 200, outcome: 'ok', usage: inspected.usage, reachedModel: true, firstByteMs };
 }
 
-async function relayStream(input: ForwardInput, res: Dispatcher.ResponseData): Promise<ForwardResult> {
+/**
+ * Pass a stream on event by event. Each upstream read is split into whole
+ * events, each event is inspected, and what may pass is written in one
+ * write; a write the client cannot take yet pauses the upstream. Once the
+ * terminal event is through, the client's response ends with it (one write
+ * less per call), and the rest of the upstream body is read and dropped.
+ */
+function relayStream(input: ForwardInput, res: Dispatcher.ResponseData): Promise<ForwardResult> {
   const { ex, provider, protocol } = input;
   const dialect = protocol.dialect;
   const observer = protocol.observer(input.inspector, { stripUsage: input.stripUsage });
   const splitter = createSseSplitter();
   const decoder = new StringDecoder('utf8');
+  const body = res.body;
   let firstByteMs: number | undefined;
   ex.startStream(200, STREAM_HEADERS);
 
   const result = (outcome: CallOutcome, status: number, blockedBy?: OutputHit): ForwardResult => ({
     status, outcome, usage: observer.usage, reachedModel: true, ...(firstByteMs !== undefined ? { firstByteMs } : {}), ...(blockedBy ? { blockedBy } : {}),
   });
-  /** Forward what may pass of `events`; returns an error that ends the stream, if any. */
-  const pass = async (events: SseEvent[]): Promise<{ stop: GatewayError; hit?: OutputHit } | undefined> => {
+  /** What may pass of `events`, and the error that ends the stream, if any. */
+  const take = (events: SseEvent[]): { out: string; stop?: { error: GatewayError; hit?: OutputHit } } => {
     let out = '';
-    let stop: { stop: GatewayError; hit?: OutputHit } | undefined;
     for (const ev of events) {
       let step;
       try {
         step = observer.onEvent(ev);
       } catch (err) {
-        stop = { stop: err instanceof GatewayError ? err : new GatewayError(502, 'upstream-malformed', 'the provider sent an unreadable event') };
-        break;
+        return { out, stop: { error: err instanceof GatewayError ? err : new GatewayError(502, 'upstream-malformed', 'the provider sent an unreadable event') } };
       }
       if (step === 'forward') out += ev.raw;
       else if (step !== 'drop') {
-        if (step.action === 'block') {
-          stop = { stop: blockedError(step), hit: step };
-          break;
-        }
+        if (step.action === 'block') return { out, stop: { error: blockedError(step), hit: step } };
         out += ev.raw;
       }
     }
-    if (out.length > 0) {
-      const wait = ex.write(out);
-      if (wait) await wait;
-    }
-    return stop;
-  };
-  const finish = (stop: GatewayError): void => {
-    res.body.destroy();
-    respondError(ex, dialect, stop);
+    return { out };
   };
 
-  try {
-    for await (const chunk of res.body) {
-      firstByteMs ??= performance.now() - input.startedMs;
-      const events = splitter.push(decoder.write(chunk as Buffer));
-      if (events.length === 0) continue;
-      const stopped = await pass(events);
-      if (ex.signal.aborted) break;
-      if (stopped) {
-        finish(stopped.stop);
-        return result(stopped.hit ? 'blocked' : 'upstream-malformed', stopped.stop.status, stopped.hit);
+  return new Promise<ForwardResult>((resolve) => {
+    let settled = false;
+    /** The client's response ended after the terminal event; the upstream is only drained. */
+    let ended = false;
+    const settle = (r: ForwardResult): void => {
+      if (settled) return;
+      settled = true;
+      body.off('data', onData);
+      body.off('end', onEnd);
+      body.off('error', onError);
+      if (!ended) resolve(r);
+    };
+    const stopWith = (stop: { error: GatewayError; hit?: OutputHit }): void => {
+      body.destroy();
+      respondError(ex, dialect, stop.error);
+      settle(result(stop.hit ? 'blocked' : 'upstream-malformed', stop.error.status, stop.hit));
+    };
+    /** Write what passed; end the response if the stream is complete. @returns false once the call is settled */
+    const deliver = (events: SseEvent[], last: boolean): boolean => {
+      const { out, stop } = take(events);
+      if (stop) {
+        if (out.length > 0) void ex.write(out);
+        stopWith(stop);
+        return false;
       }
-    }
-    if (ex.signal.aborted) {
-      res.body.destroy();
-      return result('client-closed', 499);
-    }
-    const rest = splitter.push(decoder.end());
-    const stopped = await pass([...rest, ...splitter.flush()]);
-    if (stopped) {
-      finish(stopped.stop);
-      return result(stopped.hit ? 'blocked' : 'upstream-malformed', stopped.stop.status, stopped.hit);
-    }
-    if (!observer.done) {
-      finish(new GatewayError(502, 'upstream-cut', `provider ${provider.name} ended the stream before it was complete`, { fix: 'retry the request' }));
-      return result('upstream-cut', 502);
-    }
-    ex.end();
-    return result(observer.upstreamError ? 'upstream-error' : 'ok', 200);
-  } catch (err) {
-    if (ex.signal.aborted) return result('client-closed', 499);
-    const timeout = isTimeout(err);
-    finish(timeout ? upstreamFailure(provider, err)
-      : new GatewayError(502, 'upstream-cut', `the connection to provider ${provider.name} broke during the stream`, { fix: 'retry the request', cause: err }));
-    return result(timeout ? 'upstream-timeout' : 'upstream-cut', timeout ? 504 : 502);
-  }
+      if (observer.done) {
+        ex.end(out);
+        ended = true;
+        resolve(result(observer.upstreamError ? 'upstream-error' : 'ok', 200));
+        if (last) settle(result('ok', 200));
+        return !last;
+      }
+      if (out.length > 0) {
+        const wait = ex.write(out);
+        if (wait) {
+          body.pause();
+          void wait.then(() => { if (!settled) body.resume(); });
+        }
+      }
+      return true;
+    };
+    const onData = (chunk: Buffer): void => {
+      if (ended) return; // after the terminal event: drained, not passed on
+      firstByteMs ??= performance.now() - input.startedMs;
+      if (ex.signal.aborted) {
+        body.destroy();
+        settle(result('client-closed', 499));
+        return;
+      }
+      const events = splitter.push(decoder.write(chunk));
+      if (events.length > 0) deliver(events, false);
+    };
+    const onEnd = (): void => {
+      if (ended) return settle(result('ok', 200));
+      if (ex.signal.aborted) return settle(result('client-closed', 499));
+      const rest = splitter.push(decoder.end());
+      if (!deliver([...rest, ...splitter.flush()], true)) return;
+      if (ended) return;
+      body.destroy();
+      respondError(ex, dialect, new GatewayError(502, 'upstream-cut', `provider ${provider.name} ended the stream before it was complete`, { fix: 'retry the request' }));
+      settle(result('upstream-cut', 502));
+    };
+    const onError = (err: Error): void => {
+      if (ended) return settle(result('ok', 200));
+      if (ex.signal.aborted) return settle(result('client-closed', 499));
+      const timeout = isTimeout(err);
+      respondError(ex, dialect, timeout ? upstreamFailure(provider, err)
+        : new GatewayError(502, 'upstream-cut', `the connection to provider ${provider.name} broke during the stream`, { fix: 'retry the request', cause: err }));
+      settle(result(timeout ? 'upstream-timeout' : 'upstream-cut', timeout ? 504 : 502));
+    };
+    body.on('error', ignore); // an error after settling must not go unhandled
+    body.on('data', onData);
+    body.once('end', onEnd);
+    body.once('error', onError);
+  });
 }

@@ -43,12 +43,12 @@ export interface Exchange extends AuthRequest {
   readBody(maxBytes: number): Promise<Buffer>;
   /** A complete response. */
   send(status: number, headers: Record<string, string>, body: string | Buffer): void;
-  /** Start a streamed response; headers go out at once. */
+  /** Start a streamed response; headers go out with the first write, or on their own within a turn of the event loop. */
   startStream(status: number, headers: Record<string, string>): void;
   /** Write part of a streamed response; a promise means: wait for it before writing more. */
   write(chunk: string): Promise<void> | undefined;
-  /** End a streamed response. */
-  end(): void;
+  /** End a streamed response, with a last piece if given (one write for both). */
+  end(last?: string): void;
   /** True once a response started (headers sent or queued). */
   readonly started: boolean;
 }

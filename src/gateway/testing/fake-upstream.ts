@@ -10,6 +10,7 @@
  * - `…-cut`: a stream (or body) that stops half-way with a reset connection
  * - `…-eos`: a stream that ends cleanly but without its terminal event
  * - `…-stall`: a stream that sends a few events, then nothing, keeping the connection open
+ * - `…-linger`: a whole stream, terminal event included, then the connection held open for 1.5 s before it ends
  * - `…-hang`: never answers
  * - `…-slow`: streams one chunk every 20 ms, 500 of them
  * - `…-malformed`: 200 with a body (or events) that are not JSON
@@ -170,8 +171,20 @@ function errorBody(anthropic: boolean, status: number): string {
     : JSON.stringify({ error: { message: `fake upstream ${status}`, type: 'server_error', param: null, code: null } });
 }
 
+export interface FakeUpstreamOptions {
+  /**
+   * How a normal stream is written: `uneven` slices (7, 13, 64, 5, 200 bytes,
+   * one per turn of the event loop) so that events straddle reads, as the
+   * gateway's tests need; or `per-event`, one write per event, as providers
+   * flush them (what the benchmark uses).
+   * @default 'uneven'
+   */
+  streamWrites?: 'uneven' | 'per-event';
+}
+
 /** Start a fake provider on 127.0.0.1. */
-export async function startFakeUpstream(): Promise<FakeUpstream> {
+export async function startFakeUpstream(o: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
+  const perEvent = o.streamWrites === 'per-event';
   const seen: SeenRequest[] = [];
   let abandoned = 0;
   let active = 0;
@@ -247,6 +260,12 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
       for (const e of events.slice(0, 3)) res.write(e);
       return;
     }
+    if (model.endsWith('-linger')) {
+      res.write(events.join(''));
+      const timer = setTimeout(() => res.end(), 1500);
+      res.on('close', () => clearTimeout(timer));
+      return;
+    }
     if (model.endsWith('-eos')) {
       res.end(events.slice(0, 3).join(''));
       return;
@@ -265,6 +284,20 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
         res.write(filler);
       }, 20);
       res.on('close', () => clearInterval(timer));
+      return;
+    }
+    if (perEvent) {
+      let e = 0;
+      const next = (): void => {
+        if (res.destroyed) return;
+        if (e === events.length - 1) {
+          res.end(events[e]);
+          return;
+        }
+        res.write(events[e++]);
+        setImmediate(next);
+      };
+      next();
       return;
     }
     // Send the events in uneven slices, so that events straddle chunks.

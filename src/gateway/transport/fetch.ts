@@ -80,8 +80,9 @@ export function fetchExchange(request: Request): { exchange: Exchange; response:
         aborter.signal.addEventListener('abort', onAbort, { once: true });
       });
     },
-    end() {
+    end(last?: string) {
       request.signal.removeEventListener('abort', onRequestAbort);
+      if (last !== undefined && last.length > 0 && controller && !closed) controller.enqueue(encoder.encode(last));
       if (controller && !closed) {
         closed = true;
         controller.close();

@@ -45,6 +45,8 @@ export function nodeExchange(req: IncomingMessage, res: ServerResponse): Exchang
     if (!res.writableFinished) aborter.abort();
   });
   const path = pathOf(req.url);
+  /** A streamed body was written (the headers went with it). */
+  let wrote = false;
   return {
     method: req.method ?? 'GET',
     path,
@@ -67,10 +69,15 @@ export function nodeExchange(req: IncomingMessage, res: ServerResponse): Exchang
     startStream(status, headers) {
       if (res.headersSent || res.destroyed) return;
       res.writeHead(status, headers);
-      res.flushHeaders();
+      // Usually the first events are already here and take the headers along
+      // in one write; if not, the headers go out on their own right after.
+      setImmediate(() => {
+        if (!wrote && !res.destroyed && !res.writableEnded) res.flushHeaders();
+      });
     },
     write(chunk: string): Promise<void> | undefined {
       if (res.destroyed || res.writableEnded) return undefined;
+      wrote = true;
       if (res.write(chunk)) return undefined;
       return new Promise<void>((resolve) => {
         const done = (): void => {
@@ -82,8 +89,10 @@ export function nodeExchange(req: IncomingMessage, res: ServerResponse): Exchang
         res.on('close', done);
       });
     },
-    end() {
-      if (!res.writableEnded) res.end();
+    end(last?: string) {
+      if (res.writableEnded) return;
+      if (last !== undefined && last.length > 0 && !res.destroyed) res.end(last);
+      else res.end();
     },
     get started(): boolean {
       return res.headersSent;
