@@ -72,33 +72,35 @@ function actorOf(who: Who): string {
   return 'anonymous';
 }
 
-function base(type: string, who: Who): AuditEventInput {
-  const e: AuditEventInput = { type, actor: actorOf(who) };
+function envelope(type: string, who: Who, decision: 'allow' | 'deny', reason: string, data: Record<string, unknown>): AuditEventInput {
+  const e: AuditEventInput = { type, actor: actorOf(who), decision, reason, data };
   if (who.agent) e.agent = who.agent;
   if (who.sandboxId) e.sandbox = who.sandboxId;
   return e;
 }
 
-export function requestEvent(who: Who, decision: 'allow' | 'deny', reason: string, data: RequestEventData): AuditEventInput {
-  return { ...base('llm.request', who), decision, reason, data: compact(data) };
+/** An empty hit list is left out. */
+const someHits = (hits: FilterHit[] | undefined): FilterHit[] | undefined => (hits !== undefined && hits.length > 0 ? hits : undefined);
+
+// The data objects below list their keys in canonical (code-unit) order, so
+// the audit log can render them with the native JSON writer; absent fields
+// are undefined members, which canonical JSON leaves out.
+
+export function requestEvent(who: Who, decision: 'allow' | 'deny', reason: string, d: RequestEventData): AuditEventInput {
+  return envelope('llm.request', who, decision, reason, {
+    api: d.api, estimateTokens: d.estimateTokens, hits: someHits(d.hits), model: d.model, path: d.path,
+    provider: d.provider, requestId: d.requestId, stream: d.stream,
+  });
 }
 
-export function responseEvent(who: Who, data: ResponseEventData): AuditEventInput {
-  const decision = data.outcome === 'blocked' ? 'deny' : 'allow';
-  return { ...base('llm.response', who), decision, reason: data.outcome, data: compact(data) };
+export function responseEvent(who: Who, d: ResponseEventData): AuditEventInput {
+  return envelope('llm.response', who, d.outcome === 'blocked' ? 'deny' : 'allow', d.outcome, {
+    api: d.api, firstByteMs: d.firstByteMs, hits: someHits(d.hits), latencyMs: d.latencyMs, model: d.model, outcome: d.outcome,
+    provider: d.provider, requestId: d.requestId, status: d.status, stream: d.stream, tokensIn: d.tokensIn, tokensOut: d.tokensOut,
+    usageReported: d.usageReported,
+  });
 }
 
 export function authEvent(who: Who, reason: string, data: { requestId: string; path: string }): AuditEventInput {
-  return { ...base('llm.auth', who), decision: 'deny', reason, data };
-}
-
-/** Drop undefined fields and empty hit lists (canonical JSON refuses undefined). */
-function compact<T extends object>(data: T): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(data)) {
-    if (v === undefined) continue;
-    if (Array.isArray(v) && v.length === 0) continue;
-    out[k] = v;
-  }
-  return out;
+  return envelope('llm.auth', who, 'deny', reason, { path: data.path, requestId: data.requestId });
 }

@@ -41,8 +41,63 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
  * Canonical JSON: object keys sorted by code unit, no whitespace, `undefined`
  * members dropped. Numbers must be finite. Two equal values always give the
  * same string, which is what the audit hash chain needs.
+ *
+ * Values whose objects already list their keys in that order (as the doors
+ * build their audit data) are written by the native `JSON.stringify`, which
+ * then gives the same text; anything else takes the general path.
  */
 export function canonicalJson(value: unknown): string {
+  return nativeOrderIsCanonical(value, 0) ? JSON.stringify(value) : generalCanonicalJson(value);
+}
+
+/** Deeper values than this take the general path (which has no such limit). */
+const NATIVE_MAX_DEPTH = 32;
+
+/**
+ * True when `JSON.stringify(value)` is exactly its canonical JSON: only
+ * strings, finite numbers, booleans, null, arrays and plain objects whose
+ * `Object.keys` order is strictly ascending by code unit (integer-like keys,
+ * which JavaScript lists first, then fail the check unless already in
+ * order); `undefined` only as an object member (both drop it) or array
+ * element (both write null). Nothing else: no toJSON, functions, symbols,
+ * bigints, non-finite numbers, Dates, Maps or class instances.
+ */
+function nativeOrderIsCanonical(value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case 'string': case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(value);
+    case 'object': {
+      if (value === null) return true;
+      if (depth >= NATIVE_MAX_DEPTH) return false;
+      if (Array.isArray(value)) {
+        if (Object.getPrototypeOf(value) !== Array.prototype) return false;
+        for (let i = 0; i < value.length; i++) {
+          const v: unknown = value[i];
+          if (v !== undefined && !nativeOrderIsCanonical(v, depth + 1)) return false;
+        }
+        return true;
+      }
+      const proto: unknown = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) return false;
+      const obj = value as Record<string, unknown>;
+      let previous: string | undefined;
+      for (const k in obj) {
+        if (!Object.prototype.hasOwnProperty.call(obj, k)) return false;
+        if (previous !== undefined && !(previous < k)) return false;
+        previous = k;
+        const v = obj[k];
+        if (v !== undefined && !nativeOrderIsCanonical(v, depth + 1)) return false;
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+function generalCanonicalJson(value: unknown): string {
   switch (typeof value) {
     case 'string':
       return JSON.stringify(value);
@@ -60,7 +115,7 @@ export function canonicalJson(value: unknown): string {
         for (let i = 0; i < value.length; i++) {
           if (i > 0) out += ',';
           const v = value[i];
-          out += v === undefined ? 'null' : canonicalJson(v);
+          out += v === undefined ? 'null' : generalCanonicalJson(v);
         }
         return out + ']';
       }
@@ -73,7 +128,7 @@ export function canonicalJson(value: unknown): string {
         if (v === undefined || typeof v === 'function' || typeof v === 'symbol') continue;
         if (!first) out += ',';
         first = false;
-        out += JSON.stringify(k) + ':' + canonicalJson(v);
+        out += JSON.stringify(k) + ':' + generalCanonicalJson(v);
       }
       return out + '}';
     }
