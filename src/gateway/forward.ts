@@ -9,7 +9,6 @@
  * client that is gone, and in a result that says what happened.
  */
 import { StringDecoder } from 'node:string_decoder';
-import type { Dispatcher } from 'undici';
 import type { CallOutcome } from './audit.js';
 import { GatewayError, errorEvent, errorHeaders, errorObject, type Dialect } from './errors.js';
 import type { OutputHit, OutputInspector } from './filters/output.js';
@@ -17,6 +16,7 @@ import type { ApiProtocol } from './providers/protocol.js';
 import type { ProviderRuntime } from './providers/registry.js';
 import { createSseSplitter, type SseEvent } from './sse.js';
 import type { Exchange, Usage } from './types.js';
+import { callUpstream, type UpstreamBody, type UpstreamResponse } from './upstream-call.js';
 
 export interface ForwardInput {
   ex: Exchange;
@@ -90,7 +90,7 @@ const ignore = (): void => undefined;
  * Read a whole body, at most `maxBytes` (undefined past that, the body
  * destroyed). Listeners, not an async iterator: this runs for every call.
  */
-function readCapped(body: Dispatcher.ResponseData['body'], maxBytes: number): Promise<Buffer | undefined> {
+function readCapped(body: UpstreamBody, maxBytes: number): Promise<Buffer | undefined> {
   return new Promise<Buffer | undefined>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -128,15 +128,9 @@ function readCapped(body: Dispatcher.ResponseData['body'], maxBytes: number): Pr
 export async function forward(input: ForwardInput): Promise<ForwardResult> {
   const { ex, provider, protocol } = input;
   const dialect = protocol.dialect;
-  let res: Dispatcher.ResponseData;
+  let res: UpstreamResponse;
   try {
-    res = await provider.pool.request({
-      method: 'POST',
-      path: provider.pathFor(protocol.suffix),
-      headers: input.headers,
-      body: input.body,
-      signal: ex.signal,
-    });
+    res = await callUpstream(provider.pool, { method: 'POST', path: provider.pathFor(protocol.suffix), headers: input.headers, body: input.body }, ex.signal);
   } catch (err) {
     if (ex.signal.aborted) return { status: 499, outcome: 'client-closed', usage: undefined, reachedModel: false };
     const failure = upstreamFailure(provider, err);
@@ -159,7 +153,7 @@ export async function forward(input: ForwardInput): Promise<ForwardResult> {
   return relayWhole(input, res);
 }
 
-async function relayUpstreamError(input: ForwardInput, res: Dispatcher.ResponseData): Promise<ForwardResult> {
+async function relayUpstreamError(input: ForwardInput, res: UpstreamResponse): Promise<ForwardResult> {
   const { ex, provider, protocol } = input;
   const status = res.statusCode;
   let text = '';
@@ -196,7 +190,7 @@ async function relayUpstreamError(input: ForwardInput, res: Dispatcher.ResponseD
   return base;
 }
 
-async function relayWhole(input: ForwardInput, res: Dispatcher.ResponseData): Promise<ForwardResult> {
+async function relayWhole(input: ForwardInput, res: UpstreamResponse): Promise<ForwardResult> {
   const { ex, provider, protocol } = input;
   const dialect = protocol.dialect;
   let buf: Buffer | undefined;
@@ -243,7 +237,7 @@ async function relayWhole(input: ForwardInput, res: Dispatcher.ResponseData): Pr
  * terminal event is through, the client's response ends with it (one write
  * less per call), and the rest of the upstream body is read and dropped.
  */
-function relayStream(input: ForwardInput, res: Dispatcher.ResponseData): Promise<ForwardResult> {
+function relayStream(input: ForwardInput, res: UpstreamResponse): Promise<ForwardResult> {
   const { ex, provider, protocol } = input;
   const dialect = protocol.dialect;
   const observer = protocol.observer(input.inspector, { stripUsage: input.stripUsage });

@@ -139,6 +139,43 @@ function bodyText(body: unknown): string {
   return '';
 }
 
+/** Answer through undici's handler interface (`onRequestStart` … `onResponseEnd`), on the next turn of the event loop. */
+function replyToHandler(handler: Dispatcher.DispatchHandler, a: Answer): boolean {
+  let aborted: Error | undefined;
+  let paused = false;
+  let pending: (() => void) | undefined;
+  const controller: Dispatcher.DispatchController = {
+    get aborted() { return aborted !== undefined; },
+    get paused() { return paused; },
+    get reason() { return aborted ?? null; },
+    abort(reason: Error) {
+      if (aborted) return;
+      aborted = reason;
+      handler.onResponseError?.(controller, reason);
+    },
+    pause() { paused = true; },
+    resume() {
+      paused = false;
+      const next = pending;
+      pending = undefined;
+      next?.();
+    },
+  };
+  handler.onRequestStart?.(controller, {});
+  if (aborted) return true;
+  setImmediate(function replyScripted() {
+    if (aborted) return;
+    const payload = Buffer.from(a.body, 'utf8');
+    handler.onResponseStart?.(controller, a.status, { 'content-type': a.contentType, 'content-length': String(payload.length) }, 'OK');
+    if (aborted) return;
+    handler.onResponseData?.(controller, payload);
+    const end = (): void => { if (!aborted) handler.onResponseEnd?.(controller, {}); };
+    if (paused) pending = end;
+    else end();
+  });
+  return true;
+}
+
 /**
  * The upstream of a `scripted` provider: an undici dispatcher that answers in
  * process (the gateway sends it requests exactly as it would to a provider).
@@ -154,6 +191,12 @@ export class ScriptedDispatcher extends Dispatcher {
   }
 
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const answer = (): Answer => this.#closed
+      ? errorAnswer(503, 'the scripted provider is closed')
+      : options.method === 'POST' && /\/chat\/completions$/.test(options.path)
+        ? answerChat(this.#script, bodyText(options.body))
+        : errorAnswer(404, `the scripted provider only replays chat completions, not ${options.method} ${options.path}`);
+    if (typeof handler.onResponseStart === 'function') return replyToHandler(handler, answer());
     const h = handler as unknown as LegacyHandler;
     let aborted = false;
     h.onConnect?.((err) => {
@@ -161,15 +204,11 @@ export class ScriptedDispatcher extends Dispatcher {
       h.onError?.(err ?? new Error('aborted'));
     }, {});
     if (aborted) return true;
-    const answer = this.#closed
-      ? errorAnswer(503, 'the scripted provider is closed')
-      : options.method === 'POST' && /\/chat\/completions$/.test(options.path)
-        ? answerChat(this.#script, bodyText(options.body))
-        : errorAnswer(404, `the scripted provider only replays chat completions, not ${options.method} ${options.path}`);
+    const a = answer();
     setImmediate(function replyScripted() {
       if (aborted) return;
-      const payload = Buffer.from(answer.body, 'utf8');
-      h.onHeaders?.(answer.status, [Buffer.from('content-type'), Buffer.from(answer.contentType), Buffer.from('content-length'), Buffer.from(String(payload.length))], () => undefined, 'OK');
+      const payload = Buffer.from(a.body, 'utf8');
+      h.onHeaders?.(a.status, [Buffer.from('content-type'), Buffer.from(a.contentType), Buffer.from('content-length'), Buffer.from(String(payload.length))], () => undefined, 'OK');
       if (aborted) return;
       h.onData?.(payload);
       if (!aborted) h.onComplete?.([]);
