@@ -130,9 +130,9 @@ export async function forward(input: ForwardInput): Promise<ForwardResult> {
   const dialect = protocol.dialect;
   let res: UpstreamResponse;
   try {
-    res = await callUpstream(provider.pool, { method: 'POST', path: provider.pathFor(protocol.suffix), headers: input.headers, body: input.body }, ex.signal);
+    res = await callUpstream(provider.pool, { method: 'POST', path: provider.pathFor(protocol.suffix), headers: input.headers, body: input.body }, ex);
   } catch (err) {
-    if (ex.signal.aborted) return { status: 499, outcome: 'client-closed', usage: undefined, reachedModel: false };
+    if (ex.aborted) return { status: 499, outcome: 'client-closed', usage: undefined, reachedModel: false };
     const failure = upstreamFailure(provider, err);
     respondError(ex, dialect, failure);
     return { status: failure.status, outcome: failure.reason === 'upstream-timeout' ? 'upstream-timeout' : 'upstream-error', usage: undefined, reachedModel: false };
@@ -197,7 +197,7 @@ async function relayWhole(input: ForwardInput, res: UpstreamResponse): Promise<F
   try {
     buf = await readCapped(res.body, input.maxResponseBodyBytes);
   } catch (err) {
-    if (ex.signal.aborted) return { status: 499, outcome: 'client-closed', usage: undefined, reachedModel: true };
+    if (ex.aborted) return { status: 499, outcome: 'client-closed', usage: undefined, reachedModel: true };
     const failure = isTimeout(err) ? upstreamFailure(provider, err)
       : new GatewayError(502, 'upstream-cut', `provider ${provider.name} closed the connection before the answer was complete`, { fix: 'retry', cause: err });
     respondError(ex, dialect, failure);
@@ -313,7 +313,7 @@ function relayStream(input: ForwardInput, res: UpstreamResponse): Promise<Forwar
     const onData = (chunk: Buffer): void => {
       if (ended) return; // after the terminal event: drained, not passed on
       firstByteMs ??= performance.now() - input.startedMs;
-      if (ex.signal.aborted) {
+      if (ex.aborted) {
         body.destroy();
         settle(result('client-closed', 499));
         return;
@@ -323,7 +323,7 @@ function relayStream(input: ForwardInput, res: UpstreamResponse): Promise<Forwar
     };
     const onEnd = (): void => {
       if (ended) return settle(result('ok', 200));
-      if (ex.signal.aborted) return settle(result('client-closed', 499));
+      if (ex.aborted) return settle(result('client-closed', 499));
       const rest = splitter.push(decoder.end());
       if (!deliver([...rest, ...splitter.flush()], true)) return;
       if (ended) return;
@@ -333,7 +333,7 @@ function relayStream(input: ForwardInput, res: UpstreamResponse): Promise<Forwar
     };
     const onError = (err: Error): void => {
       if (ended) return settle(result('ok', 200));
-      if (ex.signal.aborted) return settle(result('client-closed', 499));
+      if (ex.aborted) return settle(result('client-closed', 499));
       const timeout = isTimeout(err);
       respondError(ex, dialect, timeout ? upstreamFailure(provider, err)
         : new GatewayError(502, 'upstream-cut', `the connection to provider ${provider.name} broke during the stream`, { fix: 'retry the request', cause: err }));

@@ -36,6 +36,10 @@ export type ApiKind = 'chat.completions' | 'responses' | 'embeddings' | 'message
 export interface Exchange extends AuthRequest {
   /** Aborted when the client goes away before the response ended. */
   readonly signal: AbortSignal;
+  /** The client went away before the response ended (what `signal.aborted` says, without making a signal). */
+  readonly aborted: boolean;
+  /** Call `listener` once if the client goes away before the response ended; returns the undo. */
+  onAbort(listener: () => void): () => void;
   /**
    * The whole request body, at most `maxBytes`.
    * @throws GatewayError 413 `body-too-large`, 415 `unsupported-encoding`, 400 `client-closed`

@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { Pool } from 'undici';
-import { callUpstream, type UpstreamBody } from './upstream-call.js';
+import { callUpstream, watchSignal, type UpstreamBody } from './upstream-call.js';
 
 let server: Server;
 let pool: Pool;
@@ -45,7 +45,7 @@ function collect(body: UpstreamBody): Promise<Buffer> {
 }
 
 test('bytes that came before anyone listened are handed over in order, then end', async () => {
-  const res = await callUpstream(pool, { method: 'GET', path: '/' }, new AbortController().signal);
+  const res = await callUpstream(pool, { method: 'GET', path: '/' }, watchSignal(new AbortController().signal));
   assert.equal(res.statusCode, 200);
   assert.equal(res.headers['content-type'], 'text/plain');
   await new Promise((r) => setTimeout(r, 30)); // the whole answer is in by now
@@ -53,7 +53,7 @@ test('bytes that came before anyone listened are handed over in order, then end'
 });
 
 test('pause holds the rest until resume; every byte arrives once, in order', async () => {
-  const res = await callUpstream(pool, { method: 'GET', path: '/big' }, new AbortController().signal);
+  const res = await callUpstream(pool, { method: 'GET', path: '/big' }, watchSignal(new AbortController().signal));
   const chunks: Buffer[] = [];
   let pausedAt = -1;
   const ended = new Promise<void>((resolve, reject) => {
@@ -76,9 +76,9 @@ test('pause holds the rest until resume; every byte arrives once, in order', asy
 });
 
 test('a connection cut mid-body is an error event; with no error listener it is dropped, not thrown', async () => {
-  const res = await callUpstream(pool, { method: 'GET', path: '/reset' }, new AbortController().signal);
+  const res = await callUpstream(pool, { method: 'GET', path: '/reset' }, watchSignal(new AbortController().signal));
   await assert.rejects(collect(res.body));
-  const silent = await callUpstream(pool, { method: 'GET', path: '/reset' }, new AbortController().signal);
+  const silent = await callUpstream(pool, { method: 'GET', path: '/reset' }, watchSignal(new AbortController().signal));
   const got: Buffer[] = [];
   silent.body.on('data', (c: Buffer) => got.push(c));
   await new Promise((r) => setTimeout(r, 100)); // the reset comes and goes without an uncaught error
@@ -87,14 +87,14 @@ test('a connection cut mid-body is an error event; with no error listener it is 
 
 test('aborting the signal before the answer rejects; after it, the body fails', async () => {
   const early = new AbortController();
-  const pending = callUpstream(pool, { method: 'GET', path: '/slow' }, early.signal);
+  const pending = callUpstream(pool, { method: 'GET', path: '/slow' }, watchSignal(early.signal));
   setTimeout(() => early.abort(), 20);
   await assert.rejects(pending, (err: Error) => err.name === 'AbortError' || /abort|went away/i.test(err.message));
   const gone = new AbortController();
   gone.abort();
-  await assert.rejects(callUpstream(pool, { method: 'GET', path: '/' }, gone.signal), /went away/);
+  await assert.rejects(callUpstream(pool, { method: 'GET', path: '/' }, watchSignal(gone.signal)), /went away/);
   const late = new AbortController();
-  const res = await callUpstream(pool, { method: 'GET', path: '/big' }, late.signal);
+  const res = await callUpstream(pool, { method: 'GET', path: '/big' }, watchSignal(late.signal));
   const failed = new Promise<Error>((resolve) => {
     res.body.on('data', () => late.abort()).once('error', resolve).once('end', () => resolve(new Error('ended instead of failing')));
   });
@@ -102,7 +102,7 @@ test('aborting the signal before the answer rejects; after it, the body fails', 
 });
 
 test('destroy drops the rest: no event follows', async () => {
-  const res = await callUpstream(pool, { method: 'GET', path: '/big' }, new AbortController().signal);
+  const res = await callUpstream(pool, { method: 'GET', path: '/big' }, watchSignal(new AbortController().signal));
   let after = 0;
   let destroyed = false;
   res.body.on('data', () => {

@@ -10,7 +10,7 @@
  * a paused stream would.
  *
  * @example
- * const res = await callUpstream(pool, { method: 'POST', path, headers, body }, ex.signal);
+ * const res = await callUpstream(pool, { method: 'POST', path, headers, body }, ex); // ex: the client's Exchange
  * res.body.on('data', onChunk).once('end', onEnd).once('error', onError);
  */
 import { EventEmitter } from 'node:events';
@@ -115,12 +115,30 @@ export class UpstreamBody extends EventEmitter {
   }
 }
 
+/** Who the answer is for: the call is aborted when they go away. `Exchange` fits; so does {@link watchSignal}. */
+export interface CallerWatch {
+  readonly aborted: boolean;
+  /** Call `listener` once when the caller goes away; returns the undo. */
+  onAbort(listener: () => void): () => void;
+}
+
+/** A {@link CallerWatch} over an `AbortSignal`. */
+export function watchSignal(signal: AbortSignal): CallerWatch {
+  return {
+    get aborted() { return signal.aborted; },
+    onAbort(listener) {
+      signal.addEventListener('abort', listener, { once: true });
+      return () => signal.removeEventListener('abort', listener);
+    },
+  };
+}
+
 /**
  * Send a request; resolves once the provider's status and headers are in.
- * Aborting `signal` aborts the call (before or after the answer started).
+ * The call is aborted when `caller` goes away (before or after the answer started).
  * @throws the connection or timeout error when no answer started
  */
-export function callUpstream(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: AbortSignal): Promise<UpstreamResponse> {
+export function callUpstream(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, caller: CallerWatch): Promise<UpstreamResponse> {
   return new Promise<UpstreamResponse>((resolve, reject) => {
     const body = new UpstreamBody();
     let controller: Dispatcher.DispatchController | undefined;
@@ -131,22 +149,22 @@ export function callUpstream(dispatcher: Dispatcher, options: Dispatcher.Dispatc
       err.name = 'AbortError';
       if (controller && !controller.aborted) controller.abort(err);
     };
-    const done = (): void => {
-      over = true;
-      signal.removeEventListener('abort', onAbort);
-    };
-    if (signal.aborted) {
+    if (caller.aborted) {
       const err = new Error('the client went away');
       err.name = 'AbortError';
       reject(err);
       return;
     }
-    signal.addEventListener('abort', onAbort, { once: true });
+    const unwatch = caller.onAbort(onAbort);
+    const done = (): void => {
+      over = true;
+      unwatch();
+    };
     dispatcher.dispatch(options, {
       onRequestStart(c) {
         controller = c;
         body.attach(c);
-        if (signal.aborted) onAbort();
+        if (caller.aborted) onAbort();
       },
       onResponseStart(_c, statusCode, headers) {
         if (statusCode < 200) return; // 1xx: the answer is still to come

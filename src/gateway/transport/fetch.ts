@@ -33,6 +33,17 @@ export function fetchExchange(request: Request): { exchange: Exchange; response:
     method: request.method,
     path: pathOf(request.url),
     signal: aborter.signal,
+    get aborted(): boolean {
+      return aborter.signal.aborted;
+    },
+    onAbort(listener: () => void): () => void {
+      if (aborter.signal.aborted) {
+        queueMicrotask(listener);
+        return () => undefined;
+      }
+      aborter.signal.addEventListener('abort', listener, { once: true });
+      return () => aborter.signal.removeEventListener('abort', listener);
+    },
     header(name: string): string | undefined {
       return request.headers.get(name) ?? undefined;
     },

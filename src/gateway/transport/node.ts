@@ -40,9 +40,17 @@ export function bodyTooLarge(maxBytes: number): GatewayError {
 
 /** Wrap a node request/response pair. */
 export function nodeExchange(req: IncomingMessage, res: ServerResponse): Exchange {
-  const aborter = new AbortController();
+  // The signal is made only when someone asks for it: most calls only need `aborted` and `onAbort`.
+  let aborter: AbortController | undefined;
+  let gone = false;
+  let listeners: Array<() => void> | undefined;
   res.on('close', function onResponseClose() {
-    if (!res.writableFinished) aborter.abort();
+    if (res.writableFinished) return;
+    gone = true;
+    aborter?.abort();
+    const ls = listeners;
+    listeners = undefined;
+    if (ls) for (const l of ls) l();
   });
   const path = pathOf(req.url);
   /** A streamed body was written (the headers went with it). */
@@ -50,7 +58,27 @@ export function nodeExchange(req: IncomingMessage, res: ServerResponse): Exchang
   return {
     method: req.method ?? 'GET',
     path,
-    signal: aborter.signal,
+    get signal(): AbortSignal {
+      if (!aborter) {
+        aborter = new AbortController();
+        if (gone) aborter.abort();
+      }
+      return aborter.signal;
+    },
+    get aborted(): boolean {
+      return gone;
+    },
+    onAbort(listener: () => void): () => void {
+      if (gone) {
+        queueMicrotask(listener);
+        return () => undefined;
+      }
+      (listeners ??= []).push(listener);
+      return () => {
+        const i = listeners?.indexOf(listener) ?? -1;
+        if (i >= 0) listeners!.splice(i, 1);
+      };
+    },
     header(name: string): string | undefined {
       const v = req.headers[name];
       return Array.isArray(v) ? v.join(', ') : v;
