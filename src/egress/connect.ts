@@ -207,6 +207,9 @@ function splice(ctx: DoorContext, client: Duplex, upstream: Socket, first: Buffe
   const touch = conn.touch;
   // A tunnel opened before its sandbox became supervised carries nothing more out: the client must ask again (and be held).
   const supervisedNow = data.approval === undefined ? ctx.supervised : undefined;
+  // The door's own activity listener is no longer needed: the relay below marks activity itself
+  // (one 'data' listener per socket: EventEmitter copies the list on each emit when there are more).
+  client.removeListener('data', touch);
   client.on('data', function clientToUpstream(chunk: Buffer): void {
     if (supervisedNow?.()) return fail('supervised');
     bytesOut += chunk.length;
