@@ -115,3 +115,18 @@ test('destroy drops the rest: no event follows', async () => {
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(after, 0);
 });
+
+test('a dispatcher that cannot take the call rejects it, and stops watching the caller', async () => {
+  const closed = new Pool('http://127.0.0.1:9', { connections: 1 });
+  await closed.close();
+  let watching = 0;
+  const caller = {
+    aborted: false,
+    onAbort() {
+      watching++;
+      return () => { watching--; };
+    },
+  };
+  await assert.rejects(callUpstream(closed, { method: 'GET', path: '/' }, caller));
+  assert.equal(watching, 0);
+});

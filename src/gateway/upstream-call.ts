@@ -160,7 +160,7 @@ export function callUpstream(dispatcher: Dispatcher, options: Dispatcher.Dispatc
       over = true;
       unwatch();
     };
-    dispatcher.dispatch(options, {
+    const handler: Dispatcher.DispatchHandler = {
       onRequestStart(c) {
         controller = c;
         body.attach(c);
@@ -183,6 +183,13 @@ export function callUpstream(dispatcher: Dispatcher, options: Dispatcher.Dispatc
         if (!started) reject(err);
         else body.finish(err);
       },
-    });
+    };
+    try {
+      dispatcher.dispatch(options, handler);
+    } catch (err) {
+      // A dispatcher that throws instead of calling onResponseError (bad options, a closed pool).
+      done();
+      reject(err);
+    }
   });
 }
