@@ -1,6 +1,6 @@
 /**
  * Pure parts of `cordon bench gateway`: percentiles, the figures of one system
- * (latency at each concurrency, requests/s, time to the first streamed chunk)
+ * (latency at each concurrency, requests/s, time to the first whole streamed event)
  * relative to calling the upstream directly, the goal check, and the text table.
  */
 
@@ -14,7 +14,7 @@ export interface GatewaySamples {
   latencyMs: Record<Concurrency, number[]>;
   /** Requests/s of each round at the requests/s concurrency. */
   rps: number[];
-  /** Time from sending a streamed request to its first body chunk, ms, at the streaming concurrency. */
+  /** Time from sending a streamed request to its first whole server-sent event, ms, at the streaming concurrency. */
   firstChunkMs: number[];
   /** The same, one request at a time. */
   firstChunkC1Ms: number[];
@@ -50,7 +50,7 @@ export type PeerEntry = GatewayFigures | { missing: string; fix: string } | { fa
 export interface GatewayGoal {
   /** cordon adds ≤ 0.5 ms to the p50 at every concurrency. */
   addedP50: boolean;
-  /** cordon adds ≤ 1 ms to the p50 of the first streamed chunk (at the streaming concurrency, 10). */
+  /** cordon adds ≤ 1 ms to the p50 of the first streamed event (at the streaming concurrency, 10). */
   firstChunk: boolean;
   /** cordon's requests/s ≥ 5× Portkey's; undefined when Portkey was not measured. */
   rpsVsPortkey: boolean | undefined;
@@ -108,7 +108,7 @@ export function checkGoal(cordon: GatewayFigures, portkey: PeerEntry): GatewayGo
   }
   const addedP50 = misses.length === 0;
   const firstChunk = cordon.addedFirstChunkP50Ms <= 1;
-  if (!firstChunk) misses.push(`streaming adds ${cordon.addedFirstChunkP50Ms} ms to the first chunk (goal ≤ 1 ms)`);
+  if (!firstChunk) misses.push(`streaming adds ${cordon.addedFirstChunkP50Ms} ms to the first streamed event (goal ≤ 1 ms)`);
   let rpsVsPortkey: boolean | undefined;
   if (isMeasured(portkey)) {
     rpsVsPortkey = cordon.rps >= 5 * portkey.rps;
@@ -133,9 +133,9 @@ export function formatGatewayTable(direct: SystemFigures, systems: ReadonlyArray
       ...systems.map(([, e]) => cell(e, (g) => `${ms(g.latency[k]!.p99Ms)} (${plus(g.added[k]!.p99Ms)})`))]);
   }
   rows.push([`requests/s, concurrency ${rpsConcurrency}`, String(direct.rps), ...systems.map(([, e]) => cell(e, (g) => String(g.rps)))]);
-  rows.push(['first streamed chunk p50 ms, concurrency 1', ms(direct.firstChunkC1P50Ms),
+  rows.push(['first streamed event p50 ms, concurrency 1', ms(direct.firstChunkC1P50Ms),
     ...systems.map(([, e]) => cell(e, (g) => `${ms(g.firstChunkC1P50Ms)} (${plus(g.addedFirstChunkC1P50Ms)})`))]);
-  rows.push(['first streamed chunk p50 ms, concurrency 10', ms(direct.firstChunkP50Ms),
+  rows.push(['first streamed event p50 ms, concurrency 10', ms(direct.firstChunkP50Ms),
     ...systems.map(([, e]) => cell(e, (g) => `${ms(g.firstChunkP50Ms)} (${plus(g.addedFirstChunkP50Ms)})`))]);
   const line = (r: string[]): string => `| ${r.join(' | ')} |`;
   return [line(head), line(head.map(() => '---')), ...rows.map(line)].join('\n');

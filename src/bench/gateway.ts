@@ -16,7 +16,7 @@
  *
  * Rows: latency of a chat completion at concurrency 1, 10, 50 and 200 (p50, p99,
  * and what each gateway adds over calling the upstream directly), requests/s
- * at concurrency 50, and the time to the first chunk of a streamed completion
+ * at concurrency 50, and the time to the first whole event of a streamed completion
  * at concurrency 1 and 10. Each round measures every row for every system in turn.
  *
  * @example
