@@ -10,24 +10,29 @@
  *   Its end is recorded with the bytes each way (`tunnel.disconnect`).
  * - Authentication, per request: this tunnel's session cookie, else the token
  *   as `?cordon_tunnel_token=` or `Authorization: Bearer`. The token works
- *   once: it is consumed (audited `tunnel.session`; a failed write refuses)
- *   and exchanged for a session cookie (HttpOnly, SameSite=Strict, named per
- *   tunnel). With the query form the answer is a 303 to the same URL without
- *   the token; with the header form the request goes through at once and the
- *   answer carries the cookie. Anything else is a 401 with
+ *   once: it is consumed (audited `tunnel.session`) and exchanged for a
+ *   session cookie (HttpOnly, SameSite=Strict, named per tunnel). With the
+ *   query form the answer is a 303 to the same URL without the token; with
+ *   the header form the request goes through at once and the answer carries
+ *   the cookie. Anything else is a 401 with
  *   `X-Cordon-Error: missing-token | bad-token | token-used | bad-session`,
- *   audited as `tunnel.refused`.
+ *   audited as `tunnel.refused`. A valid token whose use cannot be recorded
+ *   is refused with 503 `X-Cordon-Error: audit-unavailable` and stays spent.
  * - The guest never sees the token or any cordon cookie. WebSocket upgrades
  *   are authenticated the same way and then carried as raw bytes.
  */
-import { createServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { CordonError } from '../errors/index.js';
 import { trackConnection, type TrackedConnection } from './connection.js';
 import { TOKEN_PARAM, newSecret, secretMatches, sessionCookie, sha256, takeSessionCookie } from './token.js';
 
-export type RefusalReason = 'missing-token' | 'bad-token' | 'token-used' | 'bad-session' | 'connection-limit' | 'closing';
+/**
+ * Why a client was refused. `audit-unavailable`: the token was right, but its
+ * use (`tunnel.session`) could not be recorded; the token is spent all the same.
+ */
+export type RefusalReason = 'missing-token' | 'bad-token' | 'token-used' | 'bad-session' | 'audit-unavailable' | 'connection-limit' | 'closing';
 
 /** What the gate needs from its tunnel. */
 export interface GateHost {
@@ -111,7 +116,11 @@ export function createGate(host: GateHost): Gate {
     if (tokenUsed) return { ok: false, reason: 'token-used' };
     tokenUsed = true; // before any await: two racing requests cannot both spend it
     const via = url.searchParams.has(TOKEN_PARAM) ? 'query' : 'bearer';
-    await host.record('tunnel.session', { via });
+    try {
+      await host.record('tunnel.session', { via });
+    } catch {
+      return { ok: false, reason: 'audit-unavailable' }; // spent, but its use could not be recorded: refuse
+    }
     const secret = newSecret();
     sessions.add(sha256(secret).toString('hex'));
     const setCookie = sessionCookie(host.id, secret);
@@ -133,12 +142,7 @@ export function createGate(host: GateHost): Gate {
     stats.requests++;
     host.touch();
     const url = new URL(req.url ?? '/', 'http://tunnel.invalid');
-    let auth: Auth;
-    try {
-      auth = await authenticate(req, url);
-    } catch {
-      auth = { ok: false, reason: 'bad-token' }; // the token was spent but its use could not be recorded: refuse
-    }
+    const auth = await authenticate(req, url);
     if (!auth.ok) {
       stats.refused++;
       await host.record('tunnel.refused', { connection: conn.id, peer: conn.peer, method: req.method, path: url.pathname.slice(0, 200) }, { reason: auth.reason, decision: 'deny' })
@@ -191,7 +195,8 @@ export function createGate(host: GateHost): Gate {
     if (!admitted) return;
     const { url, auth } = admitted;
     if (!auth.ok) {
-      socket.end(`HTTP/1.1 401 Unauthorized\r\nX-Cordon-Error: ${auth.reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      const status = refusalStatus(auth.reason);
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nX-Cordon-Error: ${auth.reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       return;
     }
     const guest = await host.openGuest().catch(() => undefined);
@@ -288,13 +293,20 @@ const FIXES: Record<RefusalReason, string> = {
   'bad-token': 'use the token printed by `cordon tunnel open` for this tunnel',
   'token-used': 'the token works once; open a new tunnel (`cordon tunnel open`) for another client',
   'bad-session': 'the session cookie is not valid for this tunnel; open a new tunnel',
+  'audit-unavailable': 'the token was right, but its use could not be written to the audit log, so it was refused and is now spent; '
+    + 'check the control plane\'s audit store and disk, then open a new tunnel (`cordon tunnel open`)',
   'connection-limit': 'close other connections to this tunnel',
   closing: 'the tunnel is closing; open a new one',
 };
 
+/** 503 when cordon could not record the request (the client did nothing wrong), else 401. */
+function refusalStatus(reason: RefusalReason): number {
+  return reason === 'audit-unavailable' ? 503 : 401;
+}
+
 function refuse(res: ServerResponse, reason: RefusalReason): void {
   const body = `cordon tunnel: refused (${reason}): ${FIXES[reason]}\n`;
-  res.writeHead(401, { 'content-type': 'text/plain; charset=utf-8', 'x-cordon-error': reason, connection: 'close', 'content-length': Buffer.byteLength(body) });
+  res.writeHead(refusalStatus(reason), { 'content-type': 'text/plain; charset=utf-8', 'x-cordon-error': reason, connection: 'close', 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
 

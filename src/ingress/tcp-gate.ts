@@ -3,10 +3,11 @@
  * not HTTP (ssh, databases): the client's first line is the one-time token
  * (`TOKEN\n`, at most 128 bytes, within 10 s); then the connection is carried
  * to the guest port as raw bytes. The token admits exactly one connection:
- * it is consumed (audited `tunnel.session`, a failed write refuses) before the
- * guest is dialled. A missing, wrong or reused token gets one line
- * `cordon-tunnel: refused (REASON)` and the connection is closed, audited as
- * `tunnel.refused`. `cordon tunnel connect` speaks this from the terminal.
+ * it is consumed (audited `tunnel.session`) before the guest is dialled. A
+ * missing, wrong or reused token gets one line `cordon-tunnel: refused (REASON)`
+ * and the connection is closed, audited as `tunnel.refused`; a right token
+ * whose use cannot be recorded gets `refused (audit-unavailable)` and stays
+ * spent. `cordon tunnel connect` speaks this from the terminal.
  *
  * Connections are recorded like in HTTP mode (gate.ts): `tunnel.connect`
  * before the first byte is read, `tunnel.disconnect` with the bytes.
@@ -74,7 +75,7 @@ export function createTcpGate(host: GateHost): Gate {
     try {
       await host.record('tunnel.session', { via: 'tcp', connection: id });
     } catch {
-      return refuse(socket, id, peer, 'bad-token'); // spent, but its use could not be recorded: refuse
+      return refuse(socket, id, peer, 'audit-unavailable'); // spent, but its use could not be recorded: refuse
     }
     let guest: Duplex;
     try {

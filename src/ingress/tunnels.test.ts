@@ -4,7 +4,9 @@
  * session after, every wrong form refused and audited with its reason), the
  * audit trail of every connection, audit failures refusing, and each way a
  * tunnel closes (TTL, idle, sandbox end, operator, stop) leaving nothing
- * listening. The same behaviour through a real microVM is in tunnel-vm.test.ts.
+ * listening; then the tunnel limits under concurrent opens, and every way an
+ * open can fail giving its slot back. The same behaviour through a real
+ * microVM is in tunnel-vm.test.ts.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +14,7 @@ import { once } from 'node:events';
 import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import type { AuditEventInput } from '../audit/index.js';
-import { NotFoundError } from '../errors/index.js';
+import { LimitError, NotFoundError } from '../errors/index.js';
 import type { SandboxInfo } from '../sandbox/index.js';
 import { cookieName } from './token.js';
 import { createTunnelManager, type TunnelManager, type TunnelSandboxes } from './tunnels.js';
@@ -229,13 +231,65 @@ describe('tunnels (guest port stand-in on the host)', () => {
     assert.equal(seen.length, count);
     failAudit = (e) => e.type === 'tunnel.session';
     const r = await get(t.url, { authorization: `Bearer ${t.token}` });
-    assert.equal(r.status, 401);
+    assert.deepEqual([r.status, r.headers['x-cordon-error']], [503, 'audit-unavailable'], 'the token was right: not called bad-token');
     assert.equal(seen.length, count, 'the guest saw nothing');
     failAudit = undefined;
     const spent = await get(t.url, { authorization: `Bearer ${t.token}` });
     assert.equal(spent.headers['x-cordon-error'], 'token-used', 'a token whose use could not be recorded stays spent');
     await tunnels.close(t.id, operator);
   });
+
+  const unrecorded: { name: string; send(t: { url: string; urlWithToken: string; token: string }): Promise<{ status: number; reason: unknown; text: string }> }[] = [
+    {
+      name: 'Bearer header',
+      send: async (t) => {
+        const r = await get(t.url, { authorization: `Bearer ${t.token}` });
+        return { status: r.status, reason: r.headers['x-cordon-error'], text: r.body };
+      },
+    },
+    {
+      name: 'query parameter',
+      send: async (t) => {
+        const r = await get(t.urlWithToken);
+        return { status: r.status, reason: r.headers['x-cordon-error'], text: r.body };
+      },
+    },
+    {
+      name: 'WebSocket upgrade',
+      send: async (t) => {
+        const s = connect(Number(new URL(t.url).port), '127.0.0.1');
+        s.on('error', () => undefined);
+        let got = '';
+        s.on('data', (b: Buffer) => (got += b.toString()));
+        await once(s, 'connect');
+        s.write(`GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nAuthorization: Bearer ${t.token}\r\n\r\n`);
+        await once(s, 'close');
+        return { status: Number(/^HTTP\/1\.1 (\d+)/.exec(got)?.[1]), reason: /^X-Cordon-Error: (.*)\r$/m.exec(got)?.[1], text: got };
+      },
+    },
+  ];
+  for (const c of unrecorded) {
+    test(`a right token whose use cannot be recorded (${c.name}): 503 audit-unavailable with the fix, audited, and the token stays spent`, async () => {
+      const t = await tunnels.open({ sandboxId: SB, port: guestPort }, operator);
+      const count = seen.length;
+      try {
+        failAudit = (e) => e.type === 'tunnel.session';
+        const r = await c.send(t);
+        assert.deepEqual([r.status, r.reason], [503, 'audit-unavailable'], r.text);
+        if (c.name !== 'WebSocket upgrade') assert.match(r.text, /refused \(audit-unavailable\): .*audit log.*open a new tunnel/);
+        failAudit = undefined;
+        assert.equal(tunnels.get(t.id).tokenUsed, true);
+        const again = await c.send(t);
+        assert.deepEqual([again.status, again.reason], [401, 'token-used'], 'the token cannot be tried again');
+        assert.equal(seen.length, count, 'the guest saw nothing');
+        assert.deepEqual(of(t.id, 'tunnel.session'), []);
+        assert.deepEqual(of(t.id, 'tunnel.refused').map((e) => [e.reason, e.decision]), [['audit-unavailable', 'deny'], ['token-used', 'deny']]);
+      } finally {
+        failAudit = undefined;
+        await tunnels.close(t.id, operator);
+      }
+    });
+  }
 
   test('TTL: the tunnel closes at its end and its port stops listening', async () => {
     const t = await tunnels.open({ sandboxId: SB, port: guestPort, ttlMs: 1000 }, operator);
@@ -392,11 +446,13 @@ describe('tunnels (guest port stand-in on the host)', () => {
       assert.equal(await talk(`${t.token}\n`), '', 'closed without a word or an echo');
       assert.equal(tunnels.get(t.id).tokenUsed, false, 'the token was never read');
       failAudit = (e) => e.type === 'tunnel.session';
-      assert.equal(await talk(`${t.token}\n`), 'cordon-tunnel: refused (bad-token)\n');
+      assert.equal(await talk(`${t.token}\n`), 'cordon-tunnel: refused (audit-unavailable)\n', 'the token was right: not called bad-token');
       failAudit = undefined;
       assert.equal(await talk(`${t.token}\n`), 'cordon-tunnel: refused (token-used)\n', 'a token whose use could not be recorded stays spent');
       assert.equal(dialled, 0, 'the guest port was never dialled');
       assert.deepEqual(of(t.id, 'tunnel.session'), []);
+      await waitFor('the refusals', () => of(t.id, 'tunnel.refused').length === 2);
+      assert.deepEqual(of(t.id, 'tunnel.refused').map((e) => e.reason), ['audit-unavailable', 'token-used']);
     } finally {
       failAudit = undefined;
       await tunnels.close(t.id, operator);
@@ -427,5 +483,158 @@ describe('tunnels (guest port stand-in on the host)', () => {
     assert.equal(await listening(t.url), false);
     await assert.rejects(tunnels.open({ sandboxId: SB, port: guestPort }, operator), /stopping/);
     tunnels = createTunnelManager({ sandboxes, audit });
+  });
+});
+
+describe('tunnel limits under concurrent opens (two sandboxes, maxTunnels 5, maxPerSandbox 3)', () => {
+  const A = 'sb-bbbbbbbbbbbbbbbbbbbb';
+  const B = 'sb-cccccccccccccccccccc';
+  const states = new Map<string, SandboxInfo['state']>([[A, 'running'], [B, 'running']]);
+  const events: AuditEventInput[] = [];
+  /** Runs as each event is appended; a throw fails the append. */
+  let onAppend: ((e: AuditEventInput) => void) | undefined;
+  const sandboxes: TunnelSandboxes = {
+    get(id) {
+      const state = states.get(id);
+      if (!state) throw new NotFoundError(`no sandbox ${id}`);
+      return {
+        id, agent: 'dev', isolation: 'microvm', tier: 'microvm-tcg', state, createdAt: new Date().toISOString(),
+        expiresAt: new Date(Date.now() + 3_600_000).toISOString(), startedFrom: 'boot', startMs: 1,
+      };
+    },
+    async openPort() {
+      throw new Error('no client connects in these tests');
+    },
+    onEnded: () => () => undefined,
+  };
+  const audit = {
+    async append(e: AuditEventInput) {
+      // Writes of different lengths, so concurrent opens finish out of order.
+      await new Promise((r) => setTimeout(r, 2 + Math.floor(Math.random() * 10)));
+      onAppend?.(e);
+      events.push(e);
+      return e;
+    },
+  };
+  const limits = { maxTunnels: 5, maxPerSandbox: 3 };
+  const newManager = (): TunnelManager => createTunnelManager({ sandboxes, audit, ...limits });
+  /** 10 opens for A, then 10 for B, all at once. */
+  const burst = (tunnels: TunnelManager, extra: { listenPort?: number } = {}) =>
+    Promise.allSettled([A, B].flatMap((sandboxId) => Array.from({ length: 10 }, () => tunnels.open({ sandboxId, port: 8000, ...extra }, operator))));
+  const urlsOpened = (since: number) => events.slice(since).filter((e) => e.type === 'tunnel.open').map((e) => String(e.data?.url));
+
+  /** The limits are all free again: exactly 3 + 2 opens succeed, the next one is refused; then they are closed. */
+  async function assertAllSlotsFree(tunnels: TunnelManager, why: string): Promise<void> {
+    assert.equal(tunnels.list().length, 0, why);
+    const results = await burst(tunnels);
+    const opened = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    assert.deepEqual([A, B].map((sb) => opened.filter((t) => t.sandboxId === sb).length), [3, 2], `${why}: every slot is free again`);
+    await Promise.all(opened.map((t) => tunnels.close(t.id, operator)));
+  }
+
+  test('20 concurrent opens: exactly 3 for A and 2 for B succeed, the rest get LimitError naming the limit; closing frees every slot', async () => {
+    const tunnels = newManager();
+    try {
+      const results = await burst(tunnels);
+      const opened = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
+      assert.deepEqual([A, B].map((sb) => opened.filter((t) => t.sandboxId === sb).length), [3, 2]);
+      assert.equal(tunnels.list().length, 5);
+      for (const t of opened) assert.equal(await listening(t.url), true, t.url);
+      assert.ok(refused.every((e) => e instanceof LimitError), refused.map((e) => e.message).join('; '));
+      // A's 4th..10th hit the per-sandbox limit (3 of 5 open); B's 3rd..10th the total.
+      assert.equal(refused.filter((e) => /sandbox sb-b+ has 3 tunnels open or opening; the limit is 3 \(maxPerSandbox\)/.test(e.message)).length, 7);
+      assert.equal(refused.filter((e) => /^5 tunnels are open or opening; the limit is 5 \(maxTunnels\)$/.test(e.message)).length, 8);
+      assert.equal(events.filter((e) => e.type === 'tunnel.open' && opened.some((t) => t.id === e.data?.tunnel)).length, 5);
+      await Promise.all(opened.map((t) => tunnels.close(t.id, operator)));
+      for (const t of opened) assert.equal(await listening(t.url), false, t.url);
+      await assertAllSlotsFree(tunnels, 'after closing them all');
+    } finally {
+      await tunnels.stop();
+    }
+  });
+
+  const failures: { name: string; expect: RegExp; listenPort?: boolean; afterCall?: () => void; onAppend?: (e: AuditEventInput) => void; closeReason?: string }[] = [
+    { name: 'the listen port is taken', expect: /cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)/, listenPort: true },
+    {
+      name: 'tunnel.open cannot be written', expect: /audit store unavailable/,
+      onAppend: (e) => { if (e.type === 'tunnel.open') throw new Error('audit store unavailable'); },
+    },
+    {
+      name: 'the sandbox ends while the listener starts', expect: /ended while its tunnel was opening/,
+      afterCall: () => { states.set(A, 'destroyed'); states.set(B, 'destroyed'); },
+    },
+    {
+      name: 'the sandbox ends while tunnel.open is written', expect: /ended while its tunnel was opening/, closeReason: 'sandbox-ended',
+      onAppend: (e) => { if (e.type === 'tunnel.open') { states.set(A, 'destroyed'); states.set(B, 'destroyed'); } },
+    },
+  ];
+  for (const c of failures) {
+    test(`a failed open frees its slot: ${c.name}`, async () => {
+      const tunnels = newManager();
+      const taken = createNetServer().listen(0, '127.0.0.1');
+      await once(taken, 'listening');
+      const since = events.length;
+      try {
+        onAppend = c.onAppend;
+        // 3 for A and 2 for B: had any failure kept its slot, the check below could not open them all again.
+        const pending = [A, A, A, B, B].map((sandboxId) =>
+          tunnels.open({ sandboxId, port: 8000, ...(c.listenPort ? { listenPort: (taken.address() as AddressInfo).port } : {}) }, operator));
+        c.afterCall?.();
+        const results = await Promise.allSettled(pending);
+        for (const r of results) {
+          assert.equal(r.status, 'rejected');
+          assert.match((r as PromiseRejectedResult).reason.message, c.expect);
+        }
+        onAppend = undefined;
+        states.set(A, 'running');
+        states.set(B, 'running');
+        const recorded = events.slice(since).filter((e) => e.type === 'tunnel.open').map((e) => e.data?.tunnel);
+        if (c.closeReason) {
+          assert.ok(recorded.length > 0, 'at least one open got as far as tunnel.open');
+          const closes = events.slice(since).filter((e) => e.type === 'tunnel.close');
+          assert.deepEqual(closes.map((e) => e.data?.tunnel).sort(), [...recorded].sort(), 'every recorded open has its close');
+          assert.ok(closes.every((e) => e.reason === c.closeReason));
+        } else {
+          assert.deepEqual(recorded, [], 'nothing was recorded as open');
+        }
+        for (const url of urlsOpened(since)) assert.equal(await listening(url), false, `nothing listens on ${url}`);
+        await assertAllSlotsFree(tunnels, c.name);
+      } finally {
+        onAppend = undefined;
+        states.set(A, 'running');
+        states.set(B, 'running');
+        taken.close();
+        await tunnels.stop();
+      }
+    });
+  }
+
+  test('stop() during opens: they fail, stop() waits for them, nothing listens and every recorded open is closed', async () => {
+    for (const when of ['while the listener starts', 'while tunnel.open is written']) {
+      const tunnels = newManager();
+      const since = events.length;
+      let stopping: Promise<void> | undefined;
+      onAppend = when === 'while tunnel.open is written' ? (e) => { if (e.type === 'tunnel.open') stopping ??= tunnels.stop(); } : undefined;
+      try {
+        const pending = [A, A, B].map((sandboxId) => tunnels.open({ sandboxId, port: 8000 }, operator));
+        if (!onAppend) stopping = tunnels.stop();
+        const results = Promise.allSettled(pending);
+        await waitFor('the stop to begin', () => stopping !== undefined);
+        await stopping;
+        // Checked as soon as stop() resolves, before the opens are awaited: stop() waited for them.
+        const opens = events.slice(since).filter((e) => e.type === 'tunnel.open').map((e) => e.data?.tunnel);
+        const closes = events.slice(since).filter((e) => e.type === 'tunnel.close');
+        assert.deepEqual(closes.map((e) => e.data?.tunnel).sort(), [...opens].sort(), `${when}: every recorded open is closed when stop() resolves`);
+        assert.ok(closes.every((e) => e.reason === 'daemon-stop'), when);
+        if (onAppend) assert.ok(opens.length > 0, 'the stop came while tunnel.open was written');
+        for (const r of await results) assert.match(String((r as PromiseRejectedResult).reason?.message), /stopping/, when);
+        assert.equal(tunnels.list().length, 0, when);
+        for (const url of urlsOpened(since)) assert.equal(await listening(url), false, `${when}: nothing listens on ${url}`);
+      } finally {
+        onAppend = undefined;
+        await tunnels.stop();
+      }
+    }
   });
 });

@@ -14,6 +14,13 @@
  * control plane stops (`daemon-stop`). Closing stops the listener and destroys
  * every client socket and guest stream.
  *
+ * Limits: `maxTunnels` and `maxPerSandbox` count the tunnels that are open or
+ * closing and the opens in progress: an open reserves its slot before its
+ * first await, so concurrent opens cannot pass them together, and frees it on
+ * every failure (the port cannot be listened on, `tunnel.open` cannot be
+ * written, the sandbox ends or the control plane stops meanwhile). An open
+ * that fails after `tunnel.open` was written records its `tunnel.close`.
+ *
  * Audit: `tunnel.open` (refused if it cannot be written: nothing listens
  * then), `tunnel.connect` / `tunnel.disconnect` (bytes each way) per client
  * connection, `tunnel.session` when the token is spent, `tunnel.refused` with
@@ -138,6 +145,10 @@ export function createTunnelManager(o: TunnelManagerOptions): TunnelManager {
   const maxConnections = o.maxConnections ?? 32;
   const maxTtlMs = o.maxTtlMs ?? 86_400_000;
   const tunnels = new Map<string, Tunnel>();
+  /** Slots held by opens in progress: tunnel id → sandbox id (see `open`). */
+  const reserved = new Map<string, string>();
+  /** Opens in progress, which `stop` waits for. */
+  const opening = new Set<Promise<unknown>>();
   let stopped = false;
   const unsubscribe = o.sandboxes.onEnded?.((sandboxId) => {
     for (const t of tunnels.values()) if (t.info.sandboxId === sandboxId) void closeTunnel(t, 'sandbox-ended', 'system');
@@ -148,7 +159,7 @@ export function createTunnelManager(o: TunnelManagerOptions): TunnelManager {
   }
 
   async function open(input: TunnelOpenOptions, caller: { actor: string }): Promise<OpenedTunnel> {
-    if (stopped) throw new SandboxError('sandbox-closed', 'the control plane is stopping; no new tunnels', { fix: 'retry once cordon is up again' });
+    if (stopped) throw stoppingError();
     const parsed = tunnelOpenSchema.safeParse(input);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
@@ -156,7 +167,7 @@ export function createTunnelManager(o: TunnelManagerOptions): TunnelManager {
         fix: 'cordon tunnel open SANDBOX PORT --ttl 10m [--idle 5m] [--bind 127.0.0.1]',
       });
     }
-    const { sandboxId, port } = parsed.data;
+    const { sandboxId } = parsed.data;
     const ttlMs = parsed.data.ttlMs ?? DEFAULT_TUNNEL_TTL_MS;
     const idleMs = Math.min(parsed.data.idleMs ?? DEFAULT_TUNNEL_IDLE_MS, ttlMs);
     const bind = parsed.data.bind ?? '127.0.0.1';
@@ -168,13 +179,42 @@ export function createTunnelManager(o: TunnelManagerOptions): TunnelManager {
     if (sandbox.state !== 'running') {
       throw new SandboxError('sandbox-ended', `sandbox ${sandboxId} is ${sandbox.state}; a tunnel needs a running sandbox`, { fix: 'open the tunnel to a running sandbox (`cordon sandbox ls`)' });
     }
-    if (tunnels.size >= maxTunnels) throw new LimitError(`${tunnels.size} tunnels are open; the limit is ${maxTunnels}`, undefined, { fix: 'close a tunnel (`cordon tunnel close ID`)' });
-    const perSandbox = [...tunnels.values()].filter((t) => t.info.sandboxId === sandboxId).length;
-    if (perSandbox >= maxPerSandbox) {
-      throw new LimitError(`sandbox ${sandboxId} has ${perSandbox} tunnels; the limit is ${maxPerSandbox}`, undefined, { fix: 'close one of its tunnels first' });
+    // Checked and reserved in one synchronous step, before the first await:
+    // concurrent opens count each other's reservations, so the limits hold exactly.
+    const open0 = tunnels.size + reserved.size;
+    if (open0 >= maxTunnels) {
+      throw new LimitError(`${open0} tunnels are open or opening; the limit is ${maxTunnels} (maxTunnels)`, undefined, { fix: 'close a tunnel (`cordon tunnel close ID`)' });
     }
-
+    const perSandbox = countFor(sandboxId);
+    if (perSandbox >= maxPerSandbox) {
+      throw new LimitError(`sandbox ${sandboxId} has ${perSandbox} tunnels open or opening; the limit is ${maxPerSandbox} (maxPerSandbox)`, undefined, {
+        fix: 'close one of its tunnels first (`cordon tunnel ls`, `cordon tunnel close ID`)',
+      });
+    }
     const id = newTunnelId();
+    reserved.set(id, sandboxId);
+    const started = start(id, parsed.data, { sandboxId, agent: sandbox.agent, ttlMs, idleMs, bind, mode, openPort }, caller);
+    opening.add(started);
+    try {
+      return await started;
+    } finally {
+      opening.delete(started);
+      reserved.delete(id); // a no-op once the tunnel is listed; on every failure it frees the slot
+    }
+  }
+
+  /** Tunnels of one sandbox, open, closing or reserved by an open in progress. */
+  function countFor(sandboxId: string): number {
+    let n = 0;
+    for (const t of tunnels.values()) if (t.info.sandboxId === sandboxId) n++;
+    for (const sb of reserved.values()) if (sb === sandboxId) n++;
+    return n;
+  }
+
+  /** Start the listener of a reserved tunnel and record it; throws (having closed everything it started) on any failure. */
+  async function start(id: string, input: TunnelOpenOptions, s: Started, caller: { actor: string }): Promise<OpenedTunnel> {
+    const { sandboxId, ttlMs, idleMs, bind, mode, openPort } = s;
+    const port = input.port;
     const token = newSecret();
     const createdAtMs = Date.now();
     const exposed = !isLoopback(bind);
@@ -182,7 +222,7 @@ export function createTunnelManager(o: TunnelManagerOptions): TunnelManager {
     // The tunnel object exists before the listener so the gate can ask it; it accepts nothing until `open`.
     const t: Tunnel = {
       info: {
-        id, sandboxId, agent: sandbox.agent, port, bind, mode, url: '', exposed, idleMs,
+        id, sandboxId, agent: s.agent, port, bind, mode, url: '', exposed, idleMs,
         createdAt: new Date(createdAtMs).toISOString(), expiresAt: new Date(createdAtMs + ttlMs).toISOString(),
       },
       gate: undefined as unknown as Gate,
@@ -197,32 +237,51 @@ export function createTunnelManager(o: TunnelManagerOptions): TunnelManager {
     });
     const server = t.gate.server;
     try {
-      server.listen({ host: bind, port: parsed.data.listenPort ?? 0, exclusive: true });
+      server.listen({ host: bind, port: input.listenPort ?? 0, exclusive: true });
       await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => { throw err; })]);
     } catch (err) {
       server.close();
       const code = (err as NodeJS.ErrnoException).code ?? 'error';
-      throw new InvalidInputError(`cannot listen on ${bind}:${parsed.data.listenPort ?? 0} (${code})`, {
+      throw new InvalidInputError(`cannot listen on ${bind}:${input.listenPort ?? 0} (${code})`, {
         fix: code === 'EADDRNOTAVAIL' ? 'bind to an address of this host, or leave --bind out (127.0.0.1)' : 'choose another --bind address or port', cause: err,
       });
     }
     const addr = server.address() as AddressInfo;
     const hostPort = `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
     t.info.url = mode === 'tcp' ? `tcp://${hostPort}` : `http://${hostPort}/`;
+    const gone = (): Error | undefined => (stopped ? stoppingError() : running(sandboxId) ? undefined : endedError(sandboxId));
+    const early = gone();
+    if (early) {
+      await discard(t);
+      throw early; // nothing was recorded and nothing was accepted
+    }
     try {
       await record(t.info, 'tunnel.open', caller.actor, { mode, bind, url: t.info.url, exposed, ttlMs, idleMs, expiresAt: t.info.expiresAt });
     } catch (err) {
-      server.close();
+      await discard(t);
       throw err;
     }
-    t.open = true;
+    reserved.delete(id);
     tunnels.set(id, t);
+    // The sandbox may have ended, or the control plane begun to stop, while tunnel.open was written:
+    // the tunnel is recorded, so it is closed (and that recorded) before the open fails.
+    const late = gone();
+    if (late) {
+      await closeTunnel(t, stopped ? 'daemon-stop' : 'sandbox-ended', 'system');
+      throw late;
+    }
+    t.open = true;
     t.ttlTimer = setTimeout(() => void closeTunnel(t, 'ttl', 'system'), ttlMs);
     t.ttlTimer.unref();
     armIdle(t);
-    // The sandbox may have ended while the listener started.
-    if (!running(sandboxId)) void closeTunnel(t, 'sandbox-ended', 'system');
     return { ...snapshot(t), token, urlWithToken: mode === 'tcp' ? t.info.url : `${t.info.url}?${TOKEN_PARAM}=${token}` };
+  }
+
+  /** Stop the listener of a tunnel that never opened (nothing recorded, nothing let through). */
+  async function discard(t: Tunnel): Promise<void> {
+    const closed = new Promise((r) => t.gate.server.close(r));
+    await t.gate.shutdown();
+    await closed;
   }
 
   function running(sandboxId: string): boolean {
@@ -287,9 +346,29 @@ export function createTunnelManager(o: TunnelManagerOptions): TunnelManager {
     async stop() {
       stopped = true;
       unsubscribe?.();
-      await Promise.allSettled([...tunnels.values()].map((t) => closeTunnel(t, 'daemon-stop', 'system')));
+      // An open in progress sees `stopped` after its next step and closes what it started.
+      await Promise.allSettled([...[...tunnels.values()].map((t) => closeTunnel(t, 'daemon-stop', 'system')), ...opening]);
     },
   };
+}
+
+/** What `open` settled before the first await, for `start`. */
+interface Started {
+  sandboxId: string;
+  agent: string;
+  ttlMs: number;
+  idleMs: number;
+  bind: string;
+  mode: 'http' | 'tcp';
+  openPort: NonNullable<TunnelSandboxes['openPort']>;
+}
+
+function stoppingError(): SandboxError {
+  return new SandboxError('sandbox-closed', 'the control plane is stopping; no new tunnels', { fix: 'retry once cordon is up again' });
+}
+
+function endedError(sandboxId: string): SandboxError {
+  return new SandboxError('sandbox-ended', `sandbox ${sandboxId} ended while its tunnel was opening`, { fix: 'open the tunnel to a running sandbox (`cordon sandbox ls`)' });
 }
 
 function isLoopback(address: string): boolean {
