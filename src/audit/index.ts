@@ -11,6 +11,14 @@
  */
 export { AuditLog, type AuditLogOptions } from './log.js';
 export {
+  DROPPED_CODES,
+  droppedEventLines,
+  droppedReport,
+  type DroppedCode,
+  type DroppedLinesOptions,
+  type DroppedReport,
+} from './dropped.js';
+export {
   GENESIS_HASH,
   MAX_EVENT_BYTES,
   auditEventInputSchema,

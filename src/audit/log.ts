@@ -18,11 +18,18 @@
  * next batch chains on the last committed event.
  * A checkpoint sealing the head is signed once `checkpointEvery` events are
  * unsealed, every `checkpointIntervalMs` while any are, and on `close()`.
+ *
+ * Events that are not recorded (a failed batch, or an append refused up
+ * front) are counted in `droppedEvents` and reported to `onDropped` (see
+ * dropped.ts), so that callers which cannot wait for an event (they log
+ * after the fact and ignore the rejection) do not lose it unseen. Nothing of
+ * this runs while appends succeed.
  */
 import { join } from 'node:path';
 import { AuditError, KeyError } from '../errors/index.js';
 import type { AuditRow, CheckpointRow, Store } from '../store/index.js';
 import { signCheckpoint } from './checkpoint.js';
+import { DROPPED_CODES, droppedReport, type DroppedCode, type DroppedReport } from './dropped.js';
 import {
   GENESIS_HASH,
   composeBody,
@@ -62,6 +69,19 @@ export interface AuditLogOptions {
    * @default false
    */
   allowNewKey?: boolean;
+  /**
+   * Told of every event that is not recorded: each batch whose write failed
+   * (`audit-write-failed`) and each append refused up front (`audit-closed`,
+   * `audit-overloaded`, `audit-invalid-event`), with the count, the events'
+   * types, sandboxes and agents (never their data), the message and the fix.
+   * Called before the appends reject. It must not block. Drops it causes
+   * itself (an append from the hook that is refused) are counted, not
+   * reported again. If it throws, the appends reject as they would anyway and
+   * the hook's error becomes a process warning (`CORDON_AUDIT_HOOK_FAILED`).
+   * See `droppedEventLines` for one that writes rate-limited lines to stderr.
+   * @default none: dropped events are only counted in `droppedEvents`
+   */
+  onDropped?: (report: DroppedReport) => void;
 }
 
 /** Writes of one batch when another writer keeps taking its seqs. */
@@ -102,8 +122,18 @@ export class AuditLog {
   #closed = false;
   #closing: Promise<void> | undefined;
   #timer: NodeJS.Timeout;
+  readonly #onDropped: ((report: DroppedReport) => void) | undefined;
+  #dropped = 0;
+  #inHook = false;
 
-  private constructor(c: Resolved, key: AuditSigningKey, head: { seq: number; hash: string }, sealedSeq: number) {
+  private constructor(
+    c: Resolved,
+    key: AuditSigningKey,
+    head: { seq: number; hash: string },
+    sealedSeq: number,
+    onDropped: ((report: DroppedReport) => void) | undefined,
+  ) {
+    this.#onDropped = onDropped;
     this.#store = c.store;
     this.#key = key;
     this.#now = c.now;
@@ -140,12 +170,17 @@ export class AuditLog {
       );
     }
     await checkUnsealedTail(o.store, last, head);
-    return new AuditLog(c, key, head, last?.seq ?? 0);
+    return new AuditLog(c, key, head, last?.seq ?? 0, o.onDropped);
   }
 
   /** The last committed event (seq 0 and the genesis hash for an empty log). */
   get head(): { seq: number; hash: string } {
     return { ...this.#head };
+  }
+
+  /** Events not recorded since the log was opened (failed writes and refused appends; see `onDropped`). */
+  get droppedEvents(): number {
+    return this.#dropped;
   }
 
   /** keyId of the checkpoint signing key. */
@@ -169,29 +204,63 @@ export class AuditLog {
    */
   append(input: AuditEventInput): Promise<AuditEvent> {
     if (this.#closed) {
-      return Promise.reject(
+      return this.#refuse(
         new AuditError('audit-closed', 'the audit log is closed; the event was not recorded', {
           fix: 'open the audit log again (restart cordon) before recording events',
         }),
+        input,
       );
     }
     if (this.#queue.length >= this.#maxQueued) {
-      return Promise.reject(
+      return this.#refuse(
         new AuditError('audit-overloaded', `${this.#queue.length} audit events are waiting to be written; refusing more`, {
           fix: 'the store is too slow or stuck: check the disk, or raise maxQueued',
         }),
+        input,
       );
     }
     let event: PreparedEvent;
     try {
       event = prepareEvent(input, this.#now().toISOString());
     } catch (err) {
-      return Promise.reject(err);
+      return this.#refuse(err, input);
     }
     return new Promise<AuditEvent>((resolve, reject) => {
       this.#queue.push({ event, resolve, reject });
       this.#kick();
     });
+  }
+
+  /** Count and report one append refused up front, then reject it with `err` unchanged. */
+  #refuse(err: unknown, input: unknown): Promise<never> {
+    this.#reportDropped(err, [input]);
+    return Promise.reject(err);
+  }
+
+  /**
+   * Count events that were not recorded and tell `onDropped`. Never throws:
+   * a failing hook (or report) becomes a process warning.
+   */
+  #reportDropped(err: unknown, inputs: readonly unknown[]): void {
+    this.#dropped += inputs.length;
+    const hook = this.#onDropped;
+    // A drop caused by the hook itself (say it appends, and the log is closed) is counted, not reported again.
+    if (hook === undefined || this.#inHook) return;
+    const warn = (cause: unknown): void => {
+      process.emitWarning(`the audit onDropped hook failed (${inputs.length} dropped event(s) not reported): ${String((cause as Error)?.message ?? cause)}`, {
+        code: 'CORDON_AUDIT_HOOK_FAILED',
+      });
+    };
+    this.#inHook = true;
+    try {
+      const result: unknown = hook(droppedReport(droppedCodeOf(err), err, inputs));
+      // A hook that returns a promise anyway must not leave an unhandled rejection behind.
+      if (result instanceof Promise) result.catch(warn);
+    } catch (cause) {
+      warn(cause);
+    } finally {
+      this.#inHook = false;
+    }
   }
 
   /** Events matching a filter (see {@link queryEvents}). */
@@ -239,7 +308,9 @@ export class AuditLog {
           fix: 'restart cordon; report this as a bug',
           cause,
         });
-        for (const p of this.#queue.splice(0)) p.reject(err);
+        const lost = this.#queue.splice(0);
+        this.#reportDropped(err, lost.map((p) => p.event.input));
+        for (const p of lost) p.reject(err);
       })
       .finally(() => {
         this.#draining = undefined;
@@ -277,6 +348,7 @@ export class AuditLog {
           `could not write ${batch.length} audit event(s): ${(cause as Error)?.message ?? String(cause)}; the actions they record must not proceed`,
           { fix: 'check the store (disk space, permissions, locks held by another process); later events are retried', cause },
         );
+        this.#reportDropped(err, batch.map((p) => p.event.input));
         for (const p of batch) p.reject(err);
         return;
       }
@@ -392,6 +464,12 @@ function chainBroken(seq: number, why: string): AuditError {
     fix: 'run `cordon audit verify` for the full report, keep a copy of the store as evidence, and start on a new store path',
     details: { seq },
   });
+}
+
+/** The code a refusal is reported under: its own when it is one of the dropped codes, else an invalid event. */
+function droppedCodeOf(err: unknown): DroppedCode {
+  const code = err instanceof AuditError ? err.code : undefined;
+  return (DROPPED_CODES as readonly string[]).includes(code ?? '') ? (code as DroppedCode) : 'audit-invalid-event';
 }
 
 function positiveInt(n: number, name: string): number {

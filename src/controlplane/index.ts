@@ -23,7 +23,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createApi, operatorTokenChecker, loadOrCreateOperatorToken } from '../api/index.js';
 import { createApprovals, egressApprovalHook, type Approvals } from '../approvals/index.js';
-import { AuditLog, verifyAudit } from '../audit/index.js';
+import { AuditLog, droppedEventLines, verifyAudit, type DroppedReport } from '../audit/index.js';
 import { startDetection, type Detection } from './detect.js';
 import { startAuditExport, type AuditExport } from '../otel/index.js';
 import type { CordonConfig } from '../config/index.js';
@@ -141,7 +141,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       sandboxes: () => sandboxes?.list() ?? [],
       pendingApprovals: async () => (await approvals?.list({ state: 'pending', limit: 1000 }))?.length ?? 0,
     });
-    audit = timedAppends(await AuditLog.open({ store, keyDir: keyDir(home), checkpointEvery: config.audit.checkpointEvery }), metrics);
+    // Events the log could not record (many doors log after the fact and ignore the rejection): a stderr line per burst, and counted.
+    const droppedLine = droppedEventLines();
+    const onDropped = function reportDroppedAuditEvents(r: DroppedReport): void {
+      metrics.observeDropped(r.code, r.count);
+      droppedLine(r);
+    };
+    audit = timedAppends(await AuditLog.open({ store, keyDir: keyDir(home), checkpointEvery: config.audit.checkpointEvery, onDropped }), metrics);
     const feed = (metricsFeed = await startMetricsFeed({ store, metrics }));
     const operatorToken = loadOrCreateOperatorToken(home);
     const auditLog = audit;
@@ -218,7 +224,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       approvals: held,
       tunnels,
       metrics: metrics.registry,
-      health: async () => ({ store: openedStore.kind, auditHead: (await openedStore.audit.head())?.seq ?? 0 }),
+      health: async () => ({ store: openedStore.kind, auditHead: (await openedStore.audit.head())?.seq ?? 0, auditDroppedEvents: auditLog.droppedEvents }),
       verifyAudit: async () => ({ ...(await verifyAudit(openedStore, { keyDir: keyDir(home) })) }),
       // The dashboard and the routes it reads (alerts, red-team scorecard, resource use).
       alerts: await openDetectStore(openedStore),

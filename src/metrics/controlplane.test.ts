@@ -42,3 +42,35 @@ test('cordon up serves /v1/metrics with the token, fed by its own audit log', as
     d.cleanup();
   }
 });
+
+test('cordon up reports audit events it could not record: a stderr line, the counter by code, and the health field', async () => {
+  const d = tempDir();
+  try {
+    const cp = await startControlPlane({ home: d.path, config: defaultConfig(), port: 0 });
+    try {
+      const auth = { authorization: `Bearer ${cp.operatorToken.token}` };
+      const lines: string[] = [];
+      const write = process.stderr.write;
+      process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+        if (String(chunk).includes('NOT recorded')) lines.push(String(chunk));
+        return (write as (...a: unknown[]) => boolean).call(process.stderr, chunk, ...rest);
+      }) as typeof process.stderr.write;
+      try {
+        // An event the log refuses (its type is not a valid name), as a door that ignores the rejection would lose it.
+        await assert.rejects(cp.audit.append({ type: 'Not A Type', actor: 'system' }), { code: 'audit-invalid-event' });
+      } finally {
+        process.stderr.write = write;
+      }
+      assert.equal(lines.length, 1, 'one line on stderr');
+      assert.match(lines[0]!, /^cordon: 1 audit event\(s\) NOT recorded \(audit-invalid-event\): Not A Type; invalid audit event: type: .* \| fix: .+\n$/);
+      const text = await (await fetch(cp.url + '/v1/metrics', { headers: auth })).text();
+      assert.equal(valueOf(text, 'cordon_audit_dropped_events_total', { code: 'audit-invalid-event' }), 1);
+      const health = (await (await fetch(cp.url + '/v1/health', { headers: auth })).json()) as { auditDroppedEvents?: number };
+      assert.equal(health.auditDroppedEvents, 1);
+    } finally {
+      await cp.stop();
+    }
+  } finally {
+    d.cleanup();
+  }
+});

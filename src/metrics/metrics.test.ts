@@ -252,3 +252,21 @@ test('the feed counts a failed read of the log and goes on from the last event i
     }
   });
 });
+
+test('dropped audit events are counted by code; unknown codes are labelled other, bad counts ignored', async () => {
+  const m = createMetrics({ processMetrics: false });
+  const cases: { name: string; code: string; count: number }[] = [
+    { name: 'a failed batch of 3', code: 'audit-write-failed', count: 3 },
+    { name: 'another failed batch', code: 'audit-write-failed', count: 2 },
+    { name: 'a refused append', code: 'audit-closed', count: 1 },
+    { name: 'a code outside the known set', code: 'audit-something-new', count: 1 },
+    { name: 'a zero count (nothing dropped)', code: 'audit-overloaded', count: 0 },
+    { name: 'a fractional count', code: 'audit-overloaded', count: 0.5 },
+  ];
+  for (const c of cases) m.observeDropped(c.code, c.count);
+  const text = await m.registry.metrics();
+  assert.equal(valueOf(text, 'cordon_audit_dropped_events_total', { code: 'audit-write-failed' }), 5);
+  assert.equal(valueOf(text, 'cordon_audit_dropped_events_total', { code: 'audit-closed' }), 1);
+  assert.equal(valueOf(text, 'cordon_audit_dropped_events_total', { code: 'other' }), 1);
+  assert.equal(valueOf(text, 'cordon_audit_dropped_events_total', { code: 'audit-overloaded' }), undefined, 'zero and fractional counts add nothing');
+});

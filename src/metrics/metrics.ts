@@ -16,7 +16,7 @@
  * const text = await metrics.registry.metrics();
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { AuditEvent } from '../audit/index.js';
+import { DROPPED_CODES, type AuditEvent } from '../audit/index.js';
 import { PROXY_REASONS } from '../egress/index.js';
 import { EGRESS_REASONS } from '../policy/index.js';
 import type { SandboxInfo, SandboxState } from '../sandbox/index.js';
@@ -50,6 +50,8 @@ export interface Metrics {
   observeAppend(durationMs: number, ok: boolean): void;
   /** Count a failed read of the log by the feed (see feed.ts). */
   observeFeedError(): void;
+  /** Count audit events that were not recorded, by error code (an `AuditLog` `onDropped` report). */
+  observeDropped(code: string, count: number): void;
 }
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined);
@@ -112,6 +114,8 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   }
   const failures = new Counter({ name: 'cordon_metrics_observe_failures_total', help: 'Audit events the metrics could not count (malformed data)', registers });
   const feedErrors = new Counter({ name: 'cordon_metrics_feed_errors_total', help: 'Failed reads of the audit log by the metrics feed (it retries)', registers });
+  const droppedCode = boundedLabel({ known: DROPPED_CODES });
+  const dropped = new Counter({ name: 'cordon_audit_dropped_events_total', help: 'Audit events not recorded (failed write or refused append), by error code', labelNames: ['code'], registers });
   const alerts = new Counter({ name: 'cordon_alerts_total', help: 'Detection alerts, by kind and action', labelNames: ['agent', 'kind', 'action'], registers });
 
   function approvalState(e: AuditEvent): string | undefined {
@@ -202,6 +206,9 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     },
     observeFeedError: function observeFeedError(): void {
       feedErrors.inc();
+    },
+    observeDropped: function observeDropped(code: string, count: number): void {
+      if (Number.isInteger(count) && count > 0) dropped.inc({ code: droppedCode(code) }, count);
     },
   };
 }
