@@ -19,6 +19,7 @@ export {
   type ApprovalAction, type BuiltAction, type EgressActionInput, type MaskSource, type ToolActionInput,
 } from './action.js';
 export { egressApprovalHook, type EgressHookOptions } from './egress.js';
+export { holdAction, type HoldOptions, type HoldOutcome, type UnusableReason } from './hold.js';
 export { notifyWebhook, type ApprovalNotifier, type WebhookOptions } from './notify.js';
 export { ApprovalError } from './errors.js';
 export { underSupervision, SANDBOX_ID_SHAPE, type DoorResult, type SupervisedMark, type SupervisionInput, type Supervision } from './supervise.js';

@@ -11,6 +11,7 @@
  */
 import { GatewayError, type Dialect } from './errors.js';
 import type { ProviderRegistry, ProviderRuntime } from './providers/registry.js';
+import { compileGlob } from '../util/index.js';
 
 export interface ModelRoute {
   provider: ProviderRuntime;
@@ -25,16 +26,11 @@ export interface ModelRouter {
   route(agent: string, allowed: readonly string[], model: string, dialect: Dialect): ModelRoute;
 }
 
-function globToRegex(glob: string): RegExp {
-  const source = glob.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*');
-  return new RegExp(`^${source}$`);
-}
-
 /** True when `name` matches one of `patterns` (exact, or `*` globs). */
 export function matchesAny(patterns: readonly string[], name: string): boolean {
   for (const p of patterns) {
     if (p === name) return true;
-    if (p.includes('*') && globToRegex(p).test(name)) return true;
+    if (p.includes('*') && compileGlob(p)(name)) return true;
   }
   return false;
 }

@@ -8,6 +8,7 @@
  * Patterns are tool names where `*` matches any run of characters.
  */
 import type { Decision } from '../policy/index.js';
+import { compileGlob, type GlobMatcher } from '../util/index.js';
 
 /** Separates server and tool in the names the agent sees. */
 export const TOOL_SEPARATOR = '__';
@@ -48,14 +49,14 @@ export function isValidToolName(name: unknown): name is string {
   return typeof name === 'string' && TOOL_NAME.test(name);
 }
 
-const compiled = new Map<string, RegExp>();
+const compiled = new Map<string, GlobMatcher>();
 function matches(pattern: string, tool: string): boolean {
-  let re = compiled.get(pattern);
-  if (!re) {
-    re = new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
-    if (compiled.size < 10_000) compiled.set(pattern, re);
+  let m = compiled.get(pattern);
+  if (!m) {
+    m = compileGlob(pattern);
+    if (compiled.size < 10_000) compiled.set(pattern, m);
   }
-  return re.test(tool);
+  return m(tool);
 }
 
 function firstMatch(list: readonly string[] | undefined, tool: string): number {

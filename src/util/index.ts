@@ -172,3 +172,4 @@ export function readPrivateFile(path: string, what: string, corrupt: (why: strin
     throw corrupt((err as Error).message);
   }
 }
+export { compileGlob, type GlobMatcher } from './glob.js';

@@ -4,6 +4,7 @@
  * injection, and audit tampering last
  * (it hides the refusals the earlier attacks left in the log).
  */
+import { compileGlob } from '../../util/index.js';
 import type { Attack } from '../types.js';
 import { approvalAttacks } from './approvals.js';
 import { auditAttacks } from './audit.js';
@@ -25,6 +26,6 @@ export const ALL_ATTACKS: readonly Attack[] = [
  */
 export function selectAttacks(patterns: string[] = []): Attack[] {
   if (patterns.length === 0) return [...ALL_ATTACKS];
-  const res = patterns.map((p) => new RegExp(`^${p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`));
-  return ALL_ATTACKS.filter((a) => res.some((r) => r.test(a.id)));
+  const matchers = patterns.map((p) => compileGlob(p));
+  return ALL_ATTACKS.filter((a) => matchers.some((m) => m(a.id)));
 }
