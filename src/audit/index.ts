@@ -43,7 +43,17 @@ export {
   keyIdOf,
   loadOrCreateSigningKey,
   loadPublicKeys,
+  retiredPublicKeyPath,
   type AuditSigningKey,
 } from './keys.js';
+export {
+  KEY_ROTATED_EVENT,
+  loadKeyToRotate,
+  rotateAuditKey,
+  rotateSigningKey,
+  type AuditKeyRotation,
+  type KeyRotation,
+  type RotateAuditKeyOptions,
+} from './rotate.js';
 export { checkpointPayload } from './checkpoint.js';
 export { measureAppendCpu, type AppendCpuFigures, type AppendCpuOptions, type AppendCpuResult } from './appendbench.js';

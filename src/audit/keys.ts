@@ -3,9 +3,10 @@
  *
  * `keyDir/audit-ed25519.key` holds the private key (PKCS8 PEM, mode 0600, in a
  * 0700 directory) and `keyDir/audit-ed25519.pub` the public key (SPKI PEM).
- * A key file is never overwritten: a corrupt or too-open one is refused with a
- * fix, a missing public key is derived again, and the public key of a retired
- * key is kept as `audit-ed25519.<keyId>.pub` so old checkpoints still verify.
+ * A key file is never overwritten (only a deliberate rotation, rotate.ts,
+ * replaces the key): a corrupt or too-open one is refused with a fix, a
+ * missing public key is derived again, and the public key of a retired key is
+ * kept as `audit-ed25519.<keyId>.pub` so old checkpoints still verify.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, writeSync } from 'node:fs';
@@ -134,6 +135,24 @@ function ensurePublicKeyFile(keyDir: string, keyId: string, pem: string): void {
     renameSync(pubPath, join(keyDir, `audit-ed25519.${otherId}.pub`));
   }
   writeFileAtomic(pubPath, pem, 0o644);
+}
+
+/** Where the public key of the retired key `keyId` is kept. */
+export function retiredPublicKeyPath(keyDir: string, keyId: string): string {
+  return join(keyDir, `audit-ed25519.${keyId}.pub`);
+}
+
+/**
+ * True when `keyDir` keeps the public key of the retired key `keyId` (its
+ * file exists and holds that very key). Never throws: anything unreadable is false.
+ */
+export function hasRetiredPublicKey(keyDir: string, keyId: string): boolean {
+  if (!/^[0-9a-f]{16}$/.test(keyId)) return false;
+  try {
+    return keyIdOf(parsePublicKeyPem(readFileSync(retiredPublicKeyPath(keyDir, keyId), 'utf8'))) === keyId;
+  } catch {
+    return false;
+  }
 }
 
 /**

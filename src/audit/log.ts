@@ -40,7 +40,7 @@ import {
   type AuditEventInput,
   type PreparedEvent,
 } from './event.js';
-import { loadOrCreateSigningKey, PRIVATE_KEY_FILE, type AuditSigningKey } from './keys.js';
+import { hasRetiredPublicKey, loadOrCreateSigningKey, PRIVATE_KEY_FILE, type AuditSigningKey } from './keys.js';
 import { queryEvents, type AuditEventQuery } from './query.js';
 import { ChainChecker } from './verify.js';
 
@@ -161,9 +161,12 @@ export class AuditLog {
     const c = resolveOptions(o);
     const head = (await o.store.audit.head()) ?? { seq: 0, hash: GENESIS_HASH };
     const last = await o.store.audit.lastCheckpoint();
+    // A rotation (see rotate.ts) keeps the old key's .pub under its keyId before it replaces the
+    // key: nothing to warn about then. Looked up before loading, which files away a stale .pub itself.
+    const rotated = last !== undefined && hasRetiredPublicKey(o.keyDir, last.keyId);
     const key = loadKey(o, last);
-    if (last !== undefined && last.keyId !== key.keyId && o.allowNewKey !== true) {
-      // Not an error by itself (keys can be rotated), but say which key sealed what.
+    if (last !== undefined && last.keyId !== key.keyId && o.allowNewKey !== true && !rotated) {
+      // Not an error by itself, but say which key sealed what.
       process.emitWarning(
         `audit checkpoints up to seq ${last.seq} were signed by key ${last.keyId}; ${join(o.keyDir, PRIVATE_KEY_FILE)} is key ${key.keyId}`,
         { code: 'CORDON_AUDIT_KEY_CHANGED' },

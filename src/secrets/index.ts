@@ -3,7 +3,8 @@
  * sandbox.
  *
  * - An encrypted file store (`$CORDON_HOME/secrets.enc`, AES-256-GCM, master
- *   key from `CORDON_MASTER_KEY` or `$CORDON_HOME/keys/master.key`), plus the
+ *   key from `CORDON_MASTER_KEY` or `$CORDON_HOME/keys/master.key`, which
+ *   `rotateMasterKey` replaces, re-encrypting the store), plus the
  *   `env` and `command` sources; `resolveAgentSecrets` reads every secret an
  *   agent refers to and fails with one error listing each problem.
  * - Per-sandbox placeholders: `createSandboxSecrets` renders the agent's guest
@@ -30,6 +31,11 @@ export {
   openSecretStore, secretStorePath, STORE_FILE, MAX_STORE_BYTES,
   type SecretStore, type SecretStoreOptions, type SecretMeta, type SetResult,
 } from './store.js';
+export {
+  rotateMasterKey, finishInterruptedRotation,
+  type RotateMasterKeyOptions, type RotateMasterKeyResult, type RotationStep, type InterruptedRotation,
+} from './rotate.js';
+export { pendingMasterKeyPath } from './masterkey.js';
 export { runSecretCommand, type RunSecretCommandOptions } from './command.js';
 export {
   resolveSecrets, resolveAgentSecrets, agentSecretNames,

@@ -7,7 +7,8 @@
  * ignored, anything else is refused. The key file holds 64 hex digits and a
  * newline, mode 0600; a file that group or others can read is refused. A key
  * file is created only when a new store is written and none exists, with
- * O_EXCL, and never overwritten.
+ * O_EXCL; only `cordon secrets rotate-master` replaces it (see rotate.ts),
+ * through `keys/master.key.new`, the pending key of a rotation in progress.
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
@@ -41,6 +42,25 @@ export interface LoadMasterKeyOptions {
 /** The key file of a home. */
 export function masterKeyPath(home: string): string {
   return join(home, 'keys', 'master.key');
+}
+
+/**
+ * The pending key of a master key rotation: written before the store is
+ * re-encrypted, renamed over `master.key` after. Readers fall back to it when
+ * the store no longer opens with `master.key` (see store.ts and rotate.ts).
+ */
+export function pendingMasterKeyPath(home: string): string {
+  return join(home, 'keys', 'master.key.new');
+}
+
+/**
+ * The key in a key file (64 hex digits, mode 0600), or undefined when the
+ * file does not exist.
+ * @throws KeyError `key-permissions`, `key-corrupt`
+ */
+export function readMasterKeyFile(path: string): MasterKey | undefined {
+  const bytes = readKeyFile(path);
+  return bytes ? { bytes, source: 'file', path, created: false } : undefined;
 }
 
 /**

@@ -9,6 +9,11 @@
  * rename). A missing store file is an empty store; a store file that cannot
  * be read (wrong key, damaged, unknown version) is an error, never an empty
  * store, and is never overwritten.
+ *
+ * A master key rotation (rotate.ts) replaces the store file and then the key
+ * file: a store that does not open with `master.key` is tried with the
+ * rotation's pending key (`master.key.new`, left by an interrupted rotation),
+ * and a read that saw the old store and the new key is tried once more.
  */
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,7 +24,7 @@ import { ensurePrivateDir, writeFileAtomic } from '../util/index.js';
 import { SecretError } from './errors.js';
 import { openStoreFile, sealStore } from './format.js';
 import { withFileLock } from './lock.js';
-import { loadMasterKey, masterKeyPath, MASTER_KEY_ENV, type MasterKey } from './masterkey.js';
+import { loadMasterKey, masterKeyPath, MASTER_KEY_ENV, pendingMasterKeyPath, readMasterKeyFile, type MasterKey } from './masterkey.js';
 import { checkSecretBytes, SecretValue } from './value.js';
 
 export const STORE_FILE = 'secrets.enc';
@@ -28,7 +33,9 @@ export const MAX_STORE_BYTES = 16 * 1024 * 1024;
 
 const EntrySchema = z.object({ value: z.string().base64(), createdAt: z.string().datetime(), updatedAt: z.string().datetime() }).strict();
 const ContentSchema = z.object({ version: z.literal(1), secrets: z.record(z.string().regex(SECRET_NAME), EntrySchema) }).strict();
-type Content = z.infer<typeof ContentSchema>;
+/** The decrypted store. */
+export type StoreContent = z.infer<typeof ContentSchema>;
+type Content = StoreContent;
 
 /** What `ls` shows: never the value. */
 export interface SecretMeta {
@@ -72,49 +79,108 @@ export function secretStorePath(home: string): string {
   return join(home, STORE_FILE);
 }
 
+/** The lock file every writer of the store (and a key rotation) holds. */
+export function secretStoreLockPath(home: string): string {
+  return `${secretStorePath(home)}.lock`;
+}
+
+/** How to supply the key a store was written with, for a wrong-key error. */
+export function masterKeyFix(home: string, key: MasterKey): string {
+  return key.source === 'env'
+    ? `${MASTER_KEY_ENV} overrides ${masterKeyPath(home)}: set it to the key this store was written with, or unset it`
+    : `restore the ${masterKeyPath(home)} this store was written with, or set ${MASTER_KEY_ENV} to that key`;
+}
+
+/** The error for a store file without any master key. */
+export function keyMissingError(home: string): KeyError {
+  const path = secretStorePath(home);
+  return new KeyError('key-missing', `the secret store ${path} exists but its master key is missing (${MASTER_KEY_ENV} is not set and ${masterKeyPath(home)} does not exist)`, {
+    fix: `restore ${masterKeyPath(home)} from backup, or set ${MASTER_KEY_ENV} to the key the store was written with`,
+    details: { path },
+  });
+}
+
+/**
+ * Decrypt the store file `file` with `key`, or (when `key` is a key file's or
+ * absent) with a pending rotation key that opens it. Returns the key that did.
+ * @throws KeyError `key-missing`, `key-wrong` (the error of `key`, not of the pending key); SecretError as `openStoreFile`
+ */
+export function openStoreWithKey(home: string, file: Buffer, key: MasterKey | undefined): { content: StoreContent; key: MasterKey } {
+  const path = secretStorePath(home);
+  /** The pending key and the content, when there is one and it opens the store. */
+  const withPending = (): { content: StoreContent; key: MasterKey } | undefined => {
+    try {
+      const candidate = readMasterKeyFile(pendingMasterKeyPath(home));
+      return candidate ? { content: decodeStoreContent(openStoreFile(candidate.bytes, file, { path, keyFix: '' }), path), key: candidate } : undefined;
+    } catch {
+      return undefined; // not the pending key either: the caller reports the problem of the key in use
+    }
+  };
+  if (key === undefined) {
+    const next = withPending();
+    if (next === undefined) throw keyMissingError(home);
+    return next;
+  }
+  let plain: Buffer;
+  try {
+    plain = openStoreFile(key.bytes, file, { path, keyFix: masterKeyFix(home, key) });
+  } catch (err) {
+    if (key.source !== 'file' || !(err instanceof KeyError) || err.code !== 'key-wrong') throw err;
+    const next = withPending();
+    if (next) return next;
+    throw err;
+  }
+  return { content: decodeStoreContent(plain, path), key };
+}
+
+/**
+ * Validate decrypted store content.
+ * @throws SecretError `secret-store-corrupt`
+ */
+export function decodeStoreContent(plain: Buffer, path: string): StoreContent {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(plain.toString('utf8'));
+  } catch {
+    parsed = undefined;
+  }
+  const content = ContentSchema.safeParse(parsed);
+  if (!content.success) {
+    throw new SecretError('secret-store-corrupt', `cannot read the secret store ${path}: its decrypted content is not a valid store`, {
+      fix: `restore ${path} from backup`,
+      details: { path },
+    });
+  }
+  return content.data;
+}
+
 /** Open (lazily: nothing is read until a method is called) the store in `opts.home`. */
 export function openSecretStore(opts: SecretStoreOptions): SecretStore {
   const path = secretStorePath(opts.home);
   const env = opts.env ?? process.env;
   const now = opts.now ?? (() => new Date());
 
-  function keyFix(key: MasterKey): string {
-    return key.source === 'env'
-      ? `${MASTER_KEY_ENV} overrides ${masterKeyPath(opts.home)}: set it to the key this store was written with, or unset it`
-      : `restore the ${masterKeyPath(opts.home)} this store was written with, or set ${MASTER_KEY_ENV} to that key`;
-  }
-
   /** The content and the key, or an empty content (and maybe no key) when there is no file. */
-  function read(): { content: Content; key: MasterKey | undefined } {
+  function readOnce(): { content: Content; key: MasterKey | undefined } {
     const file = readStoreFile(path);
     const key = loadMasterKey({ home: opts.home, env });
     if (file === undefined) return { content: { version: 1, secrets: {} }, key };
-    if (key === undefined) {
-      throw new KeyError('key-missing', `the secret store ${path} exists but its master key is missing (${MASTER_KEY_ENV} is not set and ${masterKeyPath(opts.home)} does not exist)`, {
-        fix: `restore ${masterKeyPath(opts.home)} from backup, or set ${MASTER_KEY_ENV} to the key the store was written with`,
-        details: { path },
-      });
-    }
-    const plain = openStoreFile(key.bytes, file, { path, keyFix: keyFix(key) });
-    let parsed: unknown;
+    return openStoreWithKey(opts.home, file, key);
+  }
+
+  function read(): { content: Content; key: MasterKey | undefined } {
     try {
-      parsed = JSON.parse(plain.toString('utf8'));
-    } catch {
-      parsed = undefined;
+      return readOnce();
+    } catch (err) {
+      if (!(err instanceof KeyError) || err.code !== 'key-wrong') throw err;
+      // a rotation may have replaced the store and then its key between this read's two file reads
+      return readOnce();
     }
-    const content = ContentSchema.safeParse(parsed);
-    if (!content.success) {
-      throw new SecretError('secret-store-corrupt', `cannot read the secret store ${path}: its decrypted content is not a valid store`, {
-        fix: `restore ${path} from backup`,
-        details: { path },
-      });
-    }
-    return { content: content.data, key };
   }
 
   async function change(edit: (content: Content) => boolean): Promise<{ changed: boolean; createdKeyPath?: string }> {
     ensurePrivateDir(opts.home);
-    return withFileLock(`${path}.lock`, () => {
+    return withFileLock(secretStoreLockPath(opts.home), () => {
       const { content, key: existing } = read();
       if (!edit(content)) return { changed: false };
       const key = existing ?? loadMasterKey({ home: opts.home, env, create: true })!;
@@ -180,8 +246,11 @@ function checkName(name: string): void {
   }
 }
 
-/** The store file's bytes, or undefined when it does not exist. */
-function readStoreFile(path: string): Buffer | undefined {
+/**
+ * The store file's bytes, or undefined when it does not exist.
+ * @throws SecretError `secret-store-corrupt` when it is not a readable regular file
+ */
+export function readStoreFile(path: string): Buffer | undefined {
   try {
     const st = statSync(path);
     if (!st.isFile()) throw new Error('it is not a regular file');

@@ -1,13 +1,16 @@
 /**
  * `cordon audit verify|tail|export`: read the audit log straight from the store
  * (the control plane may be running; SQLite in WAL mode allows readers).
+ * `cordon audit rotate-key` writes: it takes the home lock, so it is refused
+ * while `cordon up` runs on the same home (and `cordon up` waits it out).
  */
 import type { Command } from 'commander';
 import { createWriteStream, existsSync } from 'node:fs';
 import { once } from 'node:events';
-import { verifyAudit, exportJsonl, queryEvents, type AuditEvent } from '../../audit/index.js';
-import { keyDir, openConfiguredStore, storePath } from '../../controlplane/index.js';
-import { InvalidInputError, StoreError } from '../../errors/index.js';
+import { userInfo } from 'node:os';
+import { verifyAudit, exportJsonl, loadKeyToRotate, queryEvents, rotateAuditKey, type AuditEvent } from '../../audit/index.js';
+import { acquireHomeLock, keyDir, openConfiguredStore, storePath } from '../../controlplane/index.js';
+import { EnvironmentError, InvalidInputError, StoreError } from '../../errors/index.js';
 import type { Store } from '../../store/index.js';
 import { sleep } from '../../util/index.js';
 import { cliContext, printJson, type CliContext } from '../context.js';
@@ -32,6 +35,31 @@ function formatEvent(e: AuditEvent): string {
   return `${String(e.seq).padStart(8)} ${e.ts} ${e.type} actor=${e.actor}${who ? ' ' + who : ''}${dec} ${JSON.stringify(e.data)}`;
 }
 
+/** The home lock, or a refusal that says to stop `cordon up` first. */
+function lockHomeForRotation(home: string): { release(): void } {
+  try {
+    return acquireHomeLock(home);
+  } catch (err) {
+    if (err instanceof EnvironmentError && err.code === 'env-already-running') {
+      const pid = /\(pid (\d+)\)/.exec(err.message)?.[1];
+      throw new EnvironmentError('env-already-running', `cannot rotate the audit key while the control plane runs: ${err.message}`, {
+        fix: `stop \`cordon up\`${pid ? ` (pid ${pid})` : ''} first, run \`cordon audit rotate-key\` again, then start \`cordon up\``,
+        cause: err,
+      });
+    }
+    throw err;
+  }
+}
+
+/** `operator:local:<user>`, as other commands record the local operator. */
+function localOperator(): string {
+  try {
+    return `operator:local:${userInfo().username}`;
+  } catch {
+    return `operator:local:uid-${process.getuid?.() ?? 'unknown'}`; // no passwd entry for this uid
+  }
+}
+
 function positiveInt(s: string, name: string): number {
   const n = Number(s);
   if (!Number.isInteger(n) || n < 1) throw new InvalidInputError(`${name} ${JSON.stringify(s)} is not a positive whole number`, { fix: `pass ${name} 20` });
@@ -39,7 +67,7 @@ function positiveInt(s: string, name: string): number {
 }
 
 export function registerAudit(program: Command): void {
-  const audit = program.command('audit').description('verify, follow and export the audit log');
+  const audit = program.command('audit').description('verify, follow and export the audit log, and rotate its signing key');
 
   audit
     .command('verify')
@@ -108,5 +136,29 @@ export function registerAudit(program: Command): void {
           process.stderr.write(`exported ${count} events to ${opts.out}\n`);
         }
       });
+    });
+
+  audit
+    .command('rotate-key')
+    .description('seal the log with the current checkpoint key, replace the key, and record the rotation (keeps the old public key; stop `cordon up` first)')
+    .option('--json', 'print JSON')
+    .action(async function auditRotateKey(opts: { json?: boolean }, cmd: Command) {
+      const ctx = cliContext(cmd);
+      const dir = keyDir(ctx.home);
+      if (!existsSync(ctx.home)) loadKeyToRotate(dir); // throws key-missing: there is no home to lock
+      const lock = lockHomeForRotation(ctx.home);
+      try {
+        loadKeyToRotate(dir); // refuse a missing or unusable key before opening the store
+        const r = await withStore(ctx, (store) => rotateAuditKey({ store, keyDir: dir, actor: localOperator() }));
+        if (opts.json) return printJson(r);
+        process.stdout.write(
+          `audit key rotated: ${r.oldKeyId} -> ${r.newKeyId}\n` +
+            `  events up to seq ${r.sealedSeq} are sealed by the old key; the rotation is event seq ${r.eventSeq}\n` +
+            `  retired public key: ${r.retiredPublicKeyPath} (keep it: checkpoints of key ${r.oldKeyId} verify only with it)\n` +
+            `  new public key:     ${r.publicKeyPath}\n`,
+        );
+      } finally {
+        lock.release();
+      }
     });
 }

@@ -1,15 +1,16 @@
 /**
- * `cordon secrets set|ls|rm` run as a real process: values come from piped
- * stdin or a file, never from argv, and never appear in anything the CLI
- * prints (a canary value is checked in every run's stdout and stderr).
+ * `cordon secrets set|ls|rm|rotate-master` run as a real process: values come
+ * from piped stdin or a file, never from argv, and never appear in anything
+ * the CLI prints (a canary value is checked in every run's stdout and stderr;
+ * rotation runs are also checked for the old and new master keys).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { openSecretStore } from '../../secrets/index.js';
+import { masterKeyId, masterKeyPath, openSecretStore, secretStorePath } from '../../secrets/index.js';
 import { repoRoot, tempDir } from '../../testkit/index.js';
 
 const CANARY = 'ghp_CANARYc4n4ry0123456789do-not-print';
@@ -130,6 +131,72 @@ describe('cordon secrets', () => {
     const undeclared = await cordon(['secrets', 'set', 'other_one'], { home: home.path, input: CANARY, env: { CORDON_CONFIG: config } });
     assert.match(undeclared.stderr, /note: cordon\.yaml does not declare other_one; add secrets: \{ other_one: \{ from: store \} \}/);
   });
+
+  test('rotate-master re-encrypts under a new key file and says so, without printing a key', async () => {
+    const own = tempDir('cordon-cli-rotate-');
+    try {
+      for (const name of ['one_token', 'two_token']) {
+        const set = await cordon(['secrets', 'set', name], { home: own.path, input: `${CANARY}-${name}` });
+        assert.equal(set.code, 0, set.stderr);
+      }
+      const keyHex = (): string => readFileSync(masterKeyPath(own.path), 'utf8').trim();
+      const oldKey = keyHex();
+      const r = await cordon(['secrets', 'rotate-master'], { home: own.path });
+      assert.equal(r.code, 0, r.stderr);
+      const newKey = keyHex();
+      assert.notEqual(newKey, oldKey);
+      assert.equal(r.stdout, `re-encrypted 2 secrets in ${secretStorePath(own.path)} under a new master key in ${masterKeyPath(own.path)} (key id ${masterKeyId(Buffer.from(newKey, 'hex'))})\n`
+        + 'a running `cordon up` on this home needs no restart: it reads the key file with the store at each lookup (one started with CORDON_MASTER_KEY set must be restarted without it)\n');
+      assert.match(r.stderr, /^back up .*keys\/master\.key now; the old key is deleted/);
+      for (const name of ['one_token', 'two_token']) {
+        assert.equal(openSecretStore({ home: own.path, env: {} }).get(name)?.reveal(), `${CANARY}-${name}`);
+      }
+
+      const j = await cordon(['secrets', 'rotate-master', '--json'], { home: own.path });
+      assert.equal(j.code, 0, j.stderr);
+      const doc = JSON.parse(j.stdout) as Record<string, unknown>;
+      assert.deepEqual(doc, {
+        store: secretStorePath(own.path), keyPath: masterKeyPath(own.path), keyId: masterKeyId(Buffer.from(keyHex(), 'hex')),
+        previousKeyId: masterKeyId(Buffer.from(newKey, 'hex')), secrets: 2, interrupted: 'none', restartNeeded: false,
+      });
+      for (const run of [r, j]) {
+        for (const key of [oldKey, newKey, keyHex()]) assert.ok(!run.stdout.includes(key) && !run.stderr.includes(key), 'a master key was printed');
+      }
+    } finally {
+      own.cleanup();
+    }
+  });
+
+  const rotateRefused: Array<{ name: string; env?: NodeJS.ProcessEnv; spoil?: (home: string) => void; error: string; stderr: RegExp }> = [
+    {
+      name: 'a key from CORDON_MASTER_KEY', env: { CORDON_MASTER_KEY: KEY_HEX }, error: 'secret-key-from-env',
+      stderr: /comes from CORDON_MASTER_KEY, which cordon cannot replace\n {2}fix: write that key to .*master\.key .*unset CORDON_MASTER_KEY/,
+    },
+    {
+      name: 'a damaged store', error: 'secret-store-corrupt', stderr: /failed authentication.*\n {2}fix: restore .*secrets\.enc from backup/,
+      spoil: (home) => { const f = readFileSync(secretStorePath(home)); f[f.length - 1] = f[f.length - 1]! ^ 1; writeFileSync(secretStorePath(home), f); },
+    },
+  ];
+  for (const c of rotateRefused) {
+    test(`rotate-master refused, store and key unchanged: ${c.name}`, async () => {
+      const own = tempDir('cordon-cli-rotate-');
+      try {
+        const set = await cordon(['secrets', 'set', 'kept_token'], { home: own.path, input: CANARY });
+        assert.equal(set.code, 0, set.stderr);
+        c.spoil?.(own.path);
+        const store = readFileSync(secretStorePath(own.path));
+        const key = readFileSync(masterKeyPath(own.path));
+        const r = await cordon(['secrets', 'rotate-master', '--json'], { home: own.path, ...(c.env ? { env: c.env } : {}) });
+        assert.equal(r.code, 1, r.stderr);
+        assert.equal(JSON.parse(r.stdout).error, c.error);
+        assert.match(r.stderr, c.stderr);
+        assert.deepEqual(readFileSync(secretStorePath(own.path)), store, 'the store file is unchanged');
+        assert.deepEqual(readFileSync(masterKeyPath(own.path)), key, 'the key file is unchanged');
+      } finally {
+        own.cleanup();
+      }
+    });
+  }
 
   test('a terminal on stdin is refused (the value would be echoed)', async (t) => {
     const probe = spawnSync('script', ['-qec', 'test -t 0', '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 10_000 });

@@ -1,6 +1,6 @@
 /**
- * `cordon secrets set NAME | ls | rm NAME`: manage the encrypted secret store
- * in `$CORDON_HOME`. A value is read from piped stdin or `--from-file`, never
+ * `cordon secrets set NAME | ls | rm NAME | rotate-master`: manage the
+ * encrypted secret store in `$CORDON_HOME`. A value is read from piped stdin or `--from-file`, never
  * from the command line (argv shows in `ps` and shell history), and one
  * trailing newline is dropped. Values are never printed.
  *
@@ -8,12 +8,16 @@
  * the control plane runs: the control plane reads the store afresh whenever it
  * resolves secrets, so a change applies to sandboxes created after it, and
  * running sandboxes keep the values they started with.
+ *
+ * `rotate-master` re-encrypts the store under a new master key file (see
+ * secrets/rotate.ts). A running control plane needs no restart: it reads the
+ * key file afresh with the store, and values it holds do not change.
  */
 import type { Command } from 'commander';
 import { readFileSync, statSync } from 'node:fs';
 import { loadConfig, type CordonConfig } from '../../config/index.js';
 import { InvalidInputError, NotFoundError } from '../../errors/index.js';
-import { MAX_SECRET_BYTES, openSecretStore, trimTrailingNewline } from '../../secrets/index.js';
+import { MAX_SECRET_BYTES, openSecretStore, rotateMasterKey, trimTrailingNewline } from '../../secrets/index.js';
 import { cliHome, printJson } from '../context.js';
 
 /** stdin or file content larger than this is refused (a value plus its newline). */
@@ -127,5 +131,21 @@ export function registerSecrets(program: Command): void {
       }
       if (opts.json) printJson({ name, removed: true });
       else process.stdout.write(`removed secret ${name}\n`);
+    });
+
+  secrets
+    .command('rotate-master')
+    .description('re-encrypt the store under a new random master key (keys/master.key); refused when CORDON_MASTER_KEY is set')
+    .option('--json', 'print JSON {store, keyPath, keyId, previousKeyId, secrets, interrupted, restartNeeded}')
+    .action(async function secretsRotateMaster(opts: { json?: boolean }, cmd: Command) {
+      const r = await rotateMasterKey({ home: cliHome(cmd) });
+      if (opts.json) {
+        printJson({ ...r, restartNeeded: false });
+      } else {
+        if (r.interrupted === 'completed') process.stdout.write(`finished an interrupted rotation first\n`);
+        process.stdout.write(`re-encrypted ${r.secrets} secret${r.secrets === 1 ? '' : 's'} in ${r.store} under a new master key in ${r.keyPath} (key id ${r.keyId})\n`);
+        process.stdout.write('a running `cordon up` on this home needs no restart: it reads the key file with the store at each lookup (one started with CORDON_MASTER_KEY set must be restarted without it)\n');
+      }
+      process.stderr.write(`back up ${r.keyPath} now; the old key is deleted, and older backups of ${r.store} still need it\n`);
     });
 }
