@@ -15,6 +15,8 @@ import { KeyError } from '../errors/index.js';
 import { ensurePrivateDir, readPrivateFile, writeFileAtomic } from '../util/index.js';
 
 export const PRIVATE_KEY_FILE = 'audit-ed25519.key';
+/** The event type that records a key rotation (`data.oldKeyId`, `data.newKeyId`); verification stops trusting the old key after it. */
+export const KEY_ROTATED_EVENT = 'audit.key-rotated';
 export const PUBLIC_KEY_FILE = 'audit-ed25519.pub';
 const PUBLIC_KEY_PATTERN = /^audit-ed25519(\.[0-9a-f]{16})?\.pub$/;
 

@@ -361,3 +361,29 @@ test('unusable key directories are refused with a fix and left untouched', async
     });
   }
 });
+
+test('a retired key signs nothing from its rotation on: a checkpoint it signs later is reported as forged', async () => {
+  const f = await fixture();
+  try {
+    await appendClosed(f, 3);
+    const old = loadOrCreateSigningKey(f.keyDir); // what a thief of the old key holds
+    const rotation = await rotateAuditKey({ store: f.store, keyDir: f.keyDir });
+    await appendClosed(f, 2);
+    assert.equal((await verifyAudit(f.store, { keyDir: f.keyDir })).ok, true, 'the honest log verifies');
+    // The thief, with write access to the store, appends an event and seals it with the old key.
+    const thiefKeys = join(f.dir, 'thief-keys');
+    mkdirSync(thiefKeys, { mode: 0o700 });
+    writeFileSync(join(thiefKeys, PRIVATE_KEY_FILE), old.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+    const thief = await AuditLog.open({ store: f.store, keyDir: thiefKeys, allowNewKey: true });
+    const forgedEvent = await thief.append({ type: 'test.event', actor: 'system', data: { forged: true } });
+    await thief.close();
+    assert.equal((await f.store.audit.listCheckpoints()).at(-1)?.keyId, rotation.oldKeyId, 'the thief sealed it with the old key');
+    const report = await verifyAudit(f.store, { keyDir: f.keyDir });
+    assert.equal(report.ok, false);
+    assert.equal(report.problem, 'forged-checkpoint');
+    assert.equal(report.firstBadSeq, forgedEvent.seq);
+    assert.match(report.message, new RegExp(`signed by key ${rotation.oldKeyId}, which the ${KEY_ROTATED_EVENT.replace('.', '\\.')} event at seq ${rotation.eventSeq} retired`));
+  } finally {
+    await f.cleanup();
+  }
+});

@@ -39,6 +39,7 @@ import { AuditError, KeyError } from '../errors/index.js';
 import type { Store } from '../store/index.js';
 import { writeFileAtomic } from '../util/index.js';
 import {
+  KEY_ROTATED_EVENT,
   PRIVATE_KEY_FILE,
   PUBLIC_KEY_FILE,
   keyIdOf,
@@ -50,8 +51,7 @@ import {
 } from './keys.js';
 import { AuditLog } from './log.js';
 
-/** The event type that records a rotation. */
-export const KEY_ROTATED_EVENT = 'audit.key-rotated';
+export { KEY_ROTATED_EVENT };
 
 export interface KeyRotation {
   oldKeyId: string;

@@ -9,7 +9,7 @@ import type { KeyObject } from 'node:crypto';
 import type { AuditRow, CheckpointRow, Store } from '../store/index.js';
 import { checkCheckpoint } from './checkpoint.js';
 import { GENESIS_HASH, sha256Hex } from './event.js';
-import { keyIdOf, loadPublicKeys, parsePublicKeyPem } from './keys.js';
+import { KEY_ROTATED_EVENT, keyIdOf, loadPublicKeys, parsePublicKeyPem } from './keys.js';
 
 export type VerifyProblem =
   | 'edited'
@@ -116,6 +116,17 @@ export class ChainChecker {
   }
 }
 
+/** Remember the key a chained `audit.key-rotated` event retired (the first such event for a key counts). */
+function noteRetirement(row: AuditRow, retiredAt: Map<string, number>): void {
+  let oldKeyId: unknown;
+  try {
+    oldKeyId = (JSON.parse(row.body) as { data?: { oldKeyId?: unknown } }).data?.oldKeyId;
+  } catch {
+    return; // the chain check already read this body as JSON
+  }
+  if (typeof oldKeyId === 'string' && !retiredAt.has(oldKeyId)) retiredAt.set(oldKeyId, row.seq);
+}
+
 /** The first indexed column that disagrees with the body, `malformed` for a bad body, or undefined. */
 function editedColumn(row: AuditRow, b: Record<string, unknown>): string | undefined {
   if (typeof b.type !== 'string' || typeof b.actor !== 'string' || typeof b.ts !== 'string' || typeof b.prevHash !== 'string') {
@@ -172,6 +183,8 @@ export async function verifyAudit(store: Store, opts: VerifyOptions = {}): Promi
   for (const seq of sealed.keys()) if (seq > maxSealed) maxSealed = seq;
 
   const chain = new ChainChecker();
+  /** keyId → seq of the `audit.key-rotated` event that retired it: from there on that key signs nothing. */
+  const retiredAt = new Map<string, number>();
   let finding: Finding | undefined;
   let lastGoodCheckpoint = 0;
   let events = 0;
@@ -182,8 +195,17 @@ export async function verifyAudit(store: Store, opts: VerifyOptions = {}): Promi
       if (forged !== undefined && row.seq > forged.cp.seq) break outer;
       finding = chain.check(row);
       if (finding === undefined) {
+        if (row.type === KEY_ROTATED_EVENT) noteRetirement(row, retiredAt);
         const cp = sealed.get(row.seq);
-        if (cp !== undefined) {
+        const retired = cp === undefined ? undefined : retiredAt.get(cp.keyId);
+        if (cp !== undefined && retired !== undefined) {
+          // A leaked old key must not be able to extend the log after the rotation that retired it.
+          finding = {
+            problem: 'forged-checkpoint',
+            seq: cp.seq,
+            message: `the checkpoint at seq ${cp.seq} is signed by key ${cp.keyId}, which the ${KEY_ROTATED_EVENT} event at seq ${retired} retired: a retired key signs nothing from its rotation on`,
+          };
+        } else if (cp !== undefined) {
           if (cp.hash !== row.hash) {
             finding = {
               problem: 'truncated',
