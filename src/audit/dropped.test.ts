@@ -158,6 +158,13 @@ const refusals: RefusalCase[] = [
   },
   { name: 'the type is not a valid name', code: 'audit-invalid-event', types: ['(invalid)'], refuse: (log) => log.append({ type: 'Bad\nType', actor: 'x' }) },
   {
+    // a value passed where the type belongs (a bug in a door) must not reach stderr
+    name: 'the type is printable but not a type name',
+    code: 'audit-invalid-event',
+    types: ['(invalid)'],
+    refuse: (log) => log.append({ type: 'Bearer sk-live-DEADBEEF', actor: 'x' }),
+  },
+  {
     name: 'the data is not JSON (bigint)',
     code: 'audit-invalid-event',
     types: ['tool.call'],
@@ -215,6 +222,32 @@ test('a hook that throws: the append rejects with the original error and a warni
     const second = await closedWarning;
     assert.match(second.message, /hook exploded/, 'the refusal after close is reported (and its hook failure warned) too');
     assert.equal(log.droppedEvents, 2);
+  });
+});
+
+test('a hook that throws a value with no string form: appends still settle (never hang, never throw synchronously)', async () => {
+  await withFixture(async ({ store, keyDir, failNextWrite }) => {
+    const log = await AuditLog.open({
+      store, keyDir, checkpointIntervalMs: 60_000,
+      onDropped: () => {
+        throw Object.create(null); // String() of it throws a TypeError
+      },
+    });
+    failNextWrite('injected write failure');
+    const warned = nextWarning('CORDON_AUDIT_HOOK_FAILED');
+    const settled = Promise.race([
+      log.append(valid).then(() => 'resolved', (err: unknown) => (err instanceof AuditError ? err.code : `other: ${String(err)}`)),
+      delay(3000).then(() => 'hung'),
+    ]);
+    assert.equal(await settled, 'audit-write-failed', 'the failed batch rejects with its own error');
+    assert.match((await warned).message, /onDropped hook failed/);
+    assert.equal(log.droppedEvents, 1);
+    await log.close();
+    const warnedAgain = nextWarning('CORDON_AUDIT_HOOK_FAILED');
+    let refused: Promise<unknown> | undefined;
+    assert.doesNotThrow(() => void (refused = log.append(valid)), 'a refused append rejects, it does not throw at the caller');
+    await assert.rejects(refused!, (err: unknown) => err instanceof AuditError && err.code === 'audit-closed');
+    assert.match((await warnedAgain).message, /no string form/);
   });
 });
 

@@ -34,6 +34,8 @@ export interface DroppedReport {
 /** Stands in for a name that is not a string of printable characters (refused inputs are not validated). */
 const INVALID_NAME = '(invalid)';
 const NAME_MAX_LENGTH = 256;
+/** What `append` accepts as a type (validate.ts); anything else may be a value passed by mistake and is not shown. */
+const TYPE_NAME = /^[a-z][a-z0-9_.-]{0,127}$/;
 
 function safeName(v: unknown): string | undefined {
   if (v === undefined || v === null) return undefined;
@@ -55,7 +57,7 @@ export function droppedReport(code: DroppedCode, err: unknown, inputs: readonly 
       continue;
     }
     const e = raw as { type?: unknown; sandbox?: unknown; agent?: unknown };
-    types.add(safeName(e.type) ?? INVALID_NAME);
+    types.add(typeof e.type === 'string' && TYPE_NAME.test(e.type) ? e.type : INVALID_NAME);
     const s = safeName(e.sandbox);
     if (s !== undefined) sandboxes.add(s);
     const a = safeName(e.agent);

@@ -250,7 +250,13 @@ export class AuditLog {
     // A drop caused by the hook itself (say it appends, and the log is closed) is counted, not reported again.
     if (hook === undefined || this.#inHook) return;
     const warn = (cause: unknown): void => {
-      process.emitWarning(`the audit onDropped hook failed (${inputs.length} dropped event(s) not reported): ${String((cause as Error)?.message ?? cause)}`, {
+      let why: string;
+      try {
+        why = String((cause as Error)?.message ?? cause);
+      } catch {
+        why = 'it threw a value that has no string form'; // e.g. Object.create(null): must not throw here
+      }
+      process.emitWarning(`the audit onDropped hook failed (${inputs.length} dropped event(s) not reported): ${why}`, {
         code: 'CORDON_AUDIT_HOOK_FAILED',
       });
     };

@@ -387,3 +387,50 @@ test('a retired key signs nothing from its rotation on: a checkpoint it signs la
     await f.cleanup();
   }
 });
+
+test('a rotation interrupted before its event was recorded can be run again at once, and records the missing retirement', async (t) => {
+  const cases: { name: string; interrupt: (f: Fixture, oldKeyId: string) => Promise<void> }[] = [
+    {
+      name: 'crash after step 2 (new private key, old .pub)',
+      interrupt: async (f, oldKeyId) => {
+        copyFileSync(join(f.keyDir, PUBLIC_KEY_FILE), retiredPublicKeyPath(f.keyDir, oldKeyId));
+        const pem = generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+        writeFileSync(join(f.keyDir, PRIVATE_KEY_FILE), pem, { mode: 0o600 });
+      },
+    },
+    {
+      name: 'key files rotated, the audit.key-rotated event not written',
+      interrupt: async (f) => void rotateSigningKey(f.keyDir),
+    },
+  ];
+  for (const c of cases) {
+    await t.test(c.name, async () => {
+      const f = await fixture();
+      try {
+        const oldKeyId = await appendClosed(f, 3);
+        const old = loadOrCreateSigningKey(f.keyDir); // what a thief of the old key holds
+        await c.interrupt(f, oldKeyId);
+        const middleKeyId = loadOrCreateSigningKey(f.keyDir, { create: false }).keyId;
+        assert.notEqual(middleKeyId, oldKeyId);
+        // the operator runs the rotation again, with no event appended in between
+        const r = await rotateAuditKey({ store: f.store, keyDir: f.keyDir });
+        assert.equal(r.oldKeyId, middleKeyId);
+        const rotations = (await f.store.audit.query({ type: KEY_ROTATED_EVENT, limit: 10 })).map((e) => JSON.parse(e.body).data);
+        assert.deepEqual(rotations, [{ newKeyId: middleKeyId, oldKeyId }, { newKeyId: r.newKeyId, oldKeyId: middleKeyId }], 'both retirements are in the chain');
+        assert.equal((await verifyAudit(f.store, { keyDir: f.keyDir })).ok, true);
+        // the first old key can no longer extend the log
+        const thiefKeys = join(f.dir, 'thief-keys');
+        mkdirSync(thiefKeys, { mode: 0o700 });
+        writeFileSync(join(thiefKeys, PRIVATE_KEY_FILE), old.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+        const thief = await AuditLog.open({ store: f.store, keyDir: thiefKeys, allowNewKey: true });
+        await thief.append({ type: 'test.event', actor: 'system', data: { forged: true } });
+        await thief.close();
+        const report = await verifyAudit(f.store, { keyDir: f.keyDir });
+        assert.equal(report.ok, false);
+        assert.equal(report.problem, 'forged-checkpoint');
+      } finally {
+        await f.cleanup();
+      }
+    });
+  }
+});

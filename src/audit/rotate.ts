@@ -23,7 +23,9 @@
  *     loads the new key, files the stale .pub under its keyId (same content)
  *     and writes the new .pub: the rotation completes itself, and
  *     `AuditLog.open` sees the retired .pub and does not warn. Only the
- *     `audit.key-rotated` event is then missing from the chain.
+ *     `audit.key-rotated` event is then missing from the chain (so verification
+ *     keeps trusting the old key); the next `rotateAuditKey` records it first,
+ *     sealed by the key in use.
  *   - after 3: rotated.
  * In every state each checkpoint already stored verifies, because the old
  * public key is on disk from step 1 on, and nothing signs with the new key
@@ -42,6 +44,7 @@ import {
   KEY_ROTATED_EVENT,
   PRIVATE_KEY_FILE,
   PUBLIC_KEY_FILE,
+  hasRetiredPublicKey,
   keyIdOf,
   loadOrCreateSigningKey,
   loadPublicKeys,
@@ -139,8 +142,18 @@ export function rotateSigningKey(keyDir: string): KeyRotation {
 export async function rotateAuditKey(o: RotateAuditKeyOptions): Promise<AuditKeyRotation> {
   const { key: current } = loadKeyToRotate(o.keyDir);
   const clock = o.now ? { now: o.now } : {};
+  const lastBefore = await o.store.audit.lastCheckpoint();
   const before = await AuditLog.open({ store: o.store, keyDir: o.keyDir, ...clock });
   try {
+    if (lastBefore !== undefined && lastBefore.keyId !== current.keyId && hasRetiredPublicKey(o.keyDir, lastBefore.keyId)) {
+      // An earlier rotation replaced the key files but did not record it (a crash, a failed write): record that
+      // retirement first, sealed below by the key in use, or the retired key would stay trusted for ever.
+      await before.append({
+        type: KEY_ROTATED_EVENT,
+        actor: o.actor ?? 'system',
+        data: { newKeyId: current.keyId, oldKeyId: lastBefore.keyId },
+      });
+    }
     await before.checkpoint();
   } finally {
     await before.close();
@@ -158,7 +171,7 @@ export async function rotateAuditKey(o: RotateAuditKeyOptions): Promise<AuditKey
     eventSeq = await recordRotation(o, rotation);
   } catch (cause) {
     throw new AuditError('audit-write-failed', `the audit key was rotated (${rotation.oldKeyId} -> ${rotation.newKeyId}) but the rotation could not be recorded in the log: ${(cause as Error)?.message ?? String(cause)}`, {
-      fix: 'the key files are complete and every checkpoint verifies; check the store, then start cordon (the audit.key-rotated event is missing from the chain)',
+      fix: 'the key files are complete and every checkpoint verifies; check the store, then run `cordon audit rotate-key` again: it records the missing audit.key-rotated event first (and rotates once more)',
       cause,
     });
   }

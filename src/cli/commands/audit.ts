@@ -2,7 +2,8 @@
  * `cordon audit verify|tail|export`: read the audit log straight from the store
  * (the control plane may be running; SQLite in WAL mode allows readers).
  * `cordon audit rotate-key` writes: it takes the home lock, so it is refused
- * while `cordon up` runs on the same home (and `cordon up` waits it out).
+ * while `cordon up` runs on the same home (and a `cordon up` started during a
+ * rotation is refused, naming the rotation's pid as a running control plane).
  */
 import type { Command } from 'commander';
 import { createWriteStream, existsSync } from 'node:fs';
