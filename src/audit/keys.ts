@@ -139,6 +139,24 @@ function ensurePublicKeyFile(keyDir: string, keyId: string, pem: string): void {
   writeFileAtomic(pubPath, pem, 0o644);
 }
 
+/**
+ * keyId of the current key of `keyDir`: its `audit-ed25519.pub`, or the
+ * public half of its private key when the .pub is missing; undefined when
+ * neither can be read.
+ */
+export function currentKeyId(keyDir: string): string | undefined {
+  try {
+    return keyIdOf(parsePublicKeyPem(readFileSync(join(keyDir, PUBLIC_KEY_FILE), 'utf8')));
+  } catch {
+    try {
+      const priv = readPrivateKey(join(keyDir, PRIVATE_KEY_FILE));
+      return priv ? keyIdOf(createPublicKey(priv)) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
 /** Where the public key of the retired key `keyId` is kept. */
 export function retiredPublicKeyPath(keyDir: string, keyId: string): string {
   return join(keyDir, `audit-ed25519.${keyId}.pub`);

@@ -434,3 +434,36 @@ test('a rotation interrupted before its event was recorded can be run again at o
     });
   }
 });
+
+test('a log cut back past its rotation and extended with the retired key fails: the newest seal must be the current key', async () => {
+  const f = await fixture();
+  try {
+    await appendClosed(f, 3);
+    const old = loadOrCreateSigningKey(f.keyDir);
+    const rotation = await rotateAuditKey({ store: f.store, keyDir: f.keyDir });
+    await appendClosed(f, 2);
+    // The thief removes the rotation event, everything after it and the new key's checkpoints…
+    const { default: Database } = await import('better-sqlite3');
+    const raw = new Database(join(f.dir, 'cordon.db'));
+    raw.prepare('delete from audit_events where seq >= ?').run(rotation.eventSeq);
+    raw.prepare('delete from audit_checkpoints where seq >= ?').run(rotation.eventSeq);
+    raw.close();
+    // …then appends and seals with the old key, so that no retired key signs after a rotation event.
+    const thiefKeys = join(f.dir, 'thief-keys');
+    mkdirSync(thiefKeys, { mode: 0o700 });
+    writeFileSync(join(thiefKeys, PRIVATE_KEY_FILE), old.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+    const thief = await AuditLog.open({ store: f.store, keyDir: thiefKeys, allowNewKey: true });
+    const forged = await thief.append({ type: 'test.event', actor: 'system', data: { forged: true } });
+    await thief.close();
+    const report = await verifyAudit(f.store, { keyDir: f.keyDir });
+    assert.equal(report.ok, false);
+    assert.equal(report.problem, 'truncated');
+    assert.equal(report.firstBadSeq, forged.seq);
+    assert.match(report.message, new RegExp(`signed by key ${rotation.oldKeyId}, not by the current audit key ${rotation.newKeyId}`));
+    // Given only the public keys (no key directory, so no notion of "current"), the rule does not apply.
+    const pems = [...loadPublicKeys(f.keyDir).values()].map((k) => k.export({ type: 'spki', format: 'pem' }) as string);
+    assert.equal((await verifyAudit(f.store, { publicKeyPem: pems })).ok, true);
+  } finally {
+    await f.cleanup();
+  }
+});

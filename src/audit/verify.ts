@@ -9,7 +9,7 @@ import type { KeyObject } from 'node:crypto';
 import type { AuditRow, CheckpointRow, Store } from '../store/index.js';
 import { checkCheckpoint } from './checkpoint.js';
 import { GENESIS_HASH, sha256Hex } from './event.js';
-import { KEY_ROTATED_EVENT, keyIdOf, loadPublicKeys, parsePublicKeyPem } from './keys.js';
+import { KEY_ROTATED_EVENT, currentKeyId, keyIdOf, loadPublicKeys, parsePublicKeyPem } from './keys.js';
 
 export type VerifyProblem =
   | 'edited'
@@ -240,6 +240,21 @@ export async function verifyAudit(store: Store, opts: VerifyOptions = {}): Promi
       seq: forged.cp.seq,
       message: `the checkpoint at seq ${forged.cp.seq} has ${forged.why}: it was not signed by cordon's audit key`,
     };
+  }
+  if (finding === undefined && opts.publicKeyPem === undefined && opts.keyDir !== undefined && lastGoodCheckpoint > 0) {
+    // The newest seal must be the current key's. Otherwise the log was cut back past a rotation (and perhaps
+    // extended with a retired key), which the retirement rule above cannot see once the rotation event is gone.
+    const newest = sealed.get(lastGoodCheckpoint)!;
+    const current = currentKeyId(opts.keyDir);
+    if (current !== undefined && newest.keyId !== current) {
+      finding = {
+        problem: 'truncated',
+        seq: newest.seq,
+        message: `the newest checkpoint (seq ${newest.seq}) is signed by key ${newest.keyId}, not by the current audit key ${current}: `
+          + 'the log was cut back past a key rotation, or a rotation stopped before the new key sealed anything '
+          + '(then run `cordon audit rotate-key` again, or start `cordon up` once, and verify again)',
+      };
+    }
   }
   const unsealed = Math.max(0, lastSeq - lastGoodCheckpoint);
   if (finding === undefined && unsealed > 0) {
