@@ -18,6 +18,8 @@
  *   `X-Cordon-Error: missing-token | bad-token | token-used | bad-session`,
  *   audited as `tunnel.refused`. A valid token whose use cannot be recorded
  *   is refused with 503 `X-Cordon-Error: audit-unavailable` and stays spent.
+ *   A request target that cannot be parsed as a URL is refused with 400
+ *   `bad-request` (audited) before any token is looked at.
  * - The guest never sees the token or any cordon cookie. WebSocket upgrades
  *   are authenticated the same way and then carried as raw bytes.
  */
@@ -32,7 +34,7 @@ import { TOKEN_PARAM, newSecret, secretMatches, sessionCookie, sha256, takeSessi
  * Why a client was refused. `audit-unavailable`: the token was right, but its
  * use (`tunnel.session`) could not be recorded; the token is spent all the same.
  */
-export type RefusalReason = 'missing-token' | 'bad-token' | 'token-used' | 'bad-session' | 'audit-unavailable' | 'connection-limit' | 'closing';
+export type RefusalReason = 'missing-token' | 'bad-token' | 'token-used' | 'bad-session' | 'audit-unavailable' | 'bad-request' | 'connection-limit' | 'closing';
 
 /** What the gate needs from its tunnel. */
 export interface GateHost {
@@ -141,8 +143,10 @@ export function createGate(host: GateHost): Gate {
     conn.requests++;
     stats.requests++;
     host.touch();
-    const url = new URL(req.url ?? '/', 'http://tunnel.invalid');
-    const auth = await authenticate(req, url);
+    // A target no URL parser takes (`//`, `//[`) is refused before the token is looked at (and stays unspent).
+    const parsed = URL.canParse(req.url ?? '/', 'http://tunnel.invalid');
+    const url = new URL(parsed ? req.url ?? '/' : '/', 'http://tunnel.invalid');
+    const auth: Auth = parsed ? await authenticate(req, url) : { ok: false, reason: 'bad-request' };
     if (!auth.ok) {
       stats.refused++;
       await host.record('tunnel.refused', { connection: conn.id, peer: conn.peer, method: req.method, path: url.pathname.slice(0, 200) }, { reason: auth.reason, decision: 'deny' })
@@ -196,12 +200,13 @@ export function createGate(host: GateHost): Gate {
     const { url, auth } = admitted;
     if (!auth.ok) {
       const status = refusalStatus(auth.reason);
-      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nX-Cordon-Error: ${auth.reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      // Closed once flushed: a client that never ends its side keeps no slot (as Node does for `Connection: close` answers).
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nX-Cordon-Error: ${auth.reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
       return;
     }
     const guest = await host.openGuest().catch(() => undefined);
     if (!guest) {
-      socket.end('HTTP/1.1 502 Bad Gateway\r\nX-Cordon-Error: guest-unreachable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      socket.end('HTTP/1.1 502 Bad Gateway\r\nX-Cordon-Error: guest-unreachable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n', () => socket.destroy());
       return;
     }
     if (abandoned(socket, guest)) return;
@@ -295,13 +300,14 @@ const FIXES: Record<RefusalReason, string> = {
   'bad-session': 'the session cookie is not valid for this tunnel; open a new tunnel',
   'audit-unavailable': 'the token was right, but its use could not be written to the audit log, so it was refused and is now spent; '
     + 'check the control plane\'s audit store and disk, then open a new tunnel (`cordon tunnel open`)',
+  'bad-request': 'send a request target the tunnel can parse (a path such as /app?x=1)',
   'connection-limit': 'close other connections to this tunnel',
   closing: 'the tunnel is closing; open a new one',
 };
 
-/** 503 when cordon could not record the request (the client did nothing wrong), else 401. */
+/** 503 when cordon could not record the request (the client did nothing wrong), 400 for a target it cannot parse, else 401. */
 function refusalStatus(reason: RefusalReason): number {
-  return reason === 'audit-unavailable' ? 503 : 401;
+  return reason === 'audit-unavailable' ? 503 : reason === 'bad-request' ? 400 : 401;
 }
 
 function refuse(res: ServerResponse, reason: RefusalReason): void {

@@ -43,13 +43,16 @@ export function createTcpGate(host: GateHost): Gate {
   function refuse(socket: Socket, id: number, peer: string, reason: RefusalReason): void {
     stats.refused++;
     host.record('tunnel.refused', { connection: id, peer }, { reason, decision: 'deny' }).catch(() => undefined);
-    socket.end(`cordon-tunnel: refused (${reason})\n`);
+    endAndClose(socket, `cordon-tunnel: refused (${reason})\n`);
   }
 
   /** Read the token line, spend the token, then carry the connection to the guest. */
   function admit(socket: Socket, id: number, peer: string): void {
     let head = Buffer.alloc(0);
-    const timer = setTimeout(() => refuse(socket, id, peer, 'missing-token'), TOKEN_WAIT_MS);
+    const timer = setTimeout(() => {
+      socket.off('data', onData); // refused: a token that comes later is not read
+      refuse(socket, id, peer, 'missing-token');
+    }, TOKEN_WAIT_MS);
     const onData = (chunk: Buffer): void => {
       head = Buffer.concat([head, chunk]);
       const nl = head.indexOf(0x0a);
@@ -82,7 +85,7 @@ export function createTcpGate(host: GateHost): Gate {
       guest = await host.openGuest();
     } catch (err) {
       const code = (err as { guestCode?: string; code?: string }).guestCode ?? (err as { code?: string }).code ?? 'error';
-      socket.end(`cordon-tunnel: the guest port could not be reached (${code})\n`);
+      endAndClose(socket, `cordon-tunnel: the guest port could not be reached (${code})\n`);
       return;
     }
     if (socket.destroyed || !host.isOpen()) {
@@ -123,4 +126,13 @@ export function createTcpGate(host: GateHost): Gate {
       await Promise.allSettled(pending);
     },
   };
+}
+
+/**
+ * Write the last line and close the connection once it is flushed: a client
+ * that never ends its side keeps neither the socket nor its slot (and no
+ * later bytes of it are read).
+ */
+function endAndClose(socket: Socket, line: string): void {
+  socket.end(line, () => socket.destroy());
 }

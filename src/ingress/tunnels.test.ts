@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
-import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
+import { Server as NetServer, connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import type { AuditEventInput } from '../audit/index.js';
 import { LimitError, NotFoundError } from '../errors/index.js';
 import type { SandboxInfo } from '../sandbox/index.js';
@@ -330,6 +330,35 @@ describe('tunnels (guest port stand-in on the host)', () => {
     state = 'running';
   });
 
+  test('an error on a listening tunnel (an accept failing, as under EMFILE) never crashes the control plane; the tunnel keeps serving', async () => {
+    for (const mode of ['http', 'tcp'] as const) {
+      // The tunnel's listener is not reachable from outside the manager: catch it as it starts listening.
+      const listeners: NetServer[] = [];
+      const listen = NetServer.prototype.listen;
+      NetServer.prototype.listen = function spyListen(this: NetServer, ...args: unknown[]) {
+        listeners.push(this);
+        return (listen as (...a: unknown[]) => NetServer).apply(this, args);
+      } as typeof listen;
+      let t;
+      try {
+        t = await tunnels.open({ sandboxId: SB, port: guestPort, mode }, operator);
+      } finally {
+        NetServer.prototype.listen = listen;
+      }
+      try {
+        assert.equal(listeners.length, 1, mode);
+        // Node emits accept errors on the server and keeps listening; an 'error' nobody listens to throws.
+        for (let i = 0; i < 3; i++) {
+          assert.doesNotThrow(() => listeners[0]!.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', syscall: 'accept' })), `${mode}: error ${i + 1}`);
+        }
+        assert.equal(await listening(t.url.replace('tcp:', 'http:')), true, `${mode}: still listening`);
+        assert.equal(tunnels.get(t.id).id, t.id);
+      } finally {
+        await tunnels.close(t.id, operator);
+      }
+    }
+  });
+
   test('bind: loopback unless asked; 0.0.0.0 only when named, recorded as exposed', async () => {
     const t = await tunnels.open({ sandboxId: SB, port: guestPort, bind: '0.0.0.0' }, operator);
     assert.equal(t.exposed, true);
@@ -456,6 +485,91 @@ describe('tunnels (guest port stand-in on the host)', () => {
     } finally {
       failAudit = undefined;
       await tunnels.close(t.id, operator);
+      echo.close();
+    }
+  });
+
+  test('a request target the tunnel cannot parse: 400 bad-request, audited as refused, the guest never asked and the token not spent', async () => {
+    const t = await tunnels.open({ sandboxId: SB, port: guestPort, ttlMs: 60_000 }, operator);
+    const port = Number(new URL(t.url).port);
+    const seenBefore = seen.length;
+    /** One raw request; the whole answer. */
+    const raw = async (head: string): Promise<string> => {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      let got = '';
+      s.on('data', (b: Buffer) => (got += b.toString()));
+      await once(s, 'connect');
+      s.write(head);
+      await once(s, 'close');
+      return got;
+    };
+    // Targets a URL parser refuses (they once ended as a 502 blaming the guest, with no `tunnel.refused`).
+    const cases = [
+      { why: 'a bare `//`', target: '//' },
+      { why: 'an authority with a broken IPv6 literal', target: '//[' },
+      { why: 'an absolute URL with a space in the host', target: 'http://a%20b:x/' },
+    ];
+    try {
+      for (const c of cases) {
+        for (const upgrade of [false, true]) {
+          const answer = await raw(`GET ${c.target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token}\r\n`
+            + (upgrade ? 'Connection: Upgrade\r\nUpgrade: echo\r\n' : 'Connection: close\r\n') + '\r\n');
+          assert.match(answer, /^HTTP\/1\.1 400 /, `${c.why} (upgrade: ${upgrade})`);
+          assert.match(answer, /x-cordon-error: bad-request/i, `${c.why} (upgrade: ${upgrade})`);
+        }
+      }
+      assert.equal(seen.length, seenBefore, 'the guest was never asked');
+      assert.equal(tunnels.get(t.id).tokenUsed, false, 'the token was not spent by a request that was not looked at');
+      await waitFor('the refusals', () => of(t.id, 'tunnel.refused').length === cases.length * 2);
+      assert.ok(of(t.id, 'tunnel.refused').every((e) => e.reason === 'bad-request'));
+      // The token still works.
+      assert.equal((await get(t.url, { authorization: `Bearer ${t.token}` })).status, 200);
+    } finally {
+      await tunnels.close(t.id, operator);
+    }
+  });
+
+  test('a refused client cannot keep its connection: it is closed even when the client never ends its side', async () => {
+    const echo = createNetServer((s) => s.pipe(s));
+    echo.listen(0, '127.0.0.1');
+    await once(echo, 'listening');
+    const unreachable = createNetServer().listen(0, '127.0.0.1');
+    await once(unreachable, 'listening');
+    const deadPort = (unreachable.address() as AddressInfo).port;
+    unreachable.close();
+    const echoPort = (echo.address() as AddressInfo).port;
+    const upgradeHead = 'GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n';
+    // Each refusal once held a client slot (maxConnections) for as long as the client kept its half of the connection open.
+    const cases: { why: string; mode: 'http' | 'tcp'; guestPort: number; first: (token: string) => string; answer: RegExp }[] = [
+      { why: 'TCP mode, a wrong token', mode: 'tcp', guestPort: echoPort, first: () => 'nope\n', answer: /^cordon-tunnel: refused \(bad-token\)\n$/ },
+      { why: 'TCP mode, the guest port unreachable', mode: 'tcp', guestPort: deadPort, first: (tk) => `${tk}\n`, answer: /^cordon-tunnel: the guest port could not be reached/ },
+      { why: 'HTTP mode, an upgrade without a token', mode: 'http', guestPort: echoPort, first: () => `${upgradeHead}\r\n`, answer: /^HTTP\/1\.1 401 .*X-Cordon-Error: missing-token/s },
+      {
+        why: 'HTTP mode, an upgrade to an unreachable guest port', mode: 'http', guestPort: deadPort,
+        first: (tk) => `${upgradeHead}Authorization: Bearer ${tk}\r\n\r\n`, answer: /^HTTP\/1\.1 502 .*X-Cordon-Error: guest-unreachable/s,
+      },
+    ];
+    try {
+      for (const c of cases) {
+        const t = await tunnels.open({ sandboxId: SB, port: c.guestPort, mode: c.mode }, operator);
+        try {
+          const s = connect({ port: Number(t.url.split(':')[2]?.replace('/', '')), host: '127.0.0.1', allowHalfOpen: true });
+          s.on('error', () => undefined);
+          let got = '';
+          s.on('data', (b: Buffer) => (got += b.toString()));
+          await once(s, 'connect');
+          s.write(c.first(t.token));
+          await waitFor(`${c.why}: the refusal`, () => got.length > 0 && c.answer.test(got));
+          // The client never ends its side: cordon must close the connection and free the slot all the same.
+          await waitFor(`${c.why}: the slot is freed`, () => tunnels.get(t.id).activeConnections === 0, 3000);
+          assert.equal(of(t.id, 'tunnel.disconnect').length, 1, `${c.why}: the close is recorded`);
+          s.destroy();
+        } finally {
+          await tunnels.close(t.id, operator);
+        }
+      }
+    } finally {
       echo.close();
     }
   });

@@ -246,6 +246,9 @@ export function createTunnelManager(o: TunnelManagerOptions): TunnelManager {
         fix: code === 'EADDRNOTAVAIL' ? 'bind to an address of this host, or leave --bind out (127.0.0.1)' : 'choose another --bind address or port', cause: err,
       });
     }
+    // A listening server reports a failed accept (EMFILE under a flood) as 'error' and keeps listening;
+    // unheard, that event would throw and end the control plane. The client it concerns never connected.
+    server.on('error', () => undefined);
     const addr = server.address() as AddressInfo;
     const hostPort = `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
     t.info.url = mode === 'tcp' ? `tcp://${hostPort}` : `http://${hostPort}/`;
