@@ -13,7 +13,7 @@ import { startHarness, type Harness } from './testing/harness.js';
 
 let h: Harness;
 before(async () => {
-  h = await startHarness({ settings: { maxRequestBodyBytes: 64 * 1024, upstream: { headersTimeoutMs: 300, bodyTimeoutMs: 300 } } });
+  h = await startHarness({ settings: { maxRequestBodyBytes: 64 * 1024, maxResponseBodyBytes: 1024 * 1024, upstream: { headersTimeoutMs: 300, bodyTimeoutMs: 300 } } });
 });
 after(async () => {
   await h.close();
@@ -118,6 +118,8 @@ const STREAM_CASES: StreamCase[] = [
   { name: 'events that are not JSON (anthropic)', client: 'anthropic', model: 'claude-test-malformed', error: /cannot read/, outcome: 'upstream-malformed' },
   { name: 'never answers a streamed request (chat)', client: 'openai-chat', model: 'gpt-test-hang', error: /did not answer in time/, outcome: 'upstream-timeout' },
   { name: 'goes silent mid-stream (chat)', client: 'openai-chat', model: 'gpt-test-stall', error: /did not answer in time/, outcome: 'upstream-timeout' },
+  // Without a cap the event would be held whole, however large (up to the longest string, where splitting it throws).
+  { name: 'an event that never ends, past the answer cap (chat)', client: 'openai-chat', model: 'gpt-test-unending', error: /stream event larger than 1048576 bytes/, outcome: 'upstream-malformed' },
   { name: 'goes silent mid-stream (anthropic)', client: 'anthropic', model: 'claude-test-stall', error: /did not answer in time/, outcome: 'upstream-timeout' },
 ];
 
@@ -163,6 +165,17 @@ for (const client of ['openai-chat', 'anthropic'] as const) {
     assert.equal(h.gateway.limits('reviewer')?.inFlight, 0);
   });
 }
+
+test('a provider that trickles bytes after its terminal event loses the connection once the drain time is over', async () => {
+  // Drained until it ends, each such call would keep a pool connection (uncounted by the limits) for as long as the provider likes:
+  // the body timeout never fires while bytes keep coming.
+  for (let i = 0; i < 40 && h.upstream.active > 0; i++) await new Promise((r) => setTimeout(r, 50)); // earlier calls' connections are done
+  const abandoned = h.upstream.abandoned;
+  await consume({ name: 'trickle', client: 'openai-chat', model: 'gpt-test-trickle', error: /never/, outcome: 'ok' });
+  await new Promise((r) => setTimeout(r, 1500)); // past the 1 s drain, before the provider's own end at 3 s
+  assert.equal(h.upstream.abandoned, abandoned + 1, 'the gateway still holds the trickling upstream connection');
+  assert.equal(h.upstream.active, 0);
+});
 
 test('a provider that cannot be reached: 502 upstream-unreachable', async () => {
   const dead = await startHarness();

@@ -45,6 +45,10 @@ export interface ForwardResult {
 
 /** Largest upstream error body read (to pass on or to discard). */
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
+/** Longest stream event held whole, whatever maxResponseBodyBytes says (well under the longest string V8 can make). */
+const MAX_STREAM_EVENT_CHARS = 256 * 1024 * 1024;
+/** How long the rest of a stream is drained after its terminal event before the connection is dropped. */
+const DRAIN_AFTER_TERMINAL_MS = 1000;
 const STREAM_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' };
 
 /** Answer with an error: a JSON body, or an error event if a stream already started. */
@@ -244,6 +248,7 @@ function relayStream(input: ForwardInput, res: UpstreamResponse): Promise<Forwar
   const splitter = createSseSplitter();
   const decoder = new StringDecoder('utf8');
   const body = res.body;
+  const maxEventChars = Math.min(input.maxResponseBodyBytes, MAX_STREAM_EVENT_CHARS);
   let firstByteMs: number | undefined;
   ex.startStream(200, STREAM_HEADERS);
 
@@ -273,9 +278,12 @@ function relayStream(input: ForwardInput, res: UpstreamResponse): Promise<Forwar
     let settled = false;
     /** The client's response ended after the terminal event; the upstream is only drained. */
     let ended = false;
+    /** A provider that holds the connection (or trickles bytes) after the terminal event is cut off. */
+    let drainTimer: NodeJS.Timeout | undefined;
     const settle = (r: ForwardResult): void => {
       if (settled) return;
       settled = true;
+      if (drainTimer) clearTimeout(drainTimer);
       body.off('data', onData);
       body.off('end', onEnd);
       body.off('error', onError);
@@ -299,6 +307,13 @@ function relayStream(input: ForwardInput, res: UpstreamResponse): Promise<Forwar
         ended = true;
         resolve(result(observer.upstreamError ? 'upstream-error' : 'ok', 200));
         if (last) settle(result('ok', 200));
+        else {
+          drainTimer = setTimeout(function dropLingeringUpstream() {
+            body.destroy();
+            settle(result('ok', 200));
+          }, DRAIN_AFTER_TERMINAL_MS);
+          drainTimer.unref();
+        }
         return !last;
       }
       if (out.length > 0) {
@@ -320,6 +335,12 @@ function relayStream(input: ForwardInput, res: UpstreamResponse): Promise<Forwar
       }
       const events = splitter.push(decoder.write(chunk));
       if (events.length > 0) deliver(events, false);
+      // An event that never ends would grow without bound (and past the longest string, throw): stopped at the answer cap.
+      if (!settled && !ended && splitter.pendingChars > maxEventChars) {
+        stopWith({ error: new GatewayError(502, 'upstream-too-large', `provider ${provider.name} sent a stream event larger than ${maxEventChars} bytes`, {
+          fix: 'check the provider; or raise the gateway maxResponseBodyBytes setting',
+        }) });
+      }
     };
     const onEnd = (): void => {
       if (ended) return settle(result('ok', 200));

@@ -45,3 +45,18 @@ test('field parsing: one optional space after the colon, fields without a value,
   ];
   for (const [raw, event, data] of cases) assert.deepEqual([parseSseEvent(raw).event, parseSseEvent(raw).data], [event, data], raw);
 });
+
+test('an event that keeps growing costs time in proportion to its size (a provider cannot stall the event loop with one)', () => {
+  // Searched whole on every read, 16 MiB in 16 KiB reads took seconds (the cost grew with the square of the size).
+  const s = createSseSplitter();
+  const piece = 'x'.repeat(16 * 1024);
+  const started = performance.now();
+  assert.deepEqual(s.push('data: '), []);
+  for (let i = 0; i < 1024; i++) assert.equal(s.push(piece).length, 0);
+  assert.equal(s.pendingChars, 6 + 16 * 1024 * 1024);
+  const done = s.push('\n\ndata: next\n\n');
+  const tookMs = performance.now() - started;
+  assert.deepEqual(done.map((e) => e.data.length), [16 * 1024 * 1024, 4]);
+  assert.equal(s.pendingChars, 0);
+  assert.ok(tookMs < 1500, `splitting took ${tookMs.toFixed(0)} ms`);
+});

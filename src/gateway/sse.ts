@@ -46,13 +46,28 @@ export function parseSseEvent(raw: string): SseEvent {
 }
 
 export function createSseSplitter(): SseSplitter {
-  let pending = '';
+  // What waits for the end of its event, in the pieces it came in: joined only
+  // once a piece holds an event boundary, so an event that keeps growing costs
+  // time in proportion to its size, not to its size squared.
+  let pending: string[] = [];
+  let pendingLength = 0;
   let lastWasCr = false;
   return {
     push(text: string): SseEvent[] {
       if (lastWasCr && text.startsWith('\n')) text = text.slice(1);
       lastWasCr = text.endsWith('\r');
-      let buf = pending + (text.includes('\r') ? text.replace(/\r\n?/g, '\n') : text);
+      const piece = text.includes('\r') ? text.replace(/\r\n?/g, '\n') : text;
+      const last = pending.length > 0 ? pending[pending.length - 1]! : '';
+      // The boundary may straddle: the pending text ends with a line end and this piece starts with one.
+      const straddles = last.endsWith('\n') && piece.startsWith('\n');
+      if (!straddles && !piece.includes('\n\n')) {
+        if (piece.length > 0) {
+          pending.push(piece);
+          pendingLength += piece.length;
+        }
+        return [];
+      }
+      let buf = pending.length === 0 ? piece : pending.join('') + piece;
       const events: SseEvent[] = [];
       let from = 0;
       for (;;) {
@@ -64,18 +79,20 @@ export function createSseSplitter(): SseSplitter {
         events.push(parseSseEvent(raw));
       }
       buf = from === 0 ? buf : buf.slice(from);
-      pending = buf;
+      pending = buf.length > 0 ? [buf] : [];
+      pendingLength = buf.length;
       return events;
     },
     flush(): SseEvent[] {
-      const rest = pending;
-      pending = '';
+      const rest = pending.join('');
+      pending = [];
+      pendingLength = 0;
       if (rest.trim().length === 0) return [];
       const ev = parseSseEvent(rest.endsWith('\n') ? `${rest}\n` : `${rest}\n\n`);
       return ev.data === '' && ev.event === undefined ? [] : [ev];
     },
     get pendingChars(): number {
-      return pending.length;
+      return pendingLength;
     },
   };
 }

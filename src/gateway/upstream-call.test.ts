@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { Pool } from 'undici';
-import { callUpstream, watchSignal, type UpstreamBody } from './upstream-call.js';
+import { callUpstream, UpstreamBody, watchSignal } from './upstream-call.js';
 
 let server: Server;
 let pool: Pool;
@@ -129,4 +129,63 @@ test('a dispatcher that cannot take the call rejects it, and stops watching the 
   };
   await assert.rejects(callUpstream(closed, { method: 'GET', path: '/' }, caller));
   assert.equal(watching, 0);
+});
+
+test('a resume whose held chunk pauses the body again leaves the provider paused (back-pressure holds)', () => {
+  const calls: string[] = [];
+  const controller = {
+    aborted: false, paused: false, reason: null, rawHeaders: null, rawTrailers: null,
+    pause() { calls.push('pause'); },
+    resume() { calls.push('resume'); },
+    abort() { calls.push('abort'); },
+  };
+  const body = new UpstreamBody();
+  body.attach(controller as never);
+  // Two chunks came in one read, before anyone listened: both are held.
+  body.push(Buffer.from('a'));
+  body.push(Buffer.from('b'));
+  const got: string[] = [];
+  body.on('data', (c: Buffer) => {
+    got.push(c.toString());
+    body.pause(); // every chunk fills the client's buffer
+  });
+  body.resume(); // not paused yet: nothing to do
+  body.pause();
+  body.resume(); // hands over 'a', which pauses again
+  assert.deepEqual(got, ['a']);
+  assert.equal(calls.at(-1), 'pause', `the provider was resumed while the body is paused: ${calls.join(',')}`);
+  body.resume(); // hands over 'b', which pauses again
+  assert.deepEqual(got, ['a', 'b']);
+  assert.equal(calls.at(-1), 'pause', `the provider was resumed while the body is paused: ${calls.join(',')}`);
+  body.resume(); // nothing held: the provider reads again
+  assert.equal(calls.at(-1), 'resume');
+});
+
+test('once the answer is complete, pause and resume leave the connection alone (it may carry another call by then)', () => {
+  const calls: string[] = [];
+  const controller = {
+    aborted: false, paused: false, reason: null, rawHeaders: null, rawTrailers: null,
+    pause() { calls.push('pause'); },
+    resume() { calls.push('resume'); },
+    abort() { calls.push('abort'); },
+  };
+  const body = new UpstreamBody();
+  body.attach(controller as never);
+  // The whole answer came in before anyone listened; the connection went back to the pool.
+  body.push(Buffer.from('a'));
+  body.push(Buffer.from('b'));
+  body.finish();
+  const got: string[] = [];
+  let ended = false;
+  body.on('data', (c: Buffer) => {
+    got.push(c.toString());
+    body.pause(); // the client is slow
+  }).once('end', () => { ended = true; });
+  body.pause();
+  body.resume();
+  body.resume();
+  body.resume();
+  assert.deepEqual(got, ['a', 'b']);
+  assert.equal(ended, true);
+  assert.deepEqual(calls, [], 'the controller of a finished answer was paused or resumed');
 });

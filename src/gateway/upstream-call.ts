@@ -67,7 +67,8 @@ export class UpstreamBody extends EventEmitter {
   /** Stop reading from the provider until `resume()`. */
   pause(): this {
     this.#paused = true;
-    this.#controller?.pause();
+    // Once the answer is complete the connection may carry another call: its reads are not ours to pause.
+    if (!this.#ended && !this.#failed && !this.#destroyed) this.#controller?.pause();
     return this;
   }
 
@@ -75,7 +76,8 @@ export class UpstreamBody extends EventEmitter {
     if (!this.#paused) return this;
     this.#paused = false;
     this.#flush();
-    this.#controller?.resume();
+    // A held chunk handed over just now may have paused the body again: the provider then stays paused.
+    if (!this.#paused && !this.#ended && !this.#failed && !this.#destroyed) this.#controller?.resume();
     return this;
   }
 

@@ -31,6 +31,18 @@ const tricky: Array<[string, unknown, string]> = [
 ];
 for (const [name, v, want] of tricky) test(`canonicalJson: ${name}`, () => assert.equal(canonicalJson(v), want));
 
+/** An object whose getter `a` answers `first`, then `later` on every read after. */
+function twoFaced(first: unknown, later: unknown): object {
+  let reads = 0;
+  return { get a() { return reads++ === 0 ? first : later; }, b: 1 };
+}
+// A getter is read once, as the definition reads it: the native writer would read it again, and could write what was not checked.
+const getters: Array<[string, () => object, string]> = [
+  ['a getter whose second value has keys out of order', () => ({ x: twoFaced(1, { z: 1, b: 2 }) }), '{"x":{"a":1,"b":1}}'],
+  ['a getter whose second value is NaN', () => ({ x: twoFaced(1, NaN) }), '{"x":{"a":1,"b":1}}'],
+];
+for (const [name, make, want] of getters) test(`canonicalJson: ${name}`, () => assert.equal(canonicalJson(make()), want));
+
 /** The definition, written the slow obvious way, to hold the fast path to it. */
 function reference(v: unknown): string {
   if (v === null || typeof v !== 'object') return JSON.stringify(v);

@@ -60,7 +60,7 @@ const NATIVE_MAX_DEPTH = 32;
  * which JavaScript lists first, then fail the check unless already in
  * order); `undefined` only as an object member (both drop it) or array
  * element (both write null). Nothing else: no toJSON, functions, symbols,
- * bigints, non-finite numbers, Dates, Maps or class instances.
+ * bigints, non-finite numbers, Dates, Maps, class instances or getters.
  */
 function nativeOrderIsCanonical(value: unknown, depth: number): boolean {
   switch (typeof value) {
@@ -84,10 +84,12 @@ function nativeOrderIsCanonical(value: unknown, depth: number): boolean {
       const obj = value as Record<string, unknown>;
       let previous: string | undefined;
       for (const k in obj) {
-        if (!Object.prototype.hasOwnProperty.call(obj, k)) return false;
+        // Inherited keys fail; so do getters, which the native writer would call a second time (and might get another value).
+        const d = Object.getOwnPropertyDescriptor(obj, k);
+        if (d === undefined || !('value' in d)) return false;
         if (previous !== undefined && !(previous < k)) return false;
         previous = k;
-        const v = obj[k];
+        const v: unknown = d.value;
         if (v !== undefined && !nativeOrderIsCanonical(v, depth + 1)) return false;
       }
       return true;

@@ -10,6 +10,8 @@
  * - `…-cut`: a stream (or body) that stops half-way with a reset connection
  * - `…-eos`: a stream that ends cleanly but without its terminal event
  * - `…-stall`: a stream that sends a few events, then nothing, keeping the connection open
+ * - `…-unending`: a stream whose first event never ends (64 KiB of `data:` text per write, 4 MiB in all), then silence
+ * - `…-trickle`: a whole stream, terminal event included, then an SSE comment every 100 ms for 3 s before it ends
  * - `…-linger`: a whole stream, terminal event included, then the connection held open for 1.5 s before it ends
  * - `…-hang`: never answers
  * - `…-slow`: streams one chunk every 20 ms, 500 of them
@@ -258,6 +260,30 @@ export async function startFakeUpstream(o: FakeUpstreamOptions = {}): Promise<Fa
     }
     if (model.endsWith('-stall')) {
       for (const e of events.slice(0, 3)) res.write(e);
+      return;
+    }
+    if (model.endsWith('-unending')) {
+      res.write('data: ');
+      let n = 0;
+      const more = (): void => {
+        if (res.destroyed || n++ >= 64) return;
+        res.write('x'.repeat(64 * 1024));
+        setImmediate(more);
+      };
+      more();
+      return;
+    }
+    if (model.endsWith('-trickle')) {
+      res.write(events.join(''));
+      let n = 0;
+      const timer = setInterval(() => {
+        if (n++ < 30) res.write(': still here\n\n');
+        else {
+          clearInterval(timer);
+          res.end();
+        }
+      }, 100);
+      res.on('close', () => clearInterval(timer));
       return;
     }
     if (model.endsWith('-linger')) {
