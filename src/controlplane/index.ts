@@ -17,6 +17,7 @@
  * checkpoint to the audit log.
  */
 import { serve } from '@hono/node-server';
+import { survivesAcceptErrors } from '../util/listener.js';
 import { X509Certificate } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -315,7 +316,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
 function listen(fetch: (req: Request, env?: unknown) => Response | Promise<Response>, host: string, port: number): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = serve({ fetch, hostname: host, port }) as Server;
-    server.once('listening', () => resolve(server));
+    server.once('listening', () => {
+      survivesAcceptErrors(server, `the operator API on ${host}:${port}`);
+      resolve(server);
+    });
     server.once('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'EADDRINUSE') {
         reject(new EnvironmentError('env-port-in-use', `${host}:${port} is already in use`, {

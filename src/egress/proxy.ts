@@ -17,6 +17,7 @@
  */
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import { survivesAcceptErrors } from '../util/listener.js';
 import type { Duplex } from 'node:stream';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { InvalidInputError } from '../errors/index.js';
@@ -393,6 +394,7 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
         srv.once('error', reject);
         srv.listen(port, host, () => {
           listener = srv;
+          survivesAcceptErrors(srv, `the egress door of sandbox ${o.sandboxId} on ${host}:${port}`);
           resolve(srv.address() as AddressInfo);
         });
       });

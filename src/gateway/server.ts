@@ -7,6 +7,7 @@
  * sandbox token from the headers the official SDKs send.
  */
 import { createServer, type Server } from 'node:http';
+import { survivesAcceptErrors } from '../util/listener.js';
 import type { AddressInfo } from 'node:net';
 import { Hono } from 'hono';
 import type { Gateway } from './gateway.js';
@@ -63,6 +64,7 @@ export async function startGatewayServer(gateway: Gateway, options: { host?: str
     server.once('error', reject);
     server.listen(options.port ?? 0, host, () => {
       server.off('error', reject);
+      survivesAcceptErrors(server, `the LLM gateway on ${host}`);
       resolve();
     });
   });
