@@ -220,3 +220,25 @@ test('a secret store that cannot give the provider key: 503 naming the fix', asy
     await broken.close();
   }
 });
+
+test('a call that outlives upstream.callTimeoutMs is cut: a trickling stream ends with an error event, a silent provider gets 504; limits come back', async () => {
+  const short = await startHarness({ settings: { upstream: { callTimeoutMs: 400 } } });
+  try {
+    const started = Date.now();
+    const client = new OpenAI({ apiKey: TOKEN, baseURL: `${short.url}/v1`, maxRetries: 0 });
+    // `-slow` sends one event every 20 ms for 10 s: never silent long enough for the body timeout.
+    await assert.rejects((async () => {
+      const s = await client.chat.completions.create({ model: 'gpt-test-slow', stream: true, messages: [{ role: 'user', content: 'x' }] });
+      for await (const _ of s) { /* drain */ }
+    })(), /did not answer in time/);
+    assert.ok(Date.now() - started < 3_000, `cut after ${Date.now() - started} ms`);
+    const hang = await fetch(`${short.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, body: chat('gpt-test-hang') });
+    assert.equal(hang.status, 504);
+    assert.equal(hang.headers.get('x-cordon-error'), 'upstream-timeout');
+    const events = await short.audit.waitFor('llm.response', 2);
+    assert.deepEqual(events.map((e) => e.reason), ['upstream-timeout', 'upstream-timeout']);
+    assert.equal(short.gateway.limits('reviewer')?.inFlight, 0);
+  } finally {
+    await short.close();
+  }
+});

@@ -91,7 +91,7 @@ function manualClient() {
 function call(provider: ProviderRuntime, ex: Exchange): Promise<ForwardResult> {
   return forward({
     ex, protocol: chatCompletions, provider, headers: {}, body: '{}', stream: true, stripUsage: false,
-    inspector: createOutputInspector({ patterns: [] }), maxResponseBodyBytes: 1024 * 1024, startedMs: performance.now(),
+    inspector: createOutputInspector({ patterns: [] }), maxResponseBodyBytes: 1024 * 1024, callTimeoutMs: 60_000, startedMs: performance.now(),
   });
 }
 

@@ -16,7 +16,7 @@ import type { ApiProtocol } from './providers/protocol.js';
 import type { ProviderRuntime } from './providers/registry.js';
 import { createSseSplitter, type SseEvent } from './sse.js';
 import type { Exchange, Usage } from './types.js';
-import { callUpstream, type UpstreamBody, type UpstreamResponse } from './upstream-call.js';
+import { CALL_TIMEOUT_CODE, callUpstream, withDeadline, type UpstreamBody, type UpstreamResponse } from './upstream-call.js';
 
 export interface ForwardInput {
   ex: Exchange;
@@ -28,6 +28,8 @@ export interface ForwardInput {
   stripUsage: boolean;
   inspector: OutputInspector;
   maxResponseBodyBytes: number;
+  /** Longest the call may last, from sending it to the end of the answer (`upstream.callTimeoutMs`). */
+  callTimeoutMs: number;
   /** `performance.now()` when the request arrived. */
   startedMs: number;
 }
@@ -61,7 +63,7 @@ export function respondError(ex: Exchange, dialect: Dialect, err: GatewayError):
   ex.end();
 }
 
-const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', CALL_TIMEOUT_CODE]);
 
 function isTimeout(err: unknown): boolean {
   return TIMEOUT_CODES.has((err as { code?: string } | undefined)?.code ?? '');
@@ -130,11 +132,22 @@ function readCapped(body: UpstreamBody, maxBytes: number): Promise<Buffer | unde
 
 /** Send one call upstream and answer the client. Never throws for upstream or client trouble. */
 export async function forward(input: ForwardInput): Promise<ForwardResult> {
+  // The call is dropped when the client leaves, or when it outlives upstream.callTimeoutMs (a provider that
+  // trickles bytes forever would otherwise hold the call, its connection and its limits ticket).
+  const watch = withDeadline(input.ex, input.callTimeoutMs, `the call to provider ${input.provider.name}`);
+  try {
+    return await forwardWithin(input, watch);
+  } finally {
+    watch.clear();
+  }
+}
+
+async function forwardWithin(input: ForwardInput, watch: ReturnType<typeof withDeadline>): Promise<ForwardResult> {
   const { ex, provider, protocol } = input;
   const dialect = protocol.dialect;
   let res: UpstreamResponse;
   try {
-    res = await callUpstream(provider.pool, { method: 'POST', path: provider.pathFor(protocol.suffix), headers: input.headers, body: input.body }, ex);
+    res = await callUpstream(provider.pool, { method: 'POST', path: provider.pathFor(protocol.suffix), headers: input.headers, body: input.body }, watch);
   } catch (err) {
     if (ex.aborted) return { status: 499, outcome: 'client-closed', usage: undefined, reachedModel: false };
     const failure = upstreamFailure(provider, err);

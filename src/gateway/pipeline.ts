@@ -225,7 +225,8 @@ export function createPipeline(deps: PipelineDeps): (ex: Exchange, caller: Gatew
         });
         const result = await forward({
           ex, protocol, provider: route.provider, headers, body: changed ? JSON.stringify(body) : raw,
-          stream: env.stream, stripUsage: prepared.stripUsage, inspector, maxResponseBodyBytes: settings.maxResponseBodyBytes, startedMs,
+          stream: env.stream, stripUsage: prepared.stripUsage, inspector, maxResponseBodyBytes: settings.maxResponseBodyBytes,
+          callTimeoutMs: settings.upstream.callTimeoutMs, startedMs,
         });
         const usage = result.usage;
         const tokensIn = usage?.inputTokens ?? (result.reachedModel ? promptTokens : 0);

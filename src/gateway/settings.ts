@@ -47,6 +47,8 @@ export const GatewaySettingsSchema = z
         connectTimeoutMs: z.number().int().min(1).default(10_000).describe('Time allowed to connect to a provider'),
         headersTimeoutMs: z.number().int().min(1).default(300_000).describe('Time allowed until a provider sends response headers'),
         bodyTimeoutMs: z.number().int().min(1).default(300_000).describe('Longest silence between two chunks of a provider response'),
+        callTimeoutMs: z.number().int().min(1).default(3_600_000)
+          .describe('Longest a forwarded call may last, from sending it to the end of the answer (whole or streamed); past it the client gets 504 (or an error event) and the provider connection is dropped'),
         connections: z.number().int().min(1).max(4096).default(256).describe('Keep-alive connections per provider origin at most'),
         keepAliveTimeoutMs: z.number().int().min(1).default(30_000).describe('Idle time after which a kept-alive connection closes'),
       })

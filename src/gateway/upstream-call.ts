@@ -120,8 +120,46 @@ export class UpstreamBody extends EventEmitter {
 /** Who the answer is for: the call is aborted when they go away. `Exchange` fits; so does {@link watchSignal}. */
 export interface CallerWatch {
   readonly aborted: boolean;
-  /** Call `listener` once when the caller goes away; returns the undo. */
-  onAbort(listener: () => void): () => void;
+  /** Call `listener` once when the caller goes away (with the reason, if there is one); returns the undo. */
+  onAbort(listener: (reason?: Error) => void): () => void;
+}
+
+/** Error code of a call that outlived its deadline (see {@link withDeadline}). */
+export const CALL_TIMEOUT_CODE = 'CORDON_CALL_TIMEOUT';
+
+/**
+ * `caller`, and also aborted `timeoutMs` after now with an error whose code is
+ * {@link CALL_TIMEOUT_CODE}. `clear()` once the call is over.
+ */
+export function withDeadline(caller: CallerWatch, timeoutMs: number, what: string): CallerWatch & { clear(): void } {
+  let expired: Error | undefined;
+  const listeners = new Set<(reason?: Error) => void>();
+  const timer = setTimeout(() => {
+    expired = Object.assign(new Error(`${what} took longer than ${timeoutMs} ms`), { code: CALL_TIMEOUT_CODE });
+    for (const l of [...listeners]) l(expired);
+    listeners.clear();
+  }, timeoutMs);
+  timer.unref();
+  return {
+    get aborted() { return expired !== undefined || caller.aborted; },
+    onAbort(listener) {
+      if (expired) {
+        const e = expired;
+        queueMicrotask(() => listener(e));
+        return () => undefined;
+      }
+      listeners.add(listener);
+      const undo = caller.onAbort(listener);
+      return () => {
+        listeners.delete(listener);
+        undo();
+      };
+    },
+    clear() {
+      clearTimeout(timer);
+      listeners.clear();
+    },
+  };
 }
 
 /** A {@link CallerWatch} over an `AbortSignal`. */
@@ -129,8 +167,9 @@ export function watchSignal(signal: AbortSignal): CallerWatch {
   return {
     get aborted() { return signal.aborted; },
     onAbort(listener) {
-      signal.addEventListener('abort', listener, { once: true });
-      return () => signal.removeEventListener('abort', listener);
+      const onSignal = (): void => listener(); // the listener gets no Event: only a reason, or nothing
+      signal.addEventListener('abort', onSignal, { once: true });
+      return () => signal.removeEventListener('abort', onSignal);
     },
   };
 }
@@ -146,9 +185,10 @@ export function callUpstream(dispatcher: Dispatcher, options: Dispatcher.Dispatc
     let controller: Dispatcher.DispatchController | undefined;
     let started = false;
     let over = false;
-    const onAbort = (): void => {
-      const err = new Error('the client went away');
-      err.name = 'AbortError';
+    let reason: Error | undefined;
+    const onAbort = (why?: Error): void => {
+      if (why instanceof Error) reason ??= why; // a signal's listener gets an Event, not a reason
+      const err = reason ?? Object.assign(new Error('the client went away'), { name: 'AbortError' });
       if (controller && !controller.aborted) controller.abort(err);
     };
     if (caller.aborted) {

@@ -41,8 +41,9 @@ export function fetchExchange(request: Request): { exchange: Exchange; response:
         queueMicrotask(listener);
         return () => undefined;
       }
-      aborter.signal.addEventListener('abort', listener, { once: true });
-      return () => aborter.signal.removeEventListener('abort', listener);
+      const onSignal = (): void => listener();
+      aborter.signal.addEventListener('abort', onSignal, { once: true });
+      return () => aborter.signal.removeEventListener('abort', onSignal);
     },
     header(name: string): string | undefined {
       return request.headers.get(name) ?? undefined;
