@@ -134,7 +134,7 @@ function ensurePublicKeyFile(keyDir: string, keyId: string, pem: string): void {
       });
     }
     if (otherId === keyId) return;
-    renameSync(pubPath, join(keyDir, `audit-ed25519.${otherId}.pub`));
+    renameSync(pubPath, retiredPublicKeyPath(keyDir, otherId));
   }
   writeFileAtomic(pubPath, pem, 0o644);
 }

@@ -5,7 +5,19 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { Pool } from 'undici';
-import { callUpstream, UpstreamBody, watchSignal } from './upstream-call.js';
+import { callUpstream, UpstreamBody, type CallerWatch } from './upstream-call.js';
+
+/** A {@link CallerWatch} over an `AbortSignal`. */
+function watchSignal(signal: AbortSignal): CallerWatch {
+  return {
+    get aborted() { return signal.aborted; },
+    onAbort(listener) {
+      const onSignal = (): void => listener(); // the listener gets no Event: only a reason, or nothing
+      signal.addEventListener('abort', onSignal, { once: true });
+      return () => signal.removeEventListener('abort', onSignal);
+    },
+  };
+}
 
 let server: Server;
 let pool: Pool;
@@ -131,7 +143,8 @@ test('a dispatcher that cannot take the call rejects it, and stops watching the 
   assert.equal(watching, 0);
 });
 
-test('a resume whose held chunk pauses the body again leaves the provider paused (back-pressure holds)', () => {
+/** A body attached to a controller that only records what the body asks of the provider. */
+function recordingBody(): { calls: string[]; body: UpstreamBody } {
   const calls: string[] = [];
   const controller = {
     aborted: false, paused: false, reason: null, rawHeaders: null, rawTrailers: null,
@@ -141,6 +154,11 @@ test('a resume whose held chunk pauses the body again leaves the provider paused
   };
   const body = new UpstreamBody();
   body.attach(controller as never);
+  return { calls, body };
+}
+
+test('a resume whose held chunk pauses the body again leaves the provider paused (back-pressure holds)', () => {
+  const { calls, body } = recordingBody();
   // Two chunks came in one read, before anyone listened: both are held.
   body.push(Buffer.from('a'));
   body.push(Buffer.from('b'));
@@ -162,15 +180,7 @@ test('a resume whose held chunk pauses the body again leaves the provider paused
 });
 
 test('once the answer is complete, pause and resume leave the connection alone (it may carry another call by then)', () => {
-  const calls: string[] = [];
-  const controller = {
-    aborted: false, paused: false, reason: null, rawHeaders: null, rawTrailers: null,
-    pause() { calls.push('pause'); },
-    resume() { calls.push('resume'); },
-    abort() { calls.push('abort'); },
-  };
-  const body = new UpstreamBody();
-  body.attach(controller as never);
+  const { calls, body } = recordingBody();
   // The whole answer came in before anyone listened; the connection went back to the pool.
   body.push(Buffer.from('a'));
   body.push(Buffer.from('b'));

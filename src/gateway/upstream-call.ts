@@ -117,7 +117,7 @@ export class UpstreamBody extends EventEmitter {
   }
 }
 
-/** Who the answer is for: the call is aborted when they go away. `Exchange` fits; so does {@link watchSignal}. */
+/** Who the answer is for: the call is aborted when they go away. `Exchange` fits. */
 export interface CallerWatch {
   readonly aborted: boolean;
   /** Call `listener` once when the caller goes away (with the reason, if there is one); returns the undo. */
@@ -162,17 +162,6 @@ export function withDeadline(caller: CallerWatch, timeoutMs: number, what: strin
   };
 }
 
-/** A {@link CallerWatch} over an `AbortSignal`. */
-export function watchSignal(signal: AbortSignal): CallerWatch {
-  return {
-    get aborted() { return signal.aborted; },
-    onAbort(listener) {
-      const onSignal = (): void => listener(); // the listener gets no Event: only a reason, or nothing
-      signal.addEventListener('abort', onSignal, { once: true });
-      return () => signal.removeEventListener('abort', onSignal);
-    },
-  };
-}
 
 /**
  * Send a request; resolves once the provider's status and headers are in.
