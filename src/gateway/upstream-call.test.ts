@@ -141,6 +141,10 @@ test('a dispatcher that cannot take the call rejects it, and stops watching the 
   };
   await assert.rejects(callUpstream(closed, { method: 'GET', path: '/' }, caller));
   assert.equal(watching, 0);
+  // A dispatcher that throws instead of failing the call through its handler.
+  const throwing = { dispatch() { throw new Error('dispatch refused'); } } as unknown as Pool;
+  await assert.rejects(callUpstream(throwing, { method: 'GET', path: '/' }, caller), /dispatch refused/);
+  assert.equal(watching, 0);
 });
 
 /** A body attached to a controller that only records what the body asks of the provider. */
