@@ -242,3 +242,25 @@ test('a call that outlives upstream.callTimeoutMs is cut: a trickling stream end
     await short.close();
   }
 });
+
+test('a provider that sends its stream headers long before its first event: the client gets the headers at once, then the events', async () => {
+  // Its own harness: the shared one's 0.3 s body timeout would cut the 0.8 s wait.
+  const patient = await startHarness();
+  try {
+    await lateHeaders(patient);
+  } finally {
+    await patient.close();
+  }
+});
+
+async function lateHeaders(hh: Harness): Promise<void> {
+  const started = Date.now();
+  const r = await fetch(`${hh.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, body: chat('gpt-test-late', { stream: true }) });
+  const headersMs = Date.now() - started;
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get('content-type') ?? '', /text\/event-stream/);
+  assert.ok(headersMs < 500, `headers after ${headersMs} ms (the first event comes at 800 ms)`);
+  const text = await r.text();
+  assert.ok(Date.now() - started >= 700, 'the events came later');
+  assert.match(text, /data: \[DONE\]/);
+}

@@ -13,6 +13,7 @@
  * - `…-unending`: a stream whose first event never ends (64 KiB of `data:` text per write, 4 MiB in all), then silence
  * - `…-trickle`: a whole stream, terminal event included, then an SSE comment every 100 ms for 3 s before it ends
  * - `…-linger`: a whole stream, terminal event included, then the connection held open for 1.5 s before it ends
+ * - `…-late`: the stream's headers at once, its events 800 ms later (a model that thinks before its first token)
  * - `…-hang`: never answers
  * - `…-slow`: streams one chunk every 20 ms, 500 of them
  * - `…-malformed`: 200 with a body (or events) that are not JSON
@@ -284,6 +285,12 @@ export async function startFakeUpstream(o: FakeUpstreamOptions = {}): Promise<Fa
         }
       }, 100);
       res.on('close', () => clearInterval(timer));
+      return;
+    }
+    if (model.endsWith('-late')) {
+      res.flushHeaders();
+      const timer = setTimeout(() => res.end(events.join('')), 800);
+      res.on('close', () => clearTimeout(timer));
       return;
     }
     if (model.endsWith('-linger')) {
