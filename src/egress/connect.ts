@@ -3,7 +3,7 @@
  * dial the checked IP, answer `200`, read the ClientHello and require its SNI
  * to equal the CONNECT host (no domain fronting), record the request, then
  * splice bytes both ways, counting them, until either side closes or the
- * tunnel idles out. No byte reaches the upstream before the audit event is
+ * tunnel idles out (`relay.ts`). No byte reaches the upstream before the audit event is
  * durable. A host that needs interception (method/path rules, bound
  * secrets) and cordon's internal services get their TLS terminated by the
  * door instead (`intercept.ts`); without an egress CA such a host is refused
@@ -18,6 +18,7 @@ import { holdConnect } from './approve.js';
 import { applyConnectHook } from './forward.js';
 import { terminateTunnel } from './intercept.js';
 import { resolveChecked } from './resolve.js';
+import { relayTunnel, upstreamReader } from './relay.js';
 import { readClientHello } from './sni.js';
 
 /** Serve one CONNECT request whose head node's parser already read (`head`: bytes after it). */
@@ -88,9 +89,10 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
     return openTerminated(ctx, socket, head, data, { host, port: target.port, address: resolved.address }, decision.reason);
   }
 
+  const reader = upstreamReader();
   let upstream: Socket;
   try {
-    upstream = await dialChecked(ctx.dial, resolved.address, target.port, ctx.limits.connectTimeoutMs);
+    upstream = await dialChecked(ctx.dial, resolved.address, target.port, ctx.limits.connectTimeoutMs, reader.onread);
   } catch (err) {
     return refuse('error', (err as { reason?: string }).reason ?? 'upstream-unreachable', (err as Error).message);
   }
@@ -109,7 +111,7 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
     socket.destroy();
     return;
   }
-  splice(ctx, socket, upstream, hello, data);
+  relayTunnel(ctx, socket, upstream, reader, hello, data);
 }
 
 /**
@@ -162,76 +164,5 @@ async function openTerminated(
   terminateTunnel(ctx, socket, hello, tunnel);
 }
 
-/** How long a half-closed tunnel may linger to flush the other direction. */
-const HALF_CLOSE_GRACE_MS = 5_000;
-
 /** The answer to an accepted CONNECT, written as one buffer (no per-tunnel string encoding). */
 const CONNECT_OK = Buffer.from('HTTP/1.1 200 Connection Established\r\n\r\n', 'latin1');
-
-/**
- * Pipe both ways and count bytes. When one side closes, the other is ended
- * and destroyed once its pending bytes are flushed (or after a grace period);
- * an error on either side destroys both. The close is recorded once, when both are gone.
- * Each direction has one 'data' listener that counts, meters and writes (with
- * backpressure through 'drain'), instead of `pipe()` plus counting listeners.
- */
-function splice(ctx: DoorContext, client: Duplex, upstream: Socket, first: Buffer, data: EgressEventData): void {
-  const conn = ctx.stateOf(client);
-  conn.upstream = upstream;
-  const started = Date.now();
-  let bytesOut = first.length;
-  let bytesIn = 0;
-  let closeReason = 'closed';
-  let open = 2;
-  const fail = (reason: string): void => {
-    if (closeReason === 'closed') closeReason = reason;
-    client.destroy();
-    upstream.destroy();
-  };
-  const meter = ctx.meter(fail);
-  meter.out(first.length);
-  const closed = (other: Duplex) => (): void => {
-    // The closed side can neither send nor receive: flush what the other side still has to write, then drop it.
-    if (!other.destroyed) {
-      if (other.writableFinished) other.destroy();
-      else {
-        const grace = setTimeout(() => other.destroy(), HALF_CLOSE_GRACE_MS).unref();
-        other.once('close', () => clearTimeout(grace));
-        other.once('finish', () => other.destroy()).end();
-      }
-    }
-    open -= 1;
-    if (open === 0) meter.done();
-    if (open === 0) ctx.recordClose(conn.closeReason ?? closeReason, { ...data, bytesIn, bytesOut, durationMs: Date.now() - started });
-  };
-  const touch = conn.touch;
-  // A tunnel opened before its sandbox became supervised carries nothing more out: the client must ask again (and be held).
-  const supervisedNow = data.approval === undefined ? ctx.supervised : undefined;
-  // The door's own activity listener is no longer needed: the relay below marks activity itself
-  // (one 'data' listener per socket: EventEmitter copies the list on each emit when there are more).
-  client.removeListener('data', touch);
-  client.on('data', function clientToUpstream(chunk: Buffer): void {
-    if (supervisedNow?.()) return fail('supervised');
-    bytesOut += chunk.length;
-    touch();
-    meter.out(chunk.length);
-    if (!upstream.write(chunk)) client.pause();
-  });
-  upstream.on('data', function upstreamToClient(chunk: Buffer): void {
-    bytesIn += chunk.length;
-    touch();
-    if (!client.write(chunk)) upstream.pause();
-  });
-  upstream.on('drain', () => client.resume());
-  client.on('drain', () => upstream.resume());
-  // A half close is passed on, as `pipe()` would.
-  client.once('end', () => upstream.end());
-  upstream.once('end', () => client.end());
-  upstream.once('error', () => fail('upstream-error'));
-  client.once('error', () => fail('client-error'));
-  upstream.once('close', closed(client));
-  client.once('close', closed(upstream));
-  upstream.write(first);
-  client.resume();
-  touch();
-}

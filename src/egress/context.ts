@@ -4,7 +4,7 @@
  * resolver and dialler, and the audit helpers. Also the small shared helpers:
  * a raw HTTP refusal, per-connection state, and dialling with a timeout.
  */
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, type OnReadOpts, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import type { AddressDecision, AddressRequest, EgressDecision, EgressRequest } from '../policy/index.js';
@@ -22,8 +22,12 @@ export interface EgressAuditSink {
   }): Promise<unknown>;
 }
 
-/** Opens a TCP connection to an already-checked IP address. */
-export type EgressDial = (address: string, port: number) => Socket;
+/**
+ * Opens a TCP connection to an already-checked IP address. `onread`, when
+ * given, is where the connection's reads go instead of `data` events (see
+ * `relay.ts`); a dialler that ignores it still works, through `data` events.
+ */
+export type EgressDial = (address: string, port: number, onread?: OnReadOpts) => Socket;
 
 /** Fields of an `egress.request` / `egress.close` event's `data`. */
 export interface EgressEventData {
@@ -149,14 +153,14 @@ const STATUS_TEXT: Record<number, string> = {
 };
 
 /** The default dialler: plain TCP to the checked IP (no name, so no second lookup). */
-export const dialTcp: EgressDial = function dialTcp(address: string, port: number): Socket {
-  return netConnect({ host: address, port, noDelay: true });
+export const dialTcp: EgressDial = function dialTcp(address: string, port: number, onread?: OnReadOpts): Socket {
+  return netConnect({ host: address, port, noDelay: true, ...(onread ? { onread } : {}) });
 };
 
 /** Dial and wait for the connection, bounded by `timeoutMs`. */
-export function dialChecked(dial: EgressDial, address: string, port: number, timeoutMs: number): Promise<Socket> {
+export function dialChecked(dial: EgressDial, address: string, port: number, timeoutMs: number, onread?: OnReadOpts): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const upstream = dial(address, port);
+    const upstream = dial(address, port, onread);
     const timer = setTimeout(() => {
       upstream.destroy();
       reject(Object.assign(new Error(`connecting to ${address}:${port} took longer than ${timeoutMs} ms`), { reason: 'upstream-timeout' }));
