@@ -16,6 +16,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EnvironmentError } from '../../errors/index.js';
 import { ensurePrivateDir, writeFileAtomic } from '../../util/index.js';
+import { tryPidLock } from '../../util/pidlock.js';
 import { fetchAndUnpack, findDebianMirror, resolveGuestPackages } from './apt.js';
 import { requireTools } from './exec.js';
 import { initScript, readyScript, buildInitramfs } from './initramfs.js';
@@ -236,31 +237,11 @@ function checkKernelConfig(config: Record<string, string>, release: string): voi
 /** Take the build lock, or fail if a live process holds it. Returns the release function. */
 export function lockImages(root: string): () => void {
   const path = join(root, '.lock');
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      writeFileSync(path, String(process.pid), { flag: 'wx', mode: 0o600 });
-      return () => rmSync(path, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const holder = Number(readFileSync(path, 'utf8'));
-      if (Number.isInteger(holder) && holder > 0 && alive(holder)) {
-        throw new EnvironmentError('env-image-busy', `another image build (pid ${holder}) is running`, {
-          fix: `wait for it to finish, or remove ${path} if that process is not a cordon build`,
-        });
-      }
-      rmSync(path, { force: true }); // stale: its owner is gone
-    }
-  }
-  throw new EnvironmentError('env-image-busy', 'could not take the image build lock', { fix: `remove ${path}` });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  const got = tryPidLock(path);
+  if (got.ok) return got.release;
+  throw new EnvironmentError('env-image-busy', got.pid !== undefined ? `another image build (pid ${got.pid}) is running` : 'could not take the image build lock', {
+    fix: got.pid !== undefined ? `wait for it to finish, or remove ${path} if that process is not a cordon build` : `try again in a few seconds; remove ${path} if no build runs`,
+  });
 }
 
 /**
