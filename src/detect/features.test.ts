@@ -87,6 +87,11 @@ test('features: each event type yields its behaviour; unknown types yield undefi
     assert.equal(f?.categories[0]?.context, 'org');
     assert.deepEqual(f?.amounts, { requests: 1 });
   });
+  await t.test('egress.refusals: the refusals a door only counted are requests; the hosts they named are seen', () => {
+    const f = features({ ts, type: 'egress.refusals', data: { count: 250, hosts: ['A.evil.example', 42, 'b.evil.example'], byDecision: { deny: { 'host-not-allowed': 250 } } } });
+    assert.deepEqual(f?.amounts, { requests: 250 });
+    assert.deepEqual(f?.categories.map((c) => [c.feature, c.value]), [['domain', 'evil.example'], ['host', 'a.evil.example'], ['domain', 'evil.example'], ['host', 'b.evil.example']]);
+  });
   await t.test('egress.close: bytes out', () => assert.deepEqual(features({ ts, type: 'egress.close', data: { bytesOut: 1234 } })?.amounts, { bytesOut: 1234 }));
   await t.test('llm.response: tokens in + out', () => assert.deepEqual(features({ ts, type: 'llm.response', data: { tokensIn: 10, tokensOut: 5 } })?.amounts, { tokens: 15 }));
   await t.test('tool.call: server/tool', () => assert.equal(features({ ts, type: 'tool.call', data: { server: 'github', tool: 'merge' } })?.categories[0]?.value, 'github/merge'));

@@ -86,6 +86,19 @@ export function features(e: DetectEvent): Features | undefined {
       out.amounts.requests = 1;
       return out;
     }
+    case 'egress.refusals': {
+      // Refusals past a door's audit budget: they count as requests, and the hosts they named as seen.
+      const count = num(data.count);
+      if (count !== undefined) out.amounts.requests = count;
+      const hosts = Array.isArray(data.hosts) ? data.hosts.slice(0, 10) : [];
+      for (const raw of hosts) {
+        const host = normaliseHost(str(raw, 253));
+        const suffix = host === undefined ? undefined : suffixOf(host);
+        cat('domain', host === undefined ? undefined : siteOf(host), host, suffix);
+        cat('host', host);
+      }
+      return out;
+    }
     case 'egress.close': {
       const bytes = num(data.bytesOut);
       if (bytes !== undefined) out.amounts.bytesOut = bytes;

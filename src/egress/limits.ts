@@ -27,6 +27,10 @@ export const egressLimitsSchema = z
       .describe('Largest body of a request held for human approval, in bytes (it is read whole, hashed and shown); a larger one is refused with 413'),
     maxBytesOutPerMinute: z.number().int().positive().default(1024 * 1024 * 1024)
       .describe('Bytes a sandbox may send to the internet in any 60 s (all its connections; requests to cordon\'s internal services are not counted); beyond it new requests get 429 and open tunnels and uploads are closed'),
+    maxRefusalEventsPerSecond: z.number().int().positive().max(100_000).default(20)
+      .describe('Refused requests of one sandbox written to the audit log one by one per second, on average; past it they are still refused, and counted into one egress.refusals event a second'),
+    refusalEventBurst: z.number().int().positive().max(1_000_000).default(200)
+      .describe('Refused requests written one by one at once after a quiet spell (the budget\'s burst)'),
   })
   .strict();
 

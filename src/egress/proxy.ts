@@ -30,6 +30,7 @@ import type { EgressConnectHook, EgressRequestHook } from './forward.js';
 import { handleHttp } from './http.js';
 import { createTunnelServer } from './intercept.js';
 import { checkInternalServices, type InternalService } from './internal.js';
+import { createRefusalBudget } from './refusals.js';
 import { createByteWindow, createConnectionSlots, resolveLimits, type EgressLimits, type EgressLimitsInput } from './limits.js';
 import { systemLookup, type EgressLookup } from './resolve.js';
 
@@ -263,9 +264,26 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
     }
     return copy;
   }
+  // Refusals past the door's budget are counted into one `egress.refusals` event a second (see refusals.ts).
+  const refusals = createRefusalBudget({
+    perSecond: limits.maxRefusalEventsPerSecond,
+    burst: limits.refusalEventBurst,
+    write: function writeRefusalSummary(summary): void {
+      o.audit.append({
+        type: 'egress.refusals', actor: `agent:${o.agent}`, agent: o.agent, sandbox: o.sandboxId, decision: 'deny', reason: 'refusal-budget',
+        data: summary as unknown as Record<string, unknown>,
+      }).catch(() => undefined);
+    },
+  });
   const ctx: DoorContext = {
     sandboxId: o.sandboxId, agent: o.agent, limits, decide, checkAddress, lookup: deps.lookup, dial: deps.dial,
     record: async function recordRequest(decision, reason, data): Promise<boolean> {
+      if (decision !== 'allow' && !refusals.admit()) {
+        // Refused either way; only counted. The host goes through the scrubber as it would in its own event.
+        const host = data.host === undefined ? undefined : scrubbed({ host: data.host }).host;
+        refusals.count(decision, reason, typeof host === 'string' ? host : undefined);
+        return true;
+      }
       try {
         await o.audit.append(event('egress.request', decision, reason, data));
         return true;
@@ -401,6 +419,7 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
     },
     close: async function close(): Promise<void> {
       closed = true;
+      refusals.flush();
       if (idleSweep) clearInterval(idleSweep);
       idleSweep = undefined;
       for (const s of open) s.destroy();

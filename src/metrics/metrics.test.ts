@@ -203,6 +203,18 @@ test('odd event data is skipped field by field; an event that cannot be read is 
   assert.equal(valueOf(text, 'cordon_sandbox_exec_duration_seconds_count', { agent: 'coder' }), undefined, 'a negative duration is not observed');
 });
 
+test('egress.refusals: every refusal a door only counted is in the egress counter, by decision and reason; odd values are skipped', async () => {
+  const m = createMetrics({ agents: ['coder'], processMetrics: false });
+  m.observe({ ...ev('egress.refusals', 'deny', 'refusal-budget'), data: { count: 7, byDecision: { deny: { 'host-not-allowed': 5, 'made-up': 1, bad: 'x' }, error: { 'dns-failed': 1 }, odd: 3 } } });
+  m.observe({ ...ev('egress.refusals', 'deny', 'refusal-budget'), data: { count: 1, byDecision: 'none' } });
+  const text = await m.registry.metrics();
+  assert.equal(valueOf(text, 'cordon_egress_requests_total', { agent: 'coder', decision: 'deny', reason: 'host-not-allowed' }), 5);
+  assert.equal(valueOf(text, 'cordon_egress_requests_total', { agent: 'coder', decision: 'deny', reason: 'other' }), 1);
+  assert.equal(valueOf(text, 'cordon_egress_requests_total', { agent: 'coder', decision: 'error', reason: 'dns-failed' }), 1);
+  assert.equal(samples(text, 'cordon_egress_requests_total').reduce((a, x) => a + x.value, 0), 7);
+  assert.equal(valueOf(text, 'cordon_metrics_observe_failures_total'), 0);
+});
+
 test('timedAppends: times every append, passes results and errors through, keeps the log usable', async () => {
   await withLog(async (log) => {
     const m = createMetrics({ processMetrics: false });

@@ -157,6 +157,19 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
       case 'egress.request':
         egress.inc({ agent: a, decision: decision(e.decision), reason: egressReason(e.reason) });
         return;
+      case 'egress.refusals': {
+        // Refusals past a door's audit budget, counted into one event: each still counts here.
+        const byDecision = d.byDecision;
+        if (!byDecision || typeof byDecision !== 'object') return;
+        for (const [dec, reasons] of Object.entries(byDecision as Record<string, unknown>)) {
+          if (!reasons || typeof reasons !== 'object') continue;
+          for (const [reason, n] of Object.entries(reasons as Record<string, unknown>)) {
+            const count = num(n);
+            if (count) egress.inc({ agent: a, decision: decision(dec), reason: egressReason(reason) }, count);
+          }
+        }
+        return;
+      }
       case 'egress.close': {
         const out = num(d.bytesOut);
         const inn = num(d.bytesIn);

@@ -1,0 +1,147 @@
+/**
+ * The refusal audit budget (`refusals.ts`): the token bucket and the summary
+ * on their own, then a door flooded with refused requests on a real audit
+ * log: every refusal still answered, the log bounded, every refusal accounted
+ * for (one by one or counted), allowed requests still each on record.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { connect as netConnect } from 'node:net';
+import { join } from 'node:path';
+import { AuditLog, queryEvents } from '../audit/index.js';
+import { openStore, type Store } from '../store/index.js';
+import { tempDir } from '../testkit/index.js';
+import { sleep } from '../util/index.js';
+import { createEgressProxy, type EgressProxy } from './index.js';
+import { createRefusalBudget, SUMMARY_MAX_HOSTS, type RefusalSummary } from './refusals.js';
+
+test('the budget: a burst, then the rate; what is past it is counted by decision and reason, hosts bounded', () => {
+  let t = 1_000_000;
+  const written: RefusalSummary[] = [];
+  const budget = createRefusalBudget({ perSecond: 2, burst: 3, write: (s) => written.push(s), now: () => t });
+  assert.deepEqual([budget.admit(), budget.admit(), budget.admit(), budget.admit()], [true, true, true, false], 'a burst of 3');
+  t += 499;
+  assert.equal(budget.admit(), false, 'not yet one token back');
+  t += 1;
+  assert.equal(budget.admit(), true, 'one token back after 500 ms at 2 a second');
+  t += 60_000;
+  assert.deepEqual([budget.admit(), budget.admit(), budget.admit(), budget.admit()], [true, true, true, false], 'a quiet minute refills only up to the burst');
+
+  for (let i = 0; i < 25; i++) budget.count('deny', 'host-not-allowed', `h${i % 15}.example`);
+  t += 10;
+  budget.count('error', 'dns-failed', 'x'.repeat(1000));
+  budget.count('deny', 'bad-request');
+  assert.equal(written.length, 0, 'nothing is written before the summary is due');
+  budget.flush();
+  assert.equal(written.length, 1);
+  const s = written[0]!;
+  assert.equal(s.count, 27);
+  assert.deepEqual(s.byDecision, { deny: { 'host-not-allowed': 25, 'bad-request': 1 }, error: { 'dns-failed': 1 } });
+  assert.equal(s.hosts.length, SUMMARY_MAX_HOSTS);
+  assert.deepEqual(s.hosts.slice(0, 3), ['h0.example', 'h1.example', 'h2.example']);
+  assert.equal(s.moreHosts, 6, '5 more distinct example hosts and the long one, each once');
+  assert.deepEqual([s.firstAt, s.lastAt], [t - 10, t]);
+  budget.flush();
+  assert.equal(written.length, 1, 'an empty flush writes nothing');
+});
+
+test('the summary is written within a second of the first refusal past the budget, then again for later ones', async () => {
+  const written: RefusalSummary[] = [];
+  const budget = createRefusalBudget({ perSecond: 1, burst: 1, write: (s) => written.push(s) });
+  budget.count('deny', 'host-not-allowed', 'a.example');
+  budget.count('deny', 'host-not-allowed', 'a.example');
+  await sleep(1_150);
+  assert.deepEqual(written.map((s) => [s.count, s.hosts]), [[2, ['a.example']]]);
+  budget.count('deny', 'port-not-allowed', 'a.example');
+  await sleep(1_150);
+  assert.deepEqual(written.map((s) => [s.count, s.hosts]), [[2, ['a.example']], [1, ['a.example']]], 'a host is named again in a later summary');
+  budget.flush();
+});
+
+let dir: { path: string; cleanup: () => void };
+let store: Store;
+let audit: AuditLog;
+let upstream: HttpServer;
+let upstreamPort: number;
+const proxies: EgressProxy[] = [];
+
+before(async () => {
+  dir = tempDir('cordon-refusals-');
+  store = await openStore({ kind: 'sqlite', path: join(dir.path, 'cordon.db') });
+  audit = await AuditLog.open({ store, keyDir: join(dir.path, 'keys'), checkpointIntervalMs: 60_000 });
+  upstream = createHttpServer((_req, res) => res.end('ok'));
+  upstream.listen(0, '127.0.0.1');
+  await once(upstream, 'listening');
+  upstreamPort = (upstream.address() as { port: number }).port;
+});
+
+after(async () => {
+  await Promise.all(proxies.map((p) => p.close()));
+  upstream.close();
+  await audit.close();
+  await store.close();
+  dir.cleanup();
+});
+
+/** Send one request head on a new connection; resolves with the status line and the X-Cordon-Error value. */
+function ask(port: number, head: string): Promise<{ status: number; reason?: string }> {
+  return new Promise((resolve, reject) => {
+    const s = netConnect({ port, host: '127.0.0.1' }, () => s.write(head));
+    let text = '';
+    s.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      const end = text.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      s.destroy();
+      resolve({ status: Number(text.split(' ')[1]), reason: /^X-Cordon-Error: (.+)$/im.exec(text.slice(0, end))?.[1]?.trim() });
+    });
+    s.once('error', reject);
+  });
+}
+
+test('a door flooded with refused requests: every one refused, 10 written one by one, the rest counted, allowed ones still recorded', async () => {
+  const proxy = createEgressProxy({
+    lookup: async (h) => (h === 'ok.example' ? [{ address: '127.0.0.1', family: 4 }] : []),
+    limits: { maxRefusalEventsPerSecond: 1, refusalEventBurst: 10 },
+  });
+  proxies.push(proxy);
+  const door = proxy.openDoor({
+    sandboxId: 'sb-flood', agent: 'tester', audit,
+    agentConfig: { egress: [{ host: 'ok.example', ports: [upstreamPort] }, { cidr: '127.0.0.1/32', ports: [upstreamPort] }] },
+  });
+  const { port } = await door.listen(0, '127.0.0.1');
+  const flood = 300;
+  const answers: Array<{ status: number; reason?: string }> = [];
+  for (let wave = 0; wave < flood / 30; wave++) {
+    answers.push(...(await Promise.all(Array.from({ length: 30 }, (_, i) => ask(port, `CONNECT probe-${(wave * 30 + i) % 40}.evil.example:443 HTTP/1.1\r\nHost: x\r\n\r\n`)))));
+  }
+  assert.equal(answers.length, flood);
+  assert.ok(answers.every((a) => a.status === 403 && a.reason === 'host-not-allowed'), 'each refusal is answered as before, budget or not');
+
+  // An allowed request after the flood still has its own event.
+  const ok = await ask(port, `GET http://ok.example:${upstreamPort}/ HTTP/1.1\r\nHost: ok.example:${upstreamPort}\r\n\r\n`);
+  assert.equal(ok.status, 200);
+
+  await door.close(); // writes what is still counted
+  let summaries: Awaited<ReturnType<typeof queryEvents>> = [];
+  for (let i = 0; i < 100; i++) {
+    summaries = await queryEvents(store, { sandbox: 'sb-flood', type: 'egress.refusals', limit: 1000 });
+    if (summaries.reduce((n, e) => n + (e.data.count as number), 0) + 10 >= flood) break;
+    await sleep(20);
+  }
+  const single = await queryEvents(store, { sandbox: 'sb-flood', type: 'egress.request', limit: 1000 });
+  const denied = single.filter((e) => e.decision === 'deny');
+  const counted = summaries.reduce((n, e) => n + (e.data.count as number), 0);
+  assert.ok(denied.length >= 10 && denied.length <= 12, `about the burst written one by one (${denied.length}; one more a second)`);
+  assert.equal(denied.length + counted, flood, 'every refusal is on record, one by one or counted');
+  assert.ok(summaries.length >= 1 && summaries.length <= 4, `a few summaries, not one per refusal (${summaries.length})`);
+  for (const s of summaries) {
+    assert.equal(s.decision, 'deny');
+    assert.equal(s.reason, 'refusal-budget');
+    assert.deepEqual(Object.keys(s.data.byDecision as object), ['deny']);
+    assert.ok((s.data.hosts as string[]).every((h) => /^probe-\d+\.evil\.example$/.test(h)));
+  }
+  assert.deepEqual(single.filter((e) => e.decision === 'allow').map((e) => e.data.host), ['ok.example'], 'the allowed request is recorded on its own');
+});
