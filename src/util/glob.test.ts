@@ -59,16 +59,26 @@ test('compileGlob: many stars against a long near-miss stay fast', () => {
   assert.ok(performance.now() - started < 500, 'a pattern from config must not stall on a hostile name');
 });
 
+test('compileGlob: a pattern that holds line breaks and many stars stays fast on a hostile name', () => {
+  // As a regular expression (`.` stops at a line break) this backtracks for seconds and more as the name grows.
+  const m = compileGlob('*a*a*a*a*a*b\n*');
+  const name = `${'a'.repeat(200)}\n`;
+  const started = performance.now();
+  assert.equal(m(name), false);
+  assert.equal(m(`${'a'.repeat(200)}b\nx`), true);
+  assert.ok(performance.now() - started < 500, 'no backtracking on a line-break pattern either');
+});
+
 test('compileGlob: agrees with the anchored regular expression it replaces', () => {
   // The form the three callers used before: escaped literal parts joined by `.*`, no flags.
   const oracle = (pattern: string): RegExp => new RegExp(`^${pattern.split('*').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
-  const alphabet = ['a', 'b', '.', '*', '\n', '\\', 'é'];
+  const alphabet = ['a', 'b', '.', '*', '\n', '\r', '\u2028', '\\', 'é'];
   let seed = 7;
   const next = (n: number): number => { seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648; return seed % n; };
   const word = (max: number): string => Array.from({ length: next(max + 1) }, () => alphabet[next(alphabet.length)]).join('');
-  for (let i = 0; i < 20_000; i++) {
-    const pattern = word(5);
-    const name = word(7);
+  for (let i = 0; i < 40_000; i++) {
+    const pattern = word(6);
+    const name = word(8);
     assert.equal(compileGlob(pattern)(name), oracle(pattern).test(name), `${JSON.stringify(pattern)} vs ${JSON.stringify(name)}`);
   }
 });

@@ -9,17 +9,19 @@
  *
  * Matching takes no regular expression: a name is checked part by part with
  * `indexOf`, so a pattern with many `*` cannot backtrack for long on a hostile
- * name (model names come from the agent). Only a pattern that itself holds a
- * line terminator takes the equivalent regular expression.
+ * name (model names come from the agent). A pattern that itself holds line
+ * terminators is matched line by line: `*` cannot reach across one, so the
+ * name must hold the same terminators in the same order, and each of its
+ * lines must match the pattern's line.
  */
 
 /** Whether a name matches one compiled glob. */
 export type GlobMatcher = (name: string) => boolean;
 
-/** Characters with a meaning in a regular expression, escaped in the literal parts. */
-const REGEX_SYNTAX = /[.*+?^${}()|[\]\\]/g;
 /** What `*` does not match (the characters a regular expression's `.` skips). */
 const LINE_TERMINATOR = /[\n\r\u2028\u2029]/;
+/** Splits a string at line terminators, keeping each terminator as its own element (at the odd indexes). */
+const AT_LINE_TERMINATORS = /([\n\r\u2028\u2029])/;
 
 /**
  * Compile `pattern` once, to test many names. A pattern without `*` is an
@@ -35,13 +37,27 @@ export function compileGlob(pattern: string): GlobMatcher {
       return name === pattern;
     };
   }
-  const parts = pattern.split(/\*+/);
-  if (LINE_TERMINATOR.test(pattern)) {
-    const re = new RegExp(`^${parts.map((part) => part.replace(REGEX_SYNTAX, '\\$&')).join('.*')}$`);
-    return function matchesGlobRegex(name: string): boolean {
-      return re.test(name);
+  if (!LINE_TERMINATOR.test(pattern)) return compileLine(pattern);
+  const pieces = pattern.split(AT_LINE_TERMINATORS);
+  const lines = pieces.map((piece, i) => (i % 2 === 0 ? compileLine(piece) : undefined));
+  return function matchesGlobByLine(name: string): boolean {
+    const got = name.split(AT_LINE_TERMINATORS);
+    if (got.length !== pieces.length) return false;
+    for (let i = 0; i < got.length; i++) {
+      if (i % 2 === 1 ? got[i] !== pieces[i] : !lines[i]!(got[i]!)) return false;
+    }
+    return true;
+  };
+}
+
+/** A matcher for a pattern that holds no line terminator. */
+function compileLine(pattern: string): GlobMatcher {
+  if (!pattern.includes('*')) {
+    return function matchesLineExactly(name: string): boolean {
+      return name === pattern;
     };
   }
+  const parts = pattern.split(/\*+/);
   const head = parts[0]!;
   const tail = parts[parts.length - 1]!;
   const middle = parts.slice(1, -1);
