@@ -1,7 +1,7 @@
 /**
  * The accounting of one client connection, the same in both gate modes
  * (gate.ts for HTTP, tcp-gate.ts for TCP): a connection over the tunnel's
- * limit, or one arriving while it closes, is refused (audited
+ * limit, or one arriving while it opens or closes, is refused (audited
  * `tunnel.refused`) and destroyed; any other is recorded (`tunnel.connect`)
  * before the gate looks at its bytes, and its end is recorded with the bytes
  * each way (`tunnel.disconnect`). A connection whose `tunnel.connect` could
@@ -36,7 +36,7 @@ export function trackConnection(host: GateHost, stats: GateStats, socket: Socket
   const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
   if (!host.isOpen() || o.active >= host.maxConnections) {
     stats.refused++;
-    const reason: RefusalReason = host.isOpen() ? 'connection-limit' : 'closing';
+    const reason: RefusalReason = host.isOpen() ? 'connection-limit' : host.isOpening?.() ? 'opening' : 'closing';
     // The socket is destroyed whether or not this refusal could be written.
     host.record('tunnel.refused', { peer, limit: host.maxConnections }, { reason, decision: 'deny' }).catch(() => undefined);
     socket.destroy();

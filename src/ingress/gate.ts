@@ -34,7 +34,7 @@ import { TOKEN_PARAM, newSecret, secretMatches, sessionCookie, sha256, takeSessi
  * Why a client was refused. `audit-unavailable`: the token was right, but its
  * use (`tunnel.session`) could not be recorded; the token is spent all the same.
  */
-export type RefusalReason = 'missing-token' | 'bad-token' | 'token-used' | 'bad-session' | 'audit-unavailable' | 'bad-request' | 'connection-limit' | 'closing';
+export type RefusalReason = 'missing-token' | 'bad-token' | 'token-used' | 'bad-session' | 'audit-unavailable' | 'bad-request' | 'connection-limit' | 'opening' | 'closing';
 
 /** What the gate needs from its tunnel. */
 export interface GateHost {
@@ -43,8 +43,10 @@ export interface GateHost {
   readonly tokenHash: Buffer;
   /** Most client connections at once. */
   readonly maxConnections: number;
-  /** Whether the tunnel still accepts (false once it is closing). */
+  /** Whether the tunnel accepts (false while it opens and once it is closing). */
   isOpen(): boolean;
+  /** True before the tunnel opened (its port already listens while `tunnel.open` is written). */
+  isOpening?(): boolean;
   /** Record an event of this tunnel; rejects when the audit log cannot take it. */
   record(type: string, data: Record<string, unknown>, o?: { reason?: string; decision?: string }): Promise<unknown>;
   /** A new stream to the guest port. */
@@ -302,6 +304,7 @@ const FIXES: Record<RefusalReason, string> = {
     + 'check the control plane\'s audit store and disk, then open a new tunnel (`cordon tunnel open`)',
   'bad-request': 'send a request target the tunnel can parse (a path such as /app?x=1)',
   'connection-limit': 'close other connections to this tunnel',
+  opening: 'the tunnel was still opening; connect again once `cordon tunnel open` has printed its URL',
   closing: 'the tunnel is closing; open a new one',
 };
 

@@ -90,9 +90,11 @@ describe('tunnels (guest port stand-in on the host)', () => {
       return () => endedListeners.delete(listener);
     },
   };
+  /** Extra time an append takes (ms), per event. */
+  let slowAudit: ((e: AuditEventInput) => number) | undefined;
   const audit = {
     async append(e: AuditEventInput) {
-      await new Promise((r) => setTimeout(r, 5)); // a real log takes a moment: nothing may run ahead of it
+      await new Promise((r) => setTimeout(r, 5 + (slowAudit?.(e) ?? 0))); // a real log takes a moment: nothing may run ahead of it
       if (failAudit?.(e)) throw new Error('audit store unavailable');
       events.push(e);
       return e;
@@ -191,6 +193,33 @@ describe('tunnels (guest port stand-in on the host)', () => {
     assert.equal(seen.length, before, 'no refused request reached the guest');
     assert.deepEqual(of(t.id, 'tunnel.refused').map((e) => [e.reason, e.decision]), refusals.map((c) => [c.reason, 'deny']));
     await tunnels.close(t.id, operator);
+  });
+
+  test('a client that connects while tunnel.open is being written is refused as opening, recorded after tunnel.open', async () => {
+    // A free port, so the test knows where the tunnel will listen before open() returns.
+    const probe = createNetServer().listen(0, '127.0.0.1');
+    await once(probe, 'listening');
+    const listenPort = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    slowAudit = (e) => (e.type === 'tunnel.open' ? 300 : 0);
+    try {
+      const opening = tunnels.open({ sandboxId: SB, port: guestPort, ttlMs: 60_000, listenPort }, operator);
+      let early: Answer | Error | undefined;
+      for (let i = 0; i < 100 && early === undefined; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        if (await listening(`http://127.0.0.1:${listenPort}/`)) early = await get(`http://127.0.0.1:${listenPort}/`).catch((err: Error) => err);
+      }
+      const t = await opening;
+      assert.ok(early instanceof Error, 'the early client is cut off, not served');
+      await waitFor('the refusals to be recorded', () => of(t.id, 'tunnel.refused').length >= 2);
+      const mine = of(t.id);
+      assert.equal(mine[0]?.type, 'tunnel.open', `tunnel.open comes first: ${mine.map((e) => e.type).join(', ')}`);
+      assert.ok(of(t.id, 'tunnel.refused').every((e) => e.reason === 'opening'), 'refused because it was opening, not closing');
+      assert.equal((await get(t.url, { authorization: `Bearer ${t.token}` })).status, 200, 'once open, the tunnel works');
+      await tunnels.close(t.id, operator);
+    } finally {
+      slowAudit = undefined;
+    }
   });
 
   test('every connection is recorded: connect before use, disconnect with the bytes; open and close with reasons', async () => {

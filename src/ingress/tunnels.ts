@@ -228,56 +228,68 @@ export function createTunnelManager(o: TunnelManagerOptions): TunnelManager {
       gate: undefined as unknown as Gate,
       open: false, closing: undefined, lastActivityMs: createdAtMs, ttlTimer: undefined, idleTimer: undefined,
     };
+    // The port listens before `tunnel.open` is written (the event names the port): anything a client
+    // causes meanwhile is recorded only once that write settled, so no event of the tunnel comes before it.
+    let settleOpen!: () => void;
+    const openSettled = new Promise<void>((resolve) => { settleOpen = resolve; });
     t.gate = (mode === 'tcp' ? createTcpGate : createGate)({
       id, tokenHash: sha256(token), maxConnections,
       isOpen: () => t.open,
-      record: (type, data, extra) => record(t.info, type, 'tunnel-client', data, extra),
+      isOpening: () => !t.open && t.closing === undefined && reserved.has(id),
+      record: (type, data, extra) => openSettled.then(() => record(t.info, type, 'tunnel-client', data, extra)),
       openGuest: () => openPort.call(o.sandboxes, sandboxId, port, caller0) as Promise<Duplex>,
       touch: () => { t.lastActivityMs = Date.now(); },
     });
     const server = t.gate.server;
     try {
-      server.listen({ host: bind, port: input.listenPort ?? 0, exclusive: true });
-      await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => { throw err; })]);
-    } catch (err) {
-      server.close();
-      const code = (err as NodeJS.ErrnoException).code ?? 'error';
-      throw new InvalidInputError(`cannot listen on ${bind}:${input.listenPort ?? 0} (${code})`, {
-        fix: code === 'EADDRNOTAVAIL' ? 'bind to an address of this host, or leave --bind out (127.0.0.1)' : 'choose another --bind address or port', cause: err,
-      });
+      try {
+        server.listen({ host: bind, port: input.listenPort ?? 0, exclusive: true });
+        await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => { throw err; })]);
+      } catch (err) {
+        server.close();
+        const code = (err as NodeJS.ErrnoException).code ?? 'error';
+        throw new InvalidInputError(`cannot listen on ${bind}:${input.listenPort ?? 0} (${code})`, {
+          fix: code === 'EADDRNOTAVAIL' ? 'bind to an address of this host, or leave --bind out (127.0.0.1)' : 'choose another --bind address or port', cause: err,
+        });
+      }
+      // A listening server reports a failed accept (EMFILE under a flood) as 'error' and keeps listening;
+      // unheard, that event would throw and end the control plane. The client it concerns never connected.
+      server.on('error', () => undefined);
+      const addr = server.address() as AddressInfo;
+      const hostPort = `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+      t.info.url = mode === 'tcp' ? `tcp://${hostPort}` : `http://${hostPort}/`;
+      const gone = (): Error | undefined => (stopped ? stoppingError() : running(sandboxId) ? undefined : endedError(sandboxId));
+      const early = gone();
+      if (early) {
+        settleOpen(); // before the shutdown, which waits for what clients caused to be recorded
+        await discard(t);
+        throw early; // nothing was recorded and nothing was accepted
+      }
+      try {
+        await record(t.info, 'tunnel.open', caller.actor, { mode, bind, url: t.info.url, exposed, ttlMs, idleMs, expiresAt: t.info.expiresAt });
+      } catch (err) {
+        settleOpen();
+        await discard(t);
+        throw err;
+      }
+      settleOpen();
+      reserved.delete(id);
+      tunnels.set(id, t);
+      // The sandbox may have ended, or the control plane begun to stop, while tunnel.open was written:
+      // the tunnel is recorded, so it is closed (and that recorded) before the open fails.
+      const late = gone();
+      if (late) {
+        await closeTunnel(t, stopped ? 'daemon-stop' : 'sandbox-ended', 'system');
+        throw late;
+      }
+      t.open = true;
+      t.ttlTimer = setTimeout(() => void closeTunnel(t, 'ttl', 'system'), ttlMs);
+      t.ttlTimer.unref();
+      armIdle(t);
+      return { ...snapshot(t), token, urlWithToken: mode === 'tcp' ? t.info.url : `${t.info.url}?${TOKEN_PARAM}=${token}` };
+    } finally {
+      settleOpen(); // on every other way out (the listen failing) as well
     }
-    // A listening server reports a failed accept (EMFILE under a flood) as 'error' and keeps listening;
-    // unheard, that event would throw and end the control plane. The client it concerns never connected.
-    server.on('error', () => undefined);
-    const addr = server.address() as AddressInfo;
-    const hostPort = `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
-    t.info.url = mode === 'tcp' ? `tcp://${hostPort}` : `http://${hostPort}/`;
-    const gone = (): Error | undefined => (stopped ? stoppingError() : running(sandboxId) ? undefined : endedError(sandboxId));
-    const early = gone();
-    if (early) {
-      await discard(t);
-      throw early; // nothing was recorded and nothing was accepted
-    }
-    try {
-      await record(t.info, 'tunnel.open', caller.actor, { mode, bind, url: t.info.url, exposed, ttlMs, idleMs, expiresAt: t.info.expiresAt });
-    } catch (err) {
-      await discard(t);
-      throw err;
-    }
-    reserved.delete(id);
-    tunnels.set(id, t);
-    // The sandbox may have ended, or the control plane begun to stop, while tunnel.open was written:
-    // the tunnel is recorded, so it is closed (and that recorded) before the open fails.
-    const late = gone();
-    if (late) {
-      await closeTunnel(t, stopped ? 'daemon-stop' : 'sandbox-ended', 'system');
-      throw late;
-    }
-    t.open = true;
-    t.ttlTimer = setTimeout(() => void closeTunnel(t, 'ttl', 'system'), ttlMs);
-    t.ttlTimer.unref();
-    armIdle(t);
-    return { ...snapshot(t), token, urlWithToken: mode === 'tcp' ? t.info.url : `${t.info.url}?${TOKEN_PARAM}=${token}` };
   }
 
   /** Stop the listener of a tunnel that never opened (nothing recorded, nothing let through). */
