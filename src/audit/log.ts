@@ -40,7 +40,7 @@ import {
   type AuditEventInput,
   type PreparedEvent,
 } from './event.js';
-import { hasRetiredPublicKey, loadOrCreateSigningKey, PRIVATE_KEY_FILE, type AuditSigningKey } from './keys.js';
+import { hasRetiredPublicKey, KEY_ROTATED_EVENT, loadOrCreateSigningKey, PRIVATE_KEY_FILE, type AuditSigningKey } from './keys.js';
 import { queryEvents, type AuditEventQuery } from './query.js';
 import { ChainChecker } from './verify.js';
 
@@ -69,6 +69,11 @@ export interface AuditLogOptions {
    * @default false
    */
   allowNewKey?: boolean;
+  /**
+   * Opened to record a key rotation (`rotate.ts`): the key change it finds is
+   * the one being recorded, so it is not reported. @default false
+   */
+  recordingRotation?: boolean;
   /**
    * Told of every event that is not recorded: each batch whose write failed
    * (`audit-write-failed`) and each append refused up front (`audit-closed`,
@@ -162,15 +167,11 @@ export class AuditLog {
     const head = (await o.store.audit.head()) ?? { seq: 0, hash: GENESIS_HASH };
     const last = await o.store.audit.lastCheckpoint();
     // A rotation (see rotate.ts) keeps the old key's .pub under its keyId before it replaces the
-    // key: nothing to warn about then. Looked up before loading, which files away a stale .pub itself.
-    const rotated = last !== undefined && hasRetiredPublicKey(o.keyDir, last.keyId);
+    // key. Looked up before loading, which files away a stale .pub itself.
+    const retired = last !== undefined && hasRetiredPublicKey(o.keyDir, last.keyId);
     const key = loadKey(o, last);
-    if (last !== undefined && last.keyId !== key.keyId && o.allowNewKey !== true && !rotated) {
-      // Not an error by itself, but say which key sealed what.
-      process.emitWarning(
-        `audit checkpoints up to seq ${last.seq} were signed by key ${last.keyId}; ${join(o.keyDir, PRIVATE_KEY_FILE)} is key ${key.keyId}`,
-        { code: 'CORDON_AUDIT_KEY_CHANGED' },
-      );
+    if (last !== undefined && last.keyId !== key.keyId && o.allowNewKey !== true && o.recordingRotation !== true) {
+      await warnKeyChanged(o, last, key.keyId, retired);
     }
     await checkUnsealedTail(o.store, last, head);
     return new AuditLog(c, key, head, last?.seq ?? 0, o.onDropped);
@@ -426,6 +427,28 @@ export class AuditLog {
     this.#sealedSeq = seq;
     return true;
   }
+}
+
+/**
+ * Say that the key signing now is not the one that sealed the last
+ * checkpoint (not an error by itself), unless the log already records that
+ * rotation. A retired .pub of the old key without the recorded rotation is
+ * a rotation that stopped half-way, or a file someone else put there: it
+ * changes what is said, never whether it is said.
+ */
+async function warnKeyChanged(o: AuditLogOptions, last: CheckpointRow, keyId: string, retired: boolean): Promise<void> {
+  const rotations = await queryEvents(o.store, { type: KEY_ROTATED_EVENT, afterSeq: last.seq - 1, limit: 100 });
+  if (rotations.some((e) => e.data.oldKeyId === last.keyId && e.data.newKeyId === keyId)) return;
+  const keyFile = join(o.keyDir, PRIVATE_KEY_FILE);
+  if (retired) {
+    process.emitWarning(
+      `audit checkpoints up to seq ${last.seq} were signed by key ${last.keyId}, which ${keyFile} (key ${keyId}) replaced in a rotation the log does not record yet; `
+      + 'run `cordon audit rotate-key` to record it. If nobody rotated the key, someone else changed the key directory: check it',
+      { code: 'CORDON_AUDIT_ROTATION_UNFINISHED' },
+    );
+    return;
+  }
+  process.emitWarning(`audit checkpoints up to seq ${last.seq} were signed by key ${last.keyId}; ${keyFile} is key ${keyId}`, { code: 'CORDON_AUDIT_KEY_CHANGED' });
 }
 
 /** Load the signing key; a missing one is created only if nothing was signed yet (or allowNewKey). */

@@ -58,11 +58,11 @@ async function appendClosed(f: Fixture, n: number, type = 'test.event'): Promise
   return log.keyId;
 }
 
-/** CORDON_AUDIT_KEY_CHANGED warnings emitted while `fn` runs. */
+/** Key warnings (`CORDON_AUDIT_KEY_CHANGED`, `CORDON_AUDIT_ROTATION_UNFINISHED`) emitted while `fn` runs, as `code: message`. */
 async function keyChangedWarnings(fn: () => Promise<void>): Promise<string[]> {
   const seen: string[] = [];
   const onWarning = (w: Error & { code?: string }) => {
-    if (w.code === 'CORDON_AUDIT_KEY_CHANGED') seen.push(w.message);
+    if (w.code === 'CORDON_AUDIT_KEY_CHANGED' || w.code === 'CORDON_AUDIT_ROTATION_UNFINISHED') seen.push(`${w.code}: ${w.message}`);
   };
   process.on('warning', onWarning);
   try {
@@ -196,7 +196,7 @@ test('rotating twice keeps both retired keys and every checkpoint verifies', asy
   }
 });
 
-test('the key directories a crash can leave load, verify and open without a key-changed warning', async (t) => {
+test('the key directories a crash can leave load, verify and open; the one with the new key warns that the rotation is unfinished', async (t) => {
   const cases: { name: string; leave: (keyDir: string, oldKeyId: string) => void; keyIs: 'old' | 'new' }[] = [
     {
       name: 'crash after step 1: only the retired .pub is written',
@@ -229,12 +229,25 @@ test('the key directories a crash can leave load, verify and open without a key-
           await log.append({ type: 'test.after-crash', actor: 'system' });
           await log.close();
         });
-        assert.deepEqual(warnings, []);
+        if (c.keyIs === 'old') assert.deepEqual(warnings, []);
+        else {
+          // Never silent: a retired .pub (a rotation cut short, or a file someone put there) changes what is said, not whether.
+          assert.equal(warnings.length, 1, warnings.join('\n'));
+          assert.match(warnings[0]!, /^CORDON_AUDIT_ROTATION_UNFINISHED: .*does not record yet; run `cordon audit rotate-key`/);
+        }
         const after = await verifyAudit(f.store, { keyDir: f.keyDir });
         assert.equal(after.ok, true, after.message);
         assert.equal(after.checkpoints, 2);
 
-        const r = await rotateAuditKey({ store: f.store, keyDir: f.keyDir });
+        let r!: Awaited<ReturnType<typeof rotateAuditKey>>;
+        const finishing = await keyChangedWarnings(async () => {
+          r = await rotateAuditKey({ store: f.store, keyDir: f.keyDir });
+        });
+        assert.deepEqual(finishing, [], 'the rotation that finishes it reports nothing');
+        const reopened = await keyChangedWarnings(async () => {
+          await (await AuditLog.open({ store: f.store, keyDir: f.keyDir })).close();
+        });
+        assert.deepEqual(reopened, [], 'once recorded, nothing more is said');
         const final = await verifyAudit(f.store, { keyDir: f.keyDir });
         assert.equal(final.ok, true, `a rotation from this state completes: ${final.message}`);
         assert.ok(loadPublicKeys(f.keyDir).has(oldKeyId) && loadPublicKeys(f.keyDir).has(r.newKeyId));
@@ -280,6 +293,7 @@ test('a private key swapped without a rotation is still reported as a changed ke
       await log.close();
     });
     assert.equal(warnings.length, 1, 'the stale .pub filed away on load does not count as a rotation');
+    assert.match(warnings[0]!, /^CORDON_AUDIT_KEY_CHANGED: /);
   } finally {
     await f.cleanup();
   }

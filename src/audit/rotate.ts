@@ -21,11 +21,11 @@
  *   - after 2: new .key, old key in both .pub files. `loadPublicKeys` returns
  *     the old key (the only one that signed anything); `loadOrCreateSigningKey`
  *     loads the new key, files the stale .pub under its keyId (same content)
- *     and writes the new .pub: the rotation completes itself, and
- *     `AuditLog.open` sees the retired .pub and does not warn. Only the
+ *     and writes the new .pub: the key files are rotated. Only the
  *     `audit.key-rotated` event is then missing from the chain (so verification
- *     keeps trusting the old key); the next `rotateAuditKey` records it first,
- *     sealed by the key in use.
+ *     keeps trusting the old key): `AuditLog.open` warns
+ *     (`CORDON_AUDIT_ROTATION_UNFINISHED`), and the next `rotateAuditKey`
+ *     records it first, sealed by the key in use.
  *   - after 3: rotated.
  * In every state each checkpoint already stored verifies, because the old
  * public key is on disk from step 1 on, and nothing signs with the new key
@@ -143,9 +143,11 @@ export async function rotateAuditKey(o: RotateAuditKeyOptions): Promise<AuditKey
   const { key: current } = loadKeyToRotate(o.keyDir);
   const clock = o.now ? { now: o.now } : {};
   const lastBefore = await o.store.audit.lastCheckpoint();
-  const before = await AuditLog.open({ store: o.store, keyDir: o.keyDir, ...clock });
+  const unfinished = lastBefore !== undefined && lastBefore.keyId !== current.keyId && hasRetiredPublicKey(o.keyDir, lastBefore.keyId);
+  // Finishing an earlier rotation is what this run is for: its key change is not reported as unrecorded.
+  const before = await AuditLog.open({ store: o.store, keyDir: o.keyDir, recordingRotation: unfinished, ...clock });
   try {
-    if (lastBefore !== undefined && lastBefore.keyId !== current.keyId && hasRetiredPublicKey(o.keyDir, lastBefore.keyId)) {
+    if (unfinished) {
       // An earlier rotation replaced the key files but did not record it (a crash, a failed write): record that
       // retirement first, sealed below by the key in use, or the retired key would stay trusted for ever.
       await before.append({
@@ -180,7 +182,7 @@ export async function rotateAuditKey(o: RotateAuditKeyOptions): Promise<AuditKey
 
 /** Append `audit.key-rotated` with the new key and seal it; returns its seq. */
 async function recordRotation(o: RotateAuditKeyOptions, rotation: KeyRotation): Promise<number> {
-  const log = await AuditLog.open({ store: o.store, keyDir: o.keyDir, ...(o.now ? { now: o.now } : {}) });
+  const log = await AuditLog.open({ store: o.store, keyDir: o.keyDir, recordingRotation: true, ...(o.now ? { now: o.now } : {}) });
   try {
     const event = await log.append({
       type: KEY_ROTATED_EVENT,
