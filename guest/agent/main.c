@@ -156,8 +156,8 @@ static void usage(FILE *f) {
         "  --max-file-bytes N     largest file.read/file.write (default 268435456)\n"
         "  --max-output-bytes N   default exec output limit (default 67108864)\n"
         "  --token-path PATH      where token.set writes (default /run/cordon/token)\n"
-        "  --token-gid GID        group that may read the token file (device mode default: the\n"
-        "                         group of the user \"agent\", when it exists)\n"
+        "  --token-gid GID        group that may read the token file (default when run as root:\n"
+        "                         the group of the user \"agent\", when it exists)\n"
         "  --random-device PATH   entropy.reseed target (default /dev/urandom)\n"
         "  --version\n",
         f);
@@ -348,13 +348,15 @@ int main(int argc, char **argv) {
   } else {
     a.device_mode = true;
     if (a.cfg.proxy_port < 0) a.cfg.proxy_port = DEFAULT_PROXY_PORT;
-    /* In a guest, the workload user may read its own sandbox's token (CORDON_TOKEN_FILE). */
-    if (a.cfg.token_gid < 0) {
-      struct user_info u;
-      if (user_lookup_name(DEFAULT_TOKEN_USER, &u) == 0 && u.found) a.cfg.token_gid = (long)u.gid;
-    }
     a.in_fd = a.out_fd = open_device(&a);
     if (a.in_fd < 0) return 1;
+  }
+  /* In a sandbox (a guest, or the tree of a process back end where the agent runs as root), the
+     workload user may read its own sandbox's token (CORDON_TOKEN_FILE); without root the file is
+     the agent's own anyway. */
+  if (a.cfg.token_gid < 0 && geteuid() == 0) {
+    struct user_info u;
+    if (user_lookup_name(DEFAULT_TOKEN_USER, &u) == 0 && u.found) a.cfg.token_gid = (long)u.gid;
   }
   set_nonblock(a.in_fd);
   set_nonblock(a.out_fd);

@@ -131,6 +131,17 @@ export function runBackendSuite(name: string, makeBackend: () => Promise<Made>, 
       assert.deepEqual([r.exitCode, r.signal], [null, 'INT']);
     });
 
+    it('the agent user can read its own sandbox\'s identity token, and nobody else in the sandbox can write it', async (_t, sb) => {
+      const token = `eyJhbGciOiJFZERTQSJ9.${randomBytes(24).toString('base64url')}.c2ln`;
+      const { path } = await sb.channel.setToken(token);
+      const read = await sh(sb, 'cat "$CORDON_TOKEN_FILE"');
+      assert.equal(read.exitCode, 0, `the agent user reads ${path}: ${read.stderr}`);
+      assert.equal(read.stdout, token);
+      const write = await sh(sb, ': > "$CORDON_TOKEN_FILE"');
+      assert.notEqual(write.exitCode, 0, 'the agent user cannot change the token');
+      assert.equal((await sh(sb, 'cat "$CORDON_TOKEN_FILE"')).stdout, token);
+    });
+
     it('stdin is delivered, then closed', async (_t, sb) => {
       const text = await run(sb, { argv: ['cat'], stdin: 'line one\nline two\n' });
       assert.equal(text.stdout, 'line one\nline two\n');
