@@ -29,7 +29,7 @@ export function acquireHomeLock(home: string): HomeLock {
       fix: `stop it first (kill ${got.pid}), or use another CORDON_HOME`,
     });
   }
-  throw new EnvironmentError('env-lock', `cannot take the lock ${path}: it does not name its owner, and it is new`, {
+  throw new EnvironmentError('env-lock', `cannot take the lock ${path}: another process is taking it over, or it names no owner and is new`, {
     fix: `wait a few seconds and try again; remove ${path} if no cordon runs`,
   });
 }

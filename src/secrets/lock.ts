@@ -24,7 +24,7 @@ export async function withFileLock<T>(path: string, fn: () => T | Promise<T>, op
       got = tryPidLock(path);
     } catch (err) {
       throw new SecretError('secret-store-unwritable', `cannot create the lock ${path}: ${(err as Error).message}`, {
-        fix: 'make $CORDON_HOME writable by this user',
+        fix: 'make $CORDON_HOME writable by this user, on a file system with hard links (lock files are hard-linked into place)',
         cause: err,
       });
     }

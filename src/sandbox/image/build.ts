@@ -237,7 +237,15 @@ function checkKernelConfig(config: Record<string, string>, release: string): voi
 /** Take the build lock, or fail if a live process holds it. Returns the release function. */
 export function lockImages(root: string): () => void {
   const path = join(root, '.lock');
-  const got = tryPidLock(path);
+  let got;
+  try {
+    got = tryPidLock(path);
+  } catch (err) {
+    throw new EnvironmentError('env-image-lock', `cannot take the image build lock ${path}: ${(err as Error).message}`, {
+      fix: `make ${root} writable by this user, on a file system with hard links (lock files are hard-linked into place)`,
+      cause: err,
+    });
+  }
   if (got.ok) return got.release;
   throw new EnvironmentError('env-image-busy', got.pid !== undefined ? `another image build (pid ${got.pid}) is running` : 'could not take the image build lock', {
     fix: got.pid !== undefined ? `wait for it to finish, or remove ${path} if that process is not a cordon build` : `try again in a few seconds; remove ${path} if no build runs`,
