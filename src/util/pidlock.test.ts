@@ -10,12 +10,15 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EnvironmentError } from '../errors/index.js';
 import { acquireHomeLock } from '../controlplane/lock.js';
 import { tempDir } from '../testkit/index.js';
 import { tryPidLock } from './pidlock.js';
+
+/** This module's lock code as children import it: the .ts source under tsx, the built .js under `npm test`. */
+const LOCK_MODULE = fileURLToPath(new URL(`./pidlock${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
 /** A pid that no longer runs: a child that has already exited. */
 function deadPid(): number {
@@ -221,7 +224,7 @@ test('a failed write of the temporary file (file size limit, like ENOSPC) leaves
   const d = tempDir('cordon-pidlock-');
   try {
     const path = join(d.path, 'x.lock');
-    const lockModule = fileURLToPath(new URL('./pidlock.ts', import.meta.url));
+    const lockModule = LOCK_MODULE;
     const child = `
       import { tryPidLock } from ${JSON.stringify(lockModule)};
       try { tryPidLock(${JSON.stringify(path)}); console.log('taken'); } catch (err) { console.log(err.code); }`;
@@ -273,7 +276,7 @@ test('processes racing for one stale lock, 60 times in all: never two holders at
     const log = join(d.path, 'log');
     writeFileSync(log, '');
     writeFileSync(path, String(deadPid()));
-    const lockModule = fileURLToPath(new URL('./pidlock.ts', import.meta.url));
+    const lockModule = LOCK_MODULE;
     const dead = deadPid();
     // Each child takes the lock 20 times; while holding it, it logs its start and end around a short pause.
     // Every other time it then leaves the lock as a dead owner would (naming a dead pid), so the others race
