@@ -87,10 +87,13 @@ test('features: each event type yields its behaviour; unknown types yield undefi
     assert.equal(f?.categories[0]?.context, 'org');
     assert.deepEqual(f?.amounts, { requests: 1 });
   });
-  await t.test('egress.refusals: the refusals a door only counted are requests; the hosts they named are seen', () => {
-    const f = features({ ts, type: 'egress.refusals', data: { count: 250, hosts: ['A.evil.example', 42, 'b.evil.example'], byDecision: { deny: { 'host-not-allowed': 250 } } } });
+  await t.test('egress.refusals: the refusals a door only counted are requests; the hosts they named are seen, with their suffixes as one by one', () => {
+    const f = features({ ts, type: 'egress.refusals', data: { count: 250, hosts: ['A.evil.example', 42, 'b.evil.xyz'], byDecision: { deny: { 'host-not-allowed': 250 } } } });
     assert.deepEqual(f?.amounts, { requests: 250 });
-    assert.deepEqual(f?.categories.map((c) => [c.feature, c.value]), [['domain', 'evil.example'], ['host', 'a.evil.example'], ['domain', 'evil.example'], ['host', 'b.evil.example']]);
+    assert.deepEqual(f?.categories.map((c) => [c.feature, c.value]), [
+      ['domain', 'evil.example'], ['suffix', 'example'], ['host', 'a.evil.example'],
+      ['domain', 'evil.xyz'], ['suffix', 'xyz'], ['host', 'b.evil.xyz'],
+    ]);
   });
   await t.test('egress.close: bytes out', () => assert.deepEqual(features({ ts, type: 'egress.close', data: { bytesOut: 1234 } })?.amounts, { bytesOut: 1234 }));
   await t.test('llm.response: tokens in + out', () => assert.deepEqual(features({ ts, type: 'llm.response', data: { tokensIn: 10, tokensOut: 5 } })?.amounts, { tokens: 15 }));

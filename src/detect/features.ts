@@ -95,6 +95,7 @@ export function features(e: DetectEvent): Features | undefined {
         const host = normaliseHost(str(raw, 253));
         const suffix = host === undefined ? undefined : suffixOf(host);
         cat('domain', host === undefined ? undefined : siteOf(host), host, suffix);
+        cat('suffix', suffix, host);
         cat('host', host);
       }
       return out;

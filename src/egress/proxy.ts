@@ -278,7 +278,9 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
   const ctx: DoorContext = {
     sandboxId: o.sandboxId, agent: o.agent, limits, decide, checkAddress, lookup: deps.lookup, dial: deps.dial,
     record: async function recordRequest(decision, reason, data): Promise<boolean> {
-      if (decision !== 'allow' && !refusals.admit()) {
+      // Once the door is closing, the few refusals still to come (its open connections ending) are each written:
+      // a count would wait for a summary timer that may outlive the audit log.
+      if (decision !== 'allow' && !closed && !refusals.admit()) {
         // Refused either way; only counted. The host goes through the scrubber as it would in its own event.
         const host = data.host === undefined ? undefined : scrubbed({ host: data.host }).host;
         refusals.count(decision, reason, typeof host === 'string' ? host : undefined);

@@ -79,7 +79,8 @@ export function createRefusalBudget(o: RefusalBudgetOptions): RefusalBudget {
   return {
     admit: function admit(): boolean {
       const t = now();
-      tokens = Math.min(o.burst, tokens + ((t - refilledAt) / 1000) * o.perSecond);
+      // A clock set back refills nothing (and takes nothing): the budget goes on from the new time.
+      tokens = Math.min(o.burst, tokens + (Math.max(0, t - refilledAt) / 1000) * o.perSecond);
       refilledAt = t;
       if (tokens < 1) return false;
       tokens -= 1;

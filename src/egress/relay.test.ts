@@ -1,11 +1,12 @@
 /**
- * Tunnel relay tests (`relay.ts`): upstream reads land in one buffer shared by
- * every tunnel, so these check that no chunk is overwritten before it reached
+ * Tunnel relay tests (`relay.ts`): a tunnel's upstream reads land in a buffer
+ * it reuses, so these check that no chunk is overwritten before it reached
  * its client: a slow client beside a fast one on the TCP door, a channel-like
  * client stream that keeps chunks after `write()` returns, and an upstream
  * that speaks before the ClientHello was checked. Each compares SHA-256 of
  * what arrived with what the upstream sent (and TLS itself refuses a record
- * whose bytes changed).
+ * whose bytes changed). Also: a client that leaves before the relay starts
+ * still has its upstream connection closed and its close recorded.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -164,7 +165,6 @@ test('a slow client beside a fast one on the TCP door: both get exactly the byte
   const { port } = await door.listen(0, '127.0.0.1');
   const open = async (): Promise<Socket> => {
     const s = netConnect({ port, host: '127.0.0.1' });
-    // A small receive buffer makes the door's writes to this client back up sooner.
     s.once('connect', () => s.setNoDelay(true));
     await connectThrough(s, `${HOST}:${bulkPort}`);
     return s;
@@ -261,4 +261,50 @@ test('an upstream that speaks first: its bytes wait for the hello check and the 
   const [e] = await queryEvents(store, { sandbox: 'sb-relay-banner', type: 'egress.request' });
   assert.equal(e?.decision, 'allow');
   socket.destroy();
+});
+
+test('a client gone while its tunnel was being recorded: the upstream connection is closed and the close recorded', async () => {
+  // An upstream that never closes on its own: only the door can end this connection.
+  const quiet = createNetServer((s) => s.on('error', () => undefined));
+  quiet.listen(0, '127.0.0.1');
+  await once(quiet, 'listening');
+  const quietPort = (quiet.address() as { port: number }).port;
+  let upstreamSide: Socket | undefined;
+  const upstreamClosed = new Promise<void>((resolve) => quiet.once('connection', (s: Socket) => {
+    upstreamSide = s;
+    s.once('close', () => resolve());
+  }));
+  let client: Socket | undefined;
+  const proxy = createEgressProxy({ lookup: async () => [] });
+  proxies.push(proxy);
+  const door = proxy.openDoor({
+    sandboxId: 'sb-relay-gone', agent: 'tester',
+    // The client leaves while the tunnel's own event is being written, before the relay starts.
+    audit: {
+      append: async (e) => {
+        if (e.type === 'egress.request' && e.decision === 'allow') {
+          client?.destroy();
+          await sleep(50);
+        }
+        return audit.append(e);
+      },
+    },
+    agentConfig: { egress: [{ cidr: '127.0.0.1/32', ports: [quietPort] }] },
+  });
+  const { port } = await door.listen(0, '127.0.0.1');
+  const hello = await clientHello();
+  client = netConnect({ port, host: '127.0.0.1' });
+  await connectThrough(client, `127.0.0.1:${quietPort}`);
+  client.write(hello);
+  const closedInTime = await Promise.race([upstreamClosed.then(() => true), sleep(3_000).then(() => false)]);
+  upstreamSide?.destroy(); // when the door left it open, so that the test process can end
+  quiet.close();
+  assert.ok(closedInTime, 'the door closed the upstream connection of a tunnel whose client had gone');
+  let closes: Awaited<ReturnType<typeof queryEvents>> = [];
+  for (let i = 0; i < 50 && closes.length === 0; i++) {
+    closes = await queryEvents(store, { sandbox: 'sb-relay-gone', type: 'egress.close' });
+    if (closes.length === 0) await sleep(20);
+  }
+  assert.equal(closes.length, 1, 'the tunnel\'s close is on record');
+  assert.equal(door.activeConnections, 0);
 });

@@ -100,6 +100,13 @@ export function relayTunnel(
 ): void {
   const conn = ctx.stateOf(client);
   conn.upstream = upstream;
+  if (client.destroyed || upstream.destroyed) {
+    // A side went away while the tunnel was checked and recorded: its 'close' may be gone, and nothing below would end the other.
+    client.destroy();
+    upstream.destroy();
+    ctx.recordClose(conn.closeReason ?? 'closed', { ...data, bytesIn: 0, bytesOut: 0, durationMs: 0 });
+    return;
+  }
   const started = Date.now();
   let bytesOut = first.length;
   let bytesIn = 0;
