@@ -27,5 +27,6 @@ export { loadOrCreateEgressCa, EGRESS_CA_KEY_FILE, EGRESS_CA_CERT_FILE } from '.
 export type { InternalService, InternalCaller } from './internal.js';
 export type { EgressApprovalHook, EgressApprovalResult, HeldRequest } from './approve.js';
 export type { EgressRequestHook, HookedRequest, HookResult, EgressConnectHook, HookedConnect, EgressResponseHook, HookedResponse, ResponseHookResult } from './forward.js';
+export { createRefusalBudget, type RefusalBudget, type RefusalSummary } from './refusals.js';
 export { systemLookup, resolveChecked, type EgressLookup, type ResolvedAddress, type ResolveResult } from './resolve.js';
 export { parseClientHello, readClientHello, type ClientHelloParse, type ClientHelloResult } from './sni.js';

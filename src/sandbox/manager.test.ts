@@ -791,6 +791,35 @@ secrets:
     assert.deepEqual(create.data.secrets, ['demo']);
   });
 
+  test('secrets: a flood of exfiltration attempts is refused each time; past 50 the events are counted, none lost', async () => {
+    const f = await fixture();
+    const info = await f.manager.create({ agent: 'holder', caller });
+    const placeholder = /^DEMO_TOKEN=(.*)$/m.exec(await f.run(info.id, ['env']))?.[1] ?? '';
+    const port = f.guest(info.id).proxyPort!;
+    const attempts = 120;
+    for (let i = 0; i < attempts; i++) {
+      const r = await viaGuest(port, `http://other.test:${upstreamPort}/`, { authorization: `Bearer ${placeholder}` });
+      assert.deepEqual([r.status, r.reason], [403, 'secret-exfiltration'], `attempt ${i}`);
+    }
+    await f.manager.destroy(info.id, caller); // writes what is still counted
+    let exf: AuditEvent[] = [];
+    for (let i = 0; i < 100; i++) {
+      exf = (await f.log.query({ limit: 5000 })).filter((e) => e.sandbox === info.id && e.type === 'egress.exfiltration');
+      if (exf.reduce((n, e) => n + (e.data.summarised === true ? (e.data.count as number) : 1), 0) >= attempts) break;
+      await sleep(20);
+    }
+    const single = exf.filter((e) => e.data.summarised !== true);
+    const summaries = exf.filter((e) => e.data.summarised === true);
+    assert.ok(single.length >= 50 && single.length < 60, `about the burst one by one (${single.length})`);
+    assert.ok(summaries.length >= 1, 'the rest in summaries');
+    assert.equal(single.length + summaries.reduce((n, e) => n + (e.data.count as number), 0), attempts, 'every attempt is on record');
+    for (const s of summaries) {
+      assert.deepEqual(s.data.bySecret, { demo: { 'placeholder-wrong-host': s.data.count } });
+      assert.deepEqual(s.data.hosts, ['other.test']);
+      assert.equal(s.reason, 'secret-exfiltration');
+    }
+  });
+
   test('secrets: the sandbox\'s hook is removed when it ends', async () => {
     const f = await fixture();
     const info = await f.manager.create({ agent: 'holder', caller });

@@ -50,6 +50,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { AuditEventInput } from '../audit/index.js';
+import { createRefusalBudget, type RefusalBudget } from '../egress/index.js';
 import { resolveAgent, RESERVED_ENV, type CordonConfig } from '../config/index.js';
 import { CordonError, InvalidInputError, NotFoundError, SandboxError } from '../errors/index.js';
 import type { IdentityService, SandboxKeys } from '../identity/index.js';
@@ -158,9 +159,15 @@ interface Entry {
   door: { close(): Promise<void> } | undefined;
   /** This sandbox's secrets (placeholders, scanner), when its agent has any. */
   secrets: SandboxSecrets | undefined;
+  /** How many `egress.exfiltration` events it may cause one by one (see `recordExfiltration`). */
+  exfiltrations?: RefusalBudget;
   /** Set once the manager starts ending it (so its own exit is not recorded twice). */
   ending: Promise<void> | undefined;
 }
+
+/** `egress.exfiltration` events a sandbox writes one by one: per second, and at once after a quiet spell. */
+const EXFILTRATION_EVENTS_PER_SECOND = 5;
+const EXFILTRATION_EVENT_BURST = 50;
 
 /**
  * @example
@@ -314,6 +321,7 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
       return { door: false, proxyPort };
     }
     if (entry.secrets) {
+      entry.exfiltrations = exfiltrationBudget(entry);
       o.secrets!.router.register(entry.spec.id, entry.secrets, {
         onExfiltration: (finding, request) => void recordExfiltration(entry, finding, request),
         // The value is already masked in what the guest gets; the event says which secret came back, and how.
@@ -374,9 +382,32 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
    */
   async function recordExfiltration(entry: Entry, f: Extract<ExfiltrationFinding, { found: true }>, request: { host: string; port: number }): Promise<void> {
     const host = entry.secrets?.valueIn(request.host) === undefined ? request.host : '[withheld]';
+    if (entry.exfiltrations && !entry.exfiltrations.admit()) {
+      entry.exfiltrations.count(f.secret, f.kind, host);
+      return;
+    }
     await record(event('egress.exfiltration', entry, `agent:${entry.spec.agent}`, {
       secret: f.secret, kind: f.kind, where: f.where, encoding: f.encoding, host, port: request.port,
     }, 'secret-exfiltration')).catch(() => undefined); // the request is refused either way
+  }
+
+  /**
+   * The guest holds its placeholders and can send them anywhere, as often as
+   * it likes: past 5 a second (bursts of 50), attempts are counted into one
+   * `egress.exfiltration` event a second (`summarised: true`, how many by
+   * secret and kind, the first hosts) instead of one each, so that they
+   * cannot fill the audit store (each refused request is also counted by its
+   * door, see egress/refusals.ts).
+   */
+  function exfiltrationBudget(entry: Entry): RefusalBudget {
+    return createRefusalBudget({
+      perSecond: EXFILTRATION_EVENTS_PER_SECOND, burst: EXFILTRATION_EVENT_BURST,
+      write: function writeExfiltrationSummary(s): void {
+        void record(event('egress.exfiltration', entry, `agent:${entry.spec.agent}`, {
+          summarised: true, count: s.count, bySecret: s.byDecision, hosts: s.hosts, moreHosts: s.moreHosts, firstAt: s.firstAt, lastAt: s.lastAt,
+        }, 'secret-exfiltration')).catch(() => undefined);
+      },
+    });
   }
 
   /**
@@ -415,6 +446,7 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
     entry.door = undefined;
     await door?.close().catch(() => undefined);
     o.secrets?.router.unregister(entry.spec.id);
+    entry.exfiltrations?.flush(); // what is still counted is written before the sandbox's end
   }
 
   async function chooseBackend(isolation: Isolation, agent: string): Promise<SandboxBackend> {
