@@ -116,6 +116,8 @@ export interface DoorContext {
   meter: (abort: (reason: string) => void) => BytesOutMeter;
   /** True while the door is over its bytes-out-per-minute limit. */
   overBytesOut: () => boolean;
+  /** Spend one of the door's requests to cordon's own services; false when over `maxInternalRequestsPerSecond`. */
+  takeInternalRequest: () => boolean;
   /** Serve HTTP/1.1 on a TLS connection the door terminated. */
   serveTunnel: (tls: Duplex, tunnel: Tunnel) => void;
 }

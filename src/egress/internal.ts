@@ -83,6 +83,15 @@ export function stripClientControlHeaders(req: IncomingMessage): void {
  */
 export async function serveInternal(ctx: DoorContext, service: InternalService, req: IncomingMessage, res: ServerResponse, path: string, data: EgressEventData): Promise<void> {
   const conn = ctx.stateOf(req.socket);
+  if (!ctx.takeInternalRequest()) {
+    // Before anything is recorded as allowed: a guest looping on a service must not grow the audit log
+    // by one event (or three, with the service's own) per request. This refusal goes under the door's budget.
+    const problem = `sandbox ${ctx.sandboxId} made more than ${ctx.limits.maxInternalRequestsPerSecond} requests a second to cordon's services; slow down and retry`;
+    refuseResponse(res, 'internal-rate-limit', problem, { 'Retry-After': '1' });
+    req.resume();
+    await ctx.record('deny', 'internal-rate-limit', { ...data, problem });
+    return;
+  }
   if (!(await ctx.record('allow', 'internal', data))) {
     refuseResponse(res, 'audit-unavailable', 'the request could not be recorded, so it was not served');
     req.resume();

@@ -31,6 +31,10 @@ export const egressLimitsSchema = z
       .describe('Refused requests of one sandbox written to the audit log one by one per second, on average; past it they are still refused, and counted into one egress.refusals event a second'),
     refusalEventBurst: z.number().int().positive().max(1_000_000).default(200)
       .describe('Refused requests written one by one at once after a quiet spell (the budget\'s burst)'),
+    maxInternalRequestsPerSecond: z.number().int().positive().max(100_000).default(20)
+      .describe('Requests one sandbox may make to cordon\'s own services (the LLM and tools gateways) per second, on average; past it they get 429 internal-rate-limit'),
+    internalRequestBurst: z.number().int().positive().max(1_000_000).default(200)
+      .describe('Requests to cordon\'s own services one sandbox may make at once after a quiet spell'),
   })
   .strict();
 
@@ -57,7 +61,7 @@ export const PROXY_REASONS = [
   'sni-missing', 'sni-mismatch', 'sni-invalid', 'sni-timeout', 'sni-too-large', 'client-closed',
   'interception-not-available', 'internal-not-available', 'approval-not-available',
   'approval-denied', 'approval-timeout', 'approval-expired', 'approval-flood', 'approval-used', 'approval-failed', 'approval-body-too-large',
-  'host-mismatch', 'client-tls-failed', 'bytes-out-limit', 'request-hook-failed', 'response-hook-failed', 'internal-error',
+  'host-mismatch', 'client-tls-failed', 'bytes-out-limit', 'internal-rate-limit', 'request-hook-failed', 'response-hook-failed', 'internal-error',
   'dns-failed', 'dns-timeout', 'no-address', 'upstream-unreachable', 'upstream-timeout', 'upstream-error',
   'upstream-cert-invalid', 'upstream-tls-failed',
   'audit-unavailable', 'door-closed',
@@ -78,7 +82,7 @@ export function statusForReason(reason: string): number {
     case 'headers-too-large': return 431;
     case 'handshake-timeout': return 408;
     case 'internal-unknown': return 404;
-    case 'too-many-connections': case 'bytes-out-limit': case 'approval-flood': return 429;
+    case 'too-many-connections': case 'bytes-out-limit': case 'internal-rate-limit': case 'approval-flood': return 429;
     case 'dns-failed': case 'no-address': case 'upstream-unreachable': case 'upstream-error':
     case 'upstream-cert-invalid': case 'upstream-tls-failed': case 'internal-error': return 502;
     case 'dns-timeout': case 'upstream-timeout': return 504;
@@ -101,6 +105,25 @@ export function createConnectionSlots(max: number): { take: () => boolean; relea
     },
     get active() {
       return active;
+    },
+  };
+}
+
+/**
+ * A token bucket: `take` spends one token if there is one. Tokens come back
+ * at `perSecond`, up to `burst`; a clock set back gives none and takes none.
+ */
+export function createTokenBucket(perSecond: number, burst: number, now: () => number = Date.now): { take: () => boolean } {
+  let tokens = burst;
+  let refilledAt = now();
+  return {
+    take: function takeToken(): boolean {
+      const t = now();
+      tokens = Math.min(burst, tokens + (Math.max(0, t - refilledAt) / 1000) * perSecond);
+      refilledAt = t;
+      if (tokens < 1) return false;
+      tokens -= 1;
+      return true;
     },
   };
 }

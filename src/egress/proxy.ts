@@ -31,7 +31,7 @@ import { handleHttp } from './http.js';
 import { createTunnelServer } from './intercept.js';
 import { checkInternalServices, type InternalService } from './internal.js';
 import { createRefusalBudget } from './refusals.js';
-import { createByteWindow, createConnectionSlots, resolveLimits, type EgressLimits, type EgressLimitsInput } from './limits.js';
+import { createByteWindow, createConnectionSlots, createTokenBucket, resolveLimits, type EgressLimits, type EgressLimitsInput } from './limits.js';
 import { systemLookup, type EgressLookup } from './resolve.js';
 
 export interface EgressProxyOptions {
@@ -244,6 +244,7 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
   let closed = false;
   let listener: NetServer | undefined;
   const bytesOut = createByteWindow(limits.maxBytesOutPerMinute);
+  const internalRequests = createTokenBucket(limits.maxInternalRequestsPerSecond, limits.internalRequestBurst);
   const flows = new Set<(reason: string) => void>();
   const overLimit = (): void => {
     // Close every flow of the door that sends upstream; each records its close with this reason.
@@ -322,6 +323,7 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
       };
     },
     overBytesOut: () => bytesOut.exceeded,
+    takeInternalRequest: internalRequests.take,
     serveTunnel: (tls, tunnel) => tunnelServer.serveTunnel(tls, tunnel),
   };
   const tunnelServer = createTunnelServer(ctx);

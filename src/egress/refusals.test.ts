@@ -107,7 +107,7 @@ after(async () => {
  * Send one request head on a new connection; resolves with the status line and the X-Cordon-Error value.
  * `close` false: the connection is left open (and returned) after the answer's head.
  */
-function ask(port: number, head: string, close = true): Promise<{ status: number; reason?: string; socket?: Socket }> {
+function ask(port: number, head: string, close = true): Promise<{ status: number; reason?: string; retryAfter?: string; socket?: Socket }> {
   return new Promise((resolve, reject) => {
     const s = netConnect({ port, host: '127.0.0.1' }, () => s.write(head));
     let text = '';
@@ -116,7 +116,9 @@ function ask(port: number, head: string, close = true): Promise<{ status: number
       const end = text.indexOf('\r\n\r\n');
       if (end < 0) return;
       if (close) s.destroy();
-      resolve({ status: Number(text.split(' ')[1]), reason: /^X-Cordon-Error: (.+)$/im.exec(text.slice(0, end))?.[1]?.trim(), ...(close ? {} : { socket: s }) });
+      const headText = text.slice(0, end);
+      const retryAfter = /^Retry-After: (.+)$/im.exec(headText)?.[1]?.trim();
+      resolve({ status: Number(text.split(' ')[1]), reason: /^X-Cordon-Error: (.+)$/im.exec(headText)?.[1]?.trim(), ...(retryAfter ? { retryAfter } : {}), ...(close ? {} : { socket: s }) });
     });
     s.once('error', reject);
   });
@@ -190,4 +192,29 @@ test('a refusal that comes while the door closes is written on its own, not left
   assert.equal(own.length, 1, 'the refusal that came after the flush has its own event');
   const counted = (await queryEvents(store, { sandbox: 'sb-closing', type: 'egress.refusals', limit: 100 })).reduce((n, e) => n + (e.data.count as number), 0);
   assert.equal(counted, 1, 'what was counted before the close is written by the close');
+});
+
+test('requests to cordon\'s own services past the door\'s rate get 429 internal-rate-limit with Retry-After, recorded as refusals; the service never sees them', async () => {
+  let served = 0;
+  const proxy = createEgressProxy({
+    lookup: async () => [],
+    limits: { maxInternalRequestsPerSecond: 2, internalRequestBurst: 5 },
+    internal: { 'llm.cordon.internal': { name: 'llm', handle: (_req, res) => { served += 1; res.end('ok'); } } },
+  });
+  proxies.push(proxy);
+  const door = proxy.openDoor({ sandboxId: 'sb-internal-rate', agent: 'tester', audit, agentConfig: { egress: [] } });
+  const { port } = await door.listen(0, '127.0.0.1');
+  const head = 'GET http://llm.cordon.internal/v1/models HTTP/1.1\r\nHost: llm.cordon.internal\r\n\r\n';
+  const answers = [];
+  for (let i = 0; i < 12; i++) answers.push(await ask(port, head));
+  const ok = answers.filter((a) => a.status === 200).length;
+  assert.ok(ok >= 5 && ok <= 6, `the burst of 5 (and at most one token back meanwhile) is served: ${ok}`);
+  assert.ok(answers.slice(ok).every((a) => a.status === 429 && a.reason === 'internal-rate-limit' && a.retryAfter === '1'), JSON.stringify(answers));
+  assert.equal(served, ok, 'refused requests never reach the service');
+  await sleep(600);
+  assert.equal((await ask(port, head)).status, 200, 'a token comes back at 2 a second');
+  await door.close();
+  const events = await queryEvents(store, { sandbox: 'sb-internal-rate', type: 'egress.request', limit: 1000 });
+  assert.equal(events.filter((e) => e.decision === 'allow').length, ok + 1, 'one allowed event per served request');
+  assert.equal(events.filter((e) => e.decision === 'deny' && e.reason === 'internal-rate-limit').length, 12 - ok, 'each refusal recorded (within the refusal budget)');
 });

@@ -18,6 +18,8 @@
  * if (budget.admit()) await audit.append(refusalEvent); else budget.count('deny', 'host-not-allowed', host);
  */
 
+import { createTokenBucket } from './limits.js';
+
 /** What an `egress.refusals` event's `data` holds. */
 export interface RefusalSummary {
   /** Refusals not written one by one since the last summary. */
@@ -62,8 +64,7 @@ export interface RefusalBudgetOptions {
 
 export function createRefusalBudget(o: RefusalBudgetOptions): RefusalBudget {
   const now = o.now ?? Date.now;
-  let tokens = o.burst;
-  let refilledAt = now();
+  const bucket = createTokenBucket(o.perSecond, o.burst, now);
   let pending: RefusalSummary | undefined;
   let hostsSeen = new Set<string>();
   let timer: NodeJS.Timeout | undefined;
@@ -78,13 +79,7 @@ export function createRefusalBudget(o: RefusalBudgetOptions): RefusalBudget {
 
   return {
     admit: function admit(): boolean {
-      const t = now();
-      // A clock set back refills nothing (and takes nothing): the budget goes on from the new time.
-      tokens = Math.min(o.burst, tokens + (Math.max(0, t - refilledAt) / 1000) * o.perSecond);
-      refilledAt = t;
-      if (tokens < 1) return false;
-      tokens -= 1;
-      return true;
+      return bucket.take();
     },
     count: function count(decision: string, reason: string, host?: string): void {
       const t = now();
