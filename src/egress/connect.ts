@@ -59,6 +59,10 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
   }
   if (internal) {
     data.service = internal.name;
+    if (!ctx.takeInternalRequest()) {
+      // A tunnel to a service is recorded as allowed when it opens: it spends from the same rate as each request inside.
+      return refuse('deny', 'internal-rate-limit', `sandbox ${ctx.sandboxId} made more than ${ctx.limits.maxInternalRequestsPerSecond} requests a second to cordon's services; slow down and retry`);
+    }
     data.intercepted = true;
     return openTerminated(ctx, socket, head, data, { host, port: target.port, internal }, decision.reason);
   }

@@ -142,7 +142,7 @@ export function refuseRaw(socket: Duplex, reason: string, message: string): void
   const body = `cordon egress: ${reason}: ${message}\n`;
   if (socket.writable) {
     socket.end(
-      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Refused'}\r\nX-Cordon-Error: ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\n`
+      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Refused'}\r\nX-Cordon-Error: ${reason}\r\n${reason === 'internal-rate-limit' ? 'Retry-After: 1\r\n' : ''}Content-Type: text/plain; charset=utf-8\r\n`
       + `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
   }

@@ -10,12 +10,13 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { AuditLog, queryEvents } from '../audit/index.js';
 import { openStore, type Store } from '../store/index.js';
 import { tempDir } from '../testkit/index.js';
 import { sleep } from '../util/index.js';
-import { createEgressProxy, type EgressProxy } from './index.js';
+import { createEgressCa, createEgressProxy, type EgressProxy } from './index.js';
 import { createRefusalBudget, SUMMARY_MAX_HOSTS, type RefusalSummary } from './refusals.js';
 
 test('the budget: a burst, then the rate; what is past it is counted by decision and reason, hosts bounded', () => {
@@ -198,7 +199,7 @@ test('requests to cordon\'s own services past the door\'s rate get 429 internal-
   let served = 0;
   const proxy = createEgressProxy({
     lookup: async () => [],
-    limits: { maxInternalRequestsPerSecond: 2, internalRequestBurst: 5 },
+    limits: { maxInternalRequestsPerSecond: 1, internalRequestBurst: 5 },
     internal: { 'llm.cordon.internal': { name: 'llm', handle: (_req, res) => { served += 1; res.end('ok'); } } },
   });
   proxies.push(proxy);
@@ -208,13 +209,48 @@ test('requests to cordon\'s own services past the door\'s rate get 429 internal-
   const answers = [];
   for (let i = 0; i < 12; i++) answers.push(await ask(port, head));
   const ok = answers.filter((a) => a.status === 200).length;
+  // A slow machine may see one token come back during the 12 requests (one a second), anywhere after the burst.
   assert.ok(ok >= 5 && ok <= 6, `the burst of 5 (and at most one token back meanwhile) is served: ${ok}`);
-  assert.ok(answers.slice(ok).every((a) => a.status === 429 && a.reason === 'internal-rate-limit' && a.retryAfter === '1'), JSON.stringify(answers));
+  assert.ok(answers.slice(0, 5).every((a) => a.status === 200), `the burst first: ${JSON.stringify(answers)}`);
+  assert.ok(answers.every((a) => a.status === 200 || (a.status === 429 && a.reason === 'internal-rate-limit' && a.retryAfter === '1')), JSON.stringify(answers));
   assert.equal(served, ok, 'refused requests never reach the service');
-  await sleep(600);
-  assert.equal((await ask(port, head)).status, 200, 'a token comes back at 2 a second');
+  await sleep(1_100);
+  assert.equal((await ask(port, head)).status, 200, 'a token comes back at 1 a second');
   await door.close();
   const events = await queryEvents(store, { sandbox: 'sb-internal-rate', type: 'egress.request', limit: 1000 });
   assert.equal(events.filter((e) => e.decision === 'allow').length, ok + 1, 'one allowed event per served request');
   assert.equal(events.filter((e) => e.decision === 'deny' && e.reason === 'internal-rate-limit').length, 12 - ok, 'each refusal recorded (within the refusal budget)');
+});
+
+test('tunnels to cordon\'s own services spend from the same rate: past it, CONNECT gets 429 internal-rate-limit and no tunnel is recorded as allowed', async () => {
+  const ca = createEgressCa({ commonName: 'cordon test egress CA' });
+  const proxy = createEgressProxy({
+    lookup: async () => [], ca,
+    limits: { maxInternalRequestsPerSecond: 1, internalRequestBurst: 3 },
+    internal: { 'llm.cordon.internal': { name: 'llm', handle: (_req, res) => { res.end('ok'); } } },
+  });
+  proxies.push(proxy);
+  const door = proxy.openDoor({ sandboxId: 'sb-internal-connect', agent: 'tester', audit, agentConfig: { egress: [] } });
+  const { port } = await door.listen(0, '127.0.0.1');
+  const head = 'CONNECT llm.cordon.internal:443 HTTP/1.1\r\nHost: llm.cordon.internal:443\r\n\r\n';
+  const statuses: string[] = [];
+  for (let i = 0; i < 10; i++) {
+    const a = await ask(port, head, false);
+    if (a.status !== 200) {
+      statuses.push(`${a.status} ${a.reason} ${a.retryAfter}`);
+      continue;
+    }
+    statuses.push('200');
+    // Only a checked ClientHello gets the tunnel recorded as allowed: finish the handshake, then leave.
+    const t = tlsConnect({ socket: a.socket!, servername: 'llm.cordon.internal', ca: ca.certPem });
+    t.on('error', () => undefined);
+    await once(t, 'secureConnect');
+    t.destroy();
+  }
+  const refused = statuses.filter((s) => s !== '200');
+  assert.ok(refused.length >= 6, `a guest looping on CONNECT is held to the rate: ${statuses.join(', ')}`);
+  assert.ok(refused.every((s) => s === '429 internal-rate-limit 1'), statuses.join(', '));
+  await door.close();
+  const events = await queryEvents(store, { sandbox: 'sb-internal-connect', type: 'egress.request', limit: 1000 });
+  assert.equal(events.filter((e) => e.decision === 'allow').length, 10 - refused.length, 'one allowed event per tunnel opened, none for the refused');
 });
