@@ -167,8 +167,12 @@ const controlChannel: Attack = {
     if (!d) return notApplicable('the weak setup has no control channel: the agent already runs next to the host');
     const victim = await d.createSandbox();
     const started = performance.now();
-    const ran = d.manager.run(victim.id, { argv: ['python3', '-c', HOSTILE_CHANNEL], user: 'root', timeoutMs: 30_000 }, { actor: 'operator:redteam' }).then(
-      (r) => `exec ended: exit ${r.exitCode}`, (e: unknown) => `exec ended: ${e instanceof Error ? e.message : String(e)}`);
+    // The script's own output goes into the evidence: when it fails before writing (exit 1), the reason shows.
+    const output: Buffer[] = [];
+    const keep = (b: Buffer): void => { if (output.reduce((n, x) => n + x.length, 0) < 4096) output.push(b); };
+    const said = (): string => { const text = Buffer.concat(output).toString('utf8').trim(); return text ? `: ${text.slice(-600)}` : ''; };
+    const ran = d.manager.run(victim.id, { argv: ['python3', '-c', HOSTILE_CHANNEL], user: 'root', timeoutMs: 30_000, onStdout: keep, onStderr: keep }, { actor: 'operator:redteam' }).then(
+      (r) => `exec ended: exit ${r.exitCode}${said()}`, (e: unknown) => `exec ended: ${e instanceof Error ? e.message : String(e)}${said()}`);
     let info = d.manager.get(victim.id);
     while (info.state !== 'destroyed' && performance.now() - started < 40_000) {
       await settle(250);
