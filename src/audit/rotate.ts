@@ -35,11 +35,11 @@
  * lock, so `cordon up` cannot run (and sign) meanwhile.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, fsyncSync, linkSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AuditError, KeyError } from '../errors/index.js';
 import type { Store } from '../store/index.js';
-import { writeFileAtomic } from '../util/index.js';
+import { fsyncPath, writeFileAtomic } from '../util/index.js';
 import {
   KEY_ROTATED_EVENT,
   PRIVATE_KEY_FILE,
@@ -251,16 +251,6 @@ function writeKeyFile(path: string, pem: string, mode: number, keyDir: string): 
     fsyncPath(keyDir);
   } catch (err) {
     throw unwritable(path, err);
-  }
-}
-
-/** fsync a file or directory, so that a rename is durable before the next step. */
-function fsyncPath(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 

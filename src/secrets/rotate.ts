@@ -23,10 +23,10 @@
  * whoever set it (move that key to the key file, unset it, then rotate).
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync } from 'node:fs';
+import { renameSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { CordonError, KeyError } from '../errors/index.js';
-import { ensurePrivateDir, writeFileAtomic } from '../util/index.js';
+import { ensurePrivateDir, fsyncPath, writeFileAtomic } from '../util/index.js';
 import { SecretError } from './errors.js';
 import { masterKeyId, openStoreFile, sealStore } from './format.js';
 import { withFileLock } from './lock.js';
@@ -104,19 +104,19 @@ export async function rotateMasterKey(opts: RotateMasterKeyOptions): Promise<Rot
     const keyPath = masterKeyPath(home);
     step(`write the new key to ${pendingPath}`, home, () => {
       writeFileAtomic(pendingPath, next.toString('hex') + '\n', 0o600);
-      fsyncDir(dirname(pendingPath));
+      fsyncPath(dirname(pendingPath));
       // the store is sealed for this key only once the key reads back from disk
       if (!readMasterKeyFile(pendingPath)?.bytes.equals(next)) throw new Error('the written key does not read back the same');
     });
     await opts.afterStep?.('pending-key-written');
     step(`write the re-encrypted store ${storePath}`, home, () => {
       writeFileAtomic(storePath, sealed, 0o600);
-      fsyncDir(home);
+      fsyncPath(home);
     });
     await opts.afterStep?.('store-written');
     step(`rename ${pendingPath} to ${keyPath}`, home, () => {
       renameSync(pendingPath, keyPath);
-      fsyncDir(dirname(keyPath));
+      fsyncPath(dirname(keyPath));
     });
     await opts.afterStep?.('key-replaced');
     return {
@@ -148,7 +148,7 @@ export function finishInterruptedRotation(home: string): InterruptedRotation {
   if (pending && file !== undefined && opensWith(pending.bytes, file, storePath)) {
     step(`rename ${pendingPath} to ${masterKeyPath(home)}`, home, () => {
       renameSync(pendingPath, masterKeyPath(home));
-      fsyncDir(dirname(pendingPath));
+      fsyncPath(dirname(pendingPath));
     });
     return 'completed';
   }
@@ -156,7 +156,7 @@ export function finishInterruptedRotation(home: string): InterruptedRotation {
   if (file === undefined || (current && opensWith(current.bytes, file, storePath))) {
     step(`delete the stale ${pendingPath}`, home, () => {
       unlinkSync(pendingPath);
-      fsyncDir(dirname(pendingPath));
+      fsyncPath(dirname(pendingPath));
     });
     return 'discarded';
   }
@@ -186,15 +186,5 @@ function step(what: string, home: string, fn: () => void): void {
       fix: `make ${home} and ${dirname(masterKeyPath(home))} writable by this user, then run \`cordon secrets rotate-master\` again to finish`,
       cause: err,
     });
-  }
-}
-
-/** Make a rename in `dir` durable. */
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }

@@ -32,9 +32,18 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
   const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   writeFileSync(tmp, data, { mode, flag: 'wx' });
   chmodSync(tmp, mode);
-  const fd = openSync(tmp, 'r');
-  try { fsyncSync(fd); } finally { closeSync(fd); }
+  fsyncPath(tmp);
   renameSync(tmp, path);
+}
+
+/** fsync a file or a directory (a directory: so that a rename or link in it is durable before the next step). */
+export function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**
