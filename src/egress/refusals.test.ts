@@ -49,6 +49,17 @@ test('the budget: a burst, then the rate; what is past it is counted by decision
   assert.equal(written.length, 1, 'an empty flush writes nothing');
 });
 
+test('keys that are names of Object.prototype are counted like any other and touch no prototype', () => {
+  const written: RefusalSummary[] = [];
+  const budget = createRefusalBudget({ perSecond: 1, burst: 1, write: (s) => written.push(s) });
+  budget.count('__proto__', 'constructor', 'a.example');
+  budget.count('__proto__', 'toString');
+  budget.count('deny', '__proto__');
+  budget.flush();
+  assert.equal(({} as Record<string, unknown>).constructor, Object, 'Object.prototype untouched');
+  assert.equal(JSON.stringify(written[0]!.byDecision), '{"__proto__":{"constructor":1,"toString":1},"deny":{"__proto__":1}}');
+});
+
 test('a wall clock set back does not spend the budget: tokens come back at the rate from the new time', () => {
   let t = 1_000_000_000;
   const budget = createRefusalBudget({ perSecond: 2, burst: 3, write: () => undefined, now: () => t });

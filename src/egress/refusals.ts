@@ -83,10 +83,11 @@ export function createRefusalBudget(o: RefusalBudgetOptions): RefusalBudget {
     },
     count: function count(decision: string, reason: string, host?: string): void {
       const t = now();
-      pending ??= { count: 0, byDecision: {}, hosts: [], moreHosts: 0, firstAt: t, lastAt: t };
+      // Null-prototype maps: their keys can be names from config (a secret called `__proto__` is valid).
+      pending ??= { count: 0, byDecision: Object.create(null) as RefusalSummary['byDecision'], hosts: [], moreHosts: 0, firstAt: t, lastAt: t };
       pending.count += 1;
       pending.lastAt = t;
-      const reasons = (pending.byDecision[decision] ??= {});
+      const reasons = (pending.byDecision[decision] ??= Object.create(null) as Record<string, number>);
       reasons[reason] = (reasons[reason] ?? 0) + 1;
       if (host !== undefined) {
         const h = host.slice(0, SUMMARY_MAX_HOST_CHARS);
