@@ -17,6 +17,7 @@ import { dialChecked, refuseRaw, splitAuthority, type DoorContext, type EgressEv
 import { holdConnect } from './approve.js';
 import { applyConnectHook } from './forward.js';
 import { terminateTunnel } from './intercept.js';
+import { internalRateRefusal } from './internal.js';
 import { resolveChecked } from './resolve.js';
 import { relayTunnel, upstreamReader } from './relay.js';
 import { readClientHello } from './sni.js';
@@ -59,10 +60,9 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
   }
   if (internal) {
     data.service = internal.name;
-    if (!ctx.takeInternalRequest()) {
-      // A tunnel to a service is recorded as allowed when it opens: it spends from the same rate as each request inside.
-      return refuse('deny', 'internal-rate-limit', `sandbox ${ctx.sandboxId} made more than ${ctx.limits.maxInternalRequestsPerSecond} requests a second to cordon's services; slow down and retry`);
-    }
+    // A tunnel to a service is recorded as allowed when it opens: it spends from the same rate as each request inside.
+    const overRate = internalRateRefusal(ctx);
+    if (overRate) return refuse('deny', 'internal-rate-limit', overRate);
     data.intercepted = true;
     return openTerminated(ctx, socket, head, data, { host, port: target.port, internal }, decision.reason);
   }

@@ -12,7 +12,7 @@ import type { EgressCa } from './ca.js';
 import type { EgressApprovalHook } from './approve.js';
 import type { EgressConnectHook, EgressRequestHook } from './forward.js';
 import type { InternalService } from './internal.js';
-import { statusForReason, type EgressLimits } from './limits.js';
+import { retryAfterForReason, statusForReason, type EgressLimits } from './limits.js';
 import type { EgressLookup } from './resolve.js';
 
 /** Where a door writes its events; `AuditLog` fits. Must reject when the event is not durable. */
@@ -139,10 +139,11 @@ export interface ConnState {
 /** A refusal written straight to a socket (CONNECT, or before any request was parsed), then close. */
 export function refuseRaw(socket: Duplex, reason: string, message: string): void {
   const status = statusForReason(reason);
+  const retryAfter = retryAfterForReason(reason);
   const body = `cordon egress: ${reason}: ${message}\n`;
   if (socket.writable) {
     socket.end(
-      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Refused'}\r\nX-Cordon-Error: ${reason}\r\n${reason === 'internal-rate-limit' ? 'Retry-After: 1\r\n' : ''}Content-Type: text/plain; charset=utf-8\r\n`
+      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Refused'}\r\nX-Cordon-Error: ${reason}\r\n${retryAfter === undefined ? '' : `Retry-After: ${retryAfter}\r\n`}Content-Type: text/plain; charset=utf-8\r\n`
       + `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
   }

@@ -12,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InvalidInputError } from '../errors/index.js';
 import { INTERNAL_SERVICES, normalizeDestination } from '../policy/index.js';
 import type { DoorContext, EgressEventData } from './context.js';
-import { statusForReason } from './limits.js';
+import { retryAfterForReason, statusForReason } from './limits.js';
 
 /** Who is calling an internal service: always the door's sandbox and agent. */
 export interface InternalCaller {
@@ -76,6 +76,15 @@ export function stripClientControlHeaders(req: IncomingMessage): void {
 }
 
 /**
+ * Spend one of the door's turns at cordon's services (a request, or a CONNECT
+ * that opens a tunnel to one); the refusal's problem text when none is left.
+ */
+export function internalRateRefusal(ctx: DoorContext): string | undefined {
+  if (ctx.takeInternalRequest()) return undefined;
+  return `sandbox ${ctx.sandboxId} made more than ${ctx.limits.maxInternalRequestsPerSecond} requests a second to cordon's services; slow down and retry`;
+}
+
+/**
  * Serve one request for an internal service: record it (refused when the
  * audit event cannot be written), strip the client's control headers, hand
  * it over with the door's identity, count bytes, record the close.
@@ -83,11 +92,11 @@ export function stripClientControlHeaders(req: IncomingMessage): void {
  */
 export async function serveInternal(ctx: DoorContext, service: InternalService, req: IncomingMessage, res: ServerResponse, path: string, data: EgressEventData): Promise<void> {
   const conn = ctx.stateOf(req.socket);
-  if (!ctx.takeInternalRequest()) {
+  const problem = internalRateRefusal(ctx);
+  if (problem) {
     // Before anything is recorded as allowed: a guest looping on a service must not grow the audit log
     // by one event (or three, with the service's own) per request. This refusal goes under the door's budget.
-    const problem = `sandbox ${ctx.sandboxId} made more than ${ctx.limits.maxInternalRequestsPerSecond} requests a second to cordon's services; slow down and retry`;
-    refuseResponse(res, 'internal-rate-limit', problem, { 'Retry-After': '1' });
+    refuseResponse(res, 'internal-rate-limit', problem);
     req.resume();
     await ctx.record('deny', 'internal-rate-limit', { ...data, problem });
     return;
@@ -147,7 +156,11 @@ export async function serveInternal(ctx: DoorContext, service: InternalService, 
 /** Answer with a refusal (status by reason, `X-Cordon-Error`), closing the connection. */
 export function refuseResponse(res: ServerResponse, reason: string, problem: string, extraHeaders: Record<string, string> = {}): void {
   if (!res.headersSent) {
-    res.writeHead(statusForReason(reason), { 'X-Cordon-Error': reason, 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close', ...extraHeaders });
+    const retryAfter = retryAfterForReason(reason);
+    res.writeHead(statusForReason(reason), {
+      'X-Cordon-Error': reason, 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close',
+      ...(retryAfter === undefined ? {} : { 'Retry-After': String(retryAfter) }), ...extraHeaders,
+    });
   }
   res.end(`cordon egress: ${reason}: ${problem}\n`);
 }

@@ -68,6 +68,11 @@ export const PROXY_REASONS = [
 ] as const;
 export type ProxyReason = (typeof PROXY_REASONS)[number];
 
+/** Seconds a client should wait before it tries again (`Retry-After`), for the refusals that pass with time. */
+export function retryAfterForReason(reason: string): number | undefined {
+  return reason === 'internal-rate-limit' ? 1 : undefined;
+}
+
 /**
  * HTTP status for a refusal, by reason (403 for everything the policy denies).
  * Every reason in {@link PROXY_REASONS} is listed here or is a 403 on purpose:
