@@ -20,6 +20,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensurePrivateDir, sleep } from '../util/index.js';
+import { alive } from '../util/pidlock.js';
 import { newSandboxId } from '../sandbox/index.js';
 import { MicrovmBackend } from '../sandbox/index.js';
 import type { BackendSandbox, Isolation, SandboxBackend, SandboxSpec } from '../sandbox/index.js';
@@ -281,15 +282,6 @@ async function churn(backend: SandboxBackend, n: number, at: Place, user: string
     }
   }
   return { cycles: n, failures, cycleP50Ms: median(times), ...(errors.length > 0 ? { errors } : {}) };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function percentile(values: number[], p: number): number {

@@ -20,6 +20,7 @@ import { EnvironmentError } from '../../errors/index.js';
 import { requireTools, runTool } from './exec.js';
 import { findImage, type ImageManifest } from './manifest.js';
 import { AGENT_USER } from './rootfs.js';
+import { alive } from '../../util/pidlock.js';
 
 /** Name of the tree inside an image directory. */
 export const ROOTFS_TREE_DIR = 'rootfs-tree';
@@ -123,13 +124,6 @@ function removeDeadUnpacks(imageDir: string): void {
   for (const name of readdirSync(imageDir)) {
     const m = /^\.tree-tmp-(\d+)-/.exec(name);
     if (!m) continue;
-    const pid = Number(m[1]);
-    let alive = true;
-    try {
-      process.kill(pid, 0);
-    } catch (err) {
-      alive = (err as NodeJS.ErrnoException).code === 'EPERM';
-    }
-    if (!alive) rmSync(join(imageDir, name), { recursive: true, force: true });
+    if (!alive(Number(m[1]))) rmSync(join(imageDir, name), { recursive: true, force: true });
   }
 }
