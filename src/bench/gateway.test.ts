@@ -60,6 +60,26 @@ test('checkGoal: each part of the goal, by named case', () => {
   }
 });
 
+test('checkGoal with the floor: each latency miss says what the bare pass-through adds, and the goals it misses too are listed', () => {
+  const direct = systemFigures(samples(1, 40_000, 0.1));
+  const portkey = gatewayFigures(samples(3, 1000, 25), direct);
+  const cordon = gatewayFigures(samples(1.9, 6000, 1.6), direct);
+  const cases: Array<[string, GatewaySamples, number]> = [
+    ['floor meets every goal: none listed', samples(1.2, 30_000, 0.4), 0],
+    ['floor misses added p50 at every concurrency and the first event', samples(1.7, 20_000, 1.3), 5],
+  ];
+  for (const [name, floorSamples, floorMissCount] of cases) {
+    const floor = gatewayFigures(floorSamples, direct);
+    const goal = checkGoal(cordon, portkey, floor);
+    assert.equal(goal.met, false, name);
+    assert.match(goal.misses.join('\n'), /added p50 at c50 is 0\.9 ms \(goal ≤ 0\.5 ms; a bare Node\.js pass-through adds 0\.\d+ ms\)/, name);
+    assert.equal(goal.floorMisses.length, floorMissCount, name);
+  }
+  const floorMissing = checkGoal(cordon, portkey, gatewayFigures(samples(1.7, 20_000, 1.3), direct));
+  assert.match(floorMissing.floorMisses.join('\n'), /first streamed event: a bare Node\.js pass-through adds 1\.2 ms \(goal ≤ 1 ms\)/);
+  assert.deepEqual(checkGoal(cordon, portkey).floorMisses, [], 'without the floor nothing is listed');
+});
+
 test('formatGatewayTable: one row per figure, a peer not measured says so', () => {
   const direct = systemFigures(samples(1, 40_000, 0.1));
   const cordon = gatewayFigures(samples(1.25, 9000, 0.3), direct);

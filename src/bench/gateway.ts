@@ -12,7 +12,10 @@
  *   process (`gateway-portkey.ts`); when it cannot be, its entry says
  *   `{ missing | failed, fix }`;
  * - the upstream (`gateway-upstream.ts`) and the client (`gateway-client.ts`)
- *   each run in their own process.
+ *   each run in their own process;
+ * - a bare Node.js pass-through (`gateway-floor.ts`) is measured too, as the
+ *   floor: what any Node.js gateway pays here before doing anything of its
+ *   own. The goal check names the goals that even it misses.
  *
  * Rows: latency of a chat completion at concurrency 1, 10, 50 and 200 (p50, p99,
  * and what each gateway adds over calling the upstream directly), requests/s
@@ -22,6 +25,7 @@
  * @example
  * const r = await benchGateway({ cacheDir: join(home, 'peers', 'portkey'), onProgress: console.error });
  * r.cordon.added.c50.p50Ms; r.portkey; // figures, or { missing | failed, fix }
+ * r.floor.added.c50.p50Ms; r.goal.floorMisses; // what a bare pass-through adds, and the goals it misses too
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -32,6 +36,7 @@ import { openStore, type Store } from '../store/index.js';
 import { ensurePrivateDir } from '../util/index.js';
 import { CORDON_VERSION } from '../version.js';
 import type { LoadJob, LoadResult } from './gateway-client.js';
+import { startPassThrough, type PassThrough } from './gateway-floor.js';
 import { ensurePortkey, PeerUnavailable, startPortkey, type RunningPortkey } from './gateway-portkey.js';
 import {
   CONCURRENCIES, checkGoal, emptySamples, gatewayFigures, systemFigures,
@@ -58,6 +63,8 @@ export interface GatewayBenchResult {
   direct: SystemFigures;
   cordon: GatewayFigures & { auditEvents: number };
   portkey: PeerEntry;
+  /** The bare Node.js pass-through (see gateway-floor.ts): a reference, not a peer. */
+  floor: GatewayFigures;
   goal: GatewayGoal;
   setup: {
     rounds: number; requestsPerRow: number; rpsConcurrency: number; rpsSeconds: number; streamConcurrency: number;
@@ -79,7 +86,7 @@ const benchAuthenticate: Authenticate = async function benchAuthenticate(req) {
 };
 
 interface System {
-  name: 'direct' | 'cordon' | 'portkey';
+  name: 'direct' | 'cordon' | 'floor' | 'portkey';
   url: string;
   headers: Record<string, string>;
   samples: GatewaySamples;
@@ -116,6 +123,7 @@ export async function benchGateway(o: GatewayBenchOptions): Promise<GatewayBench
   let gateway: Gateway | undefined;
   let server: GatewayServer | undefined;
   let portkey: RunningPortkey | undefined;
+  let floor: PassThrough | undefined;
   const killPortkey = (): void => { if (portkey?.pid) try { process.kill(portkey.pid, 'SIGKILL'); } catch { /* gone */ } };
   const onSignal = (): void => { killPortkey(); rmSync(work, { recursive: true, force: true }); process.exit(130); };
   process.once('exit', killPortkey).once('SIGINT', onSignal).once('SIGTERM', onSignal);
@@ -137,11 +145,13 @@ export async function benchGateway(o: GatewayBenchOptions): Promise<GatewayBench
       resolveSecret: async function benchSecret() { return 'sk-bench-upstream'; },
     });
     server = await startGatewayServer(gateway);
+    floor = await startPassThrough(up.url);
 
     const json = { 'content-type': 'application/json' };
     const systems: System[] = [
       { name: 'direct', url: `${up.url}/v1/chat/completions`, headers: { ...json, authorization: 'Bearer sk-bench-upstream' }, samples: emptySamples() },
       { name: 'cordon', url: `${server.url}/v1/chat/completions`, headers: { ...json, authorization: `Bearer ${BENCH_KEY}` }, samples: emptySamples() },
+      { name: 'floor', url: `${floor.url}/v1/chat/completions`, headers: { ...json, authorization: 'Bearer sk-bench-upstream' }, samples: emptySamples() },
     ];
 
     client = forkModule('gateway-client');
@@ -211,8 +221,9 @@ export async function benchGateway(o: GatewayBenchOptions): Promise<GatewayBench
     const direct = systemFigures(byName.get('direct')!.samples);
     const cordon = { ...gatewayFigures(byName.get('cordon')!.samples, direct, `cordon ${CORDON_VERSION}`), auditEvents: audit.head.seq };
     const portkeyResult: PeerEntry = portkeyEntry ?? gatewayFigures(byName.get('portkey')!.samples, direct, portkeyVersion);
+    const floorResult = gatewayFigures(byName.get('floor')!.samples, direct, `node:http + undici ${process.version}`);
     return {
-      direct, cordon, portkey: portkeyResult, goal: checkGoal(cordon, portkeyResult),
+      direct, cordon, portkey: portkeyResult, floor: floorResult, goal: checkGoal(cordon, portkeyResult, floorResult),
       setup: {
         rounds, requestsPerRow: perRound * rounds, rpsConcurrency: RPS_CONCURRENCY, rpsSeconds, streamConcurrency: STREAM_CONCURRENCY,
         node: process.version, cpus: cpus().length, loadAverageStart: loadStart, loadAverageEnd: loadavg()[0]!,
@@ -222,6 +233,7 @@ export async function benchGateway(o: GatewayBenchOptions): Promise<GatewayBench
   } finally {
     await client?.close();
     await portkey?.stop();
+    await floor?.close();
     await server?.close();
     await gateway?.close();
     await audit?.close();
