@@ -12,3 +12,6 @@ export { benchDetector, formatDetectorText, computeMetrics, chooseThreshold, typ
 export { resolveDatasetsDir, hashSplit, loadDetectorSamples, type Sample } from './detector-data.js';
 export { benchGateway, BENCH_KEY, type GatewayBenchOptions, type GatewayBenchResult } from './gateway.js';
 export { formatGatewayTable, checkGoal as checkGatewayGoal, type GatewayFigures, type GatewayGoal, type SystemFigures as GatewaySystemFigures } from './gateway-stats.js';
+export { benchIdentity, formatIdentityText, IDENTITY_ROWS, type IdentityBenchOptions, type IdentityBenchResult, type IdentityRow } from './identity.js';
+export { benchSecrets, formatSecretsText, SECRETS_ROWS, type SecretsBenchOptions, type SecretsBenchResult, type SecretsRow } from './secrets.js';
+export { type OpFigures, type MachineSetup } from './op-timing.js';
