@@ -9,11 +9,11 @@ export {
 } from './load.js';
 export {
   ConfigSchema, AgentSchema, AgentImageSchema, ResourcesSchema, EgressRuleSchema, HttpRuleSchema, LlmSchema, ToolPolicySchema,
-  SecretSourceSchema, ProviderSchema, ApprovalsSchema, ServerSchema, AuditSchema, StoreSchema,
+  SecretSourceSchema, ProviderSchema, ApprovalsSchema, ServerSchema, AuditSchema, StoreSchema, EgressSettingsSchema,
   AGENT_NAME, DEFAULT_AGENT, HTTP_METHODS, RESERVED_ENV, PROVIDER_TYPES,
   type CordonConfig, type CordonConfigInput, type AgentConfig, type AgentImageConfig, type ResourcesConfig, type EgressRule, type HttpRule,
   type LlmConfig, type ToolPolicy, type SecretSource, type ProviderConfig, type ApprovalsConfig, type ServerConfig,
-  type AuditConfig, type StoreConfig, type ProviderType, type IdentityConfig, DEFAULT_TRUST_DOMAIN,
+  type AuditConfig, type StoreConfig, type ProviderType, type IdentityConfig, type EgressSettingsConfig, DEFAULT_TRUST_DOMAIN,
 } from './schema.js';
 export { validateHostPattern, hostMatches, validateCidr, RESERVED_DOMAIN, type HostPatternResult, type CidrResult } from './hosts.js';
 export { parseDuration, tryParseDuration, formatDuration, MAX_DURATION_MS } from './duration.js';

@@ -5,7 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
-import { ConfigSchema } from './index.js';
+import { ConfigSchema, parseConfig } from './index.js';
+import { resolveLimits } from '../egress/index.js';
 
 function describedSomewhere(schema: z.ZodTypeAny): boolean {
   let s: z.ZodTypeAny | undefined = schema;
@@ -50,4 +51,10 @@ test('every field of every object is described', () => {
     }
   });
   assert.deepEqual(bare, []);
+});
+
+test('egress.limits is the egress proxy\'s own limits schema: values kept, every other limit at the proxy\'s default', () => {
+  const config = parseConfig('version: 1\negress:\n  limits: { maxRequestsPerSecond: 0.5, requestBurst: 20, maxConnections: 8 }\n');
+  assert.deepEqual(config.egress.limits, resolveLimits({ maxRequestsPerSecond: 0.5, requestBurst: 20, maxConnections: 8 }));
+  assert.deepEqual(parseConfig('version: 1\n').egress.limits, resolveLimits({}), 'no egress block: the defaults');
 });

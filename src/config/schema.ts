@@ -12,6 +12,8 @@ import {
 import { SECRET_NAME } from './templates.js';
 import { detectOptionsSchema } from '../detect/index.js';
 import { telemetryOptionsSchema } from '../otel/index.js';
+// The leaf module, not egress/index.ts: that pulls in policy/, which imports config/ (a cycle).
+import { egressLimitsSchema } from '../egress/limits.js';
 
 export const MiB = 1024 * 1024;
 /** Name of the agent that always exists; a file may redefine it. */
@@ -333,6 +335,14 @@ export const IdentitySchema = z
   })
   .transform((i) => ({ ...i, tokenTtlMs: parseDuration(i.tokenTtl) }));
 
+/** Settings of the egress proxy for every sandbox; the limits are the proxy's own schema (`egressLimitsSchema`). */
+export const EgressSettingsSchema = z
+  .object({
+    limits: egressLimitsSchema.default({}).describe('Limits of each sandbox\'s egress door: sizes, timeouts, and the caps and rates that bound what one sandbox can send and cost the audit log'),
+  })
+  .strict()
+  .describe('The egress proxy, for every sandbox (what each agent may reach is agents.<name>.egress)');
+
 export const ConfigSchema = z
   .object({
     version: z.literal(1).describe('Version of the config format; only 1 exists'),
@@ -344,6 +354,7 @@ export const ConfigSchema = z
     audit: AuditSchema.default({}),
     store: StoreSchema.default({}),
     identity: IdentitySchema.default({}),
+    egress: EgressSettingsSchema.default({}),
     mcpServers: z.record(mcpServerName, McpServerSchema).default({}).describe('Upstream MCP servers by name, reached through the tools gateway; agents name them under tools:'),
     detect: detectOptionsSchema.default({}).describe('Behaviour baselines and anomaly alerts: learning window, thresholds and what an alert does (none, approve, pause)'),
     telemetry: telemetryOptionsSchema.default({}).describe('Optional export of audit events as OpenTelemetry logs (OTLP/HTTP JSON); off unless telemetry.otlp is set'),
@@ -379,6 +390,7 @@ export type ProviderConfig = CordonConfig['providers'][string];
 export type ApprovalsConfig = z.infer<typeof ApprovalsSchema>;
 export type ServerConfig = z.infer<typeof ServerSchema>;
 export type AuditConfig = z.infer<typeof AuditSchema>;
+export type EgressSettingsConfig = z.infer<typeof EgressSettingsSchema>;
 export type StoreConfig = z.infer<typeof StoreSchema>;
 /** An `mcpServers:` entry as loaded: `kind` is `local` (command) or `remote` (url). */
 export type McpServerConfig = z.infer<typeof McpServerSchema>;

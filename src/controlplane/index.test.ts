@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startControlPlane, acquireHomeLock, keyDir } from './index.js';
-import { defaultConfig } from '../config/index.js';
+import { request } from 'node:http';
+import { defaultConfig, parseConfig } from '../config/index.js';
 import { verifyAudit } from '../audit/index.js';
 import { openStore } from '../store/index.js';
 import { EnvironmentError } from '../errors/index.js';
@@ -95,6 +96,41 @@ test('a port already in use gives a clear error and releases the lock', async ()
     acquireHomeLock(d.path + '/b').release();
   } finally {
     await first.stop();
+    d.cleanup();
+  }
+});
+
+test('cordon.yaml egress.limits reach every door: a request rate of 1 in a burst of 1 lets one request through and refuses the next with 429', async () => {
+  const d = tempDir();
+  const { createServer } = await import('node:http');
+  const upstream = createServer((_req, res) => { res.end('ok'); }).listen(0, '127.0.0.1');
+  await new Promise((r) => upstream.once('listening', r));
+  const port = (upstream.address() as import('node:net').AddressInfo).port;
+  try {
+    const config = parseConfig(JSON.stringify({
+      version: 1,
+      agents: { dev: { egress: [{ host: 'ok.example', ports: [port] }, { cidr: '127.0.0.1/32', ports: [port] }] } },
+      egress: { limits: { maxRequestsPerSecond: 0.001, requestBurst: 1 } },
+    }));
+    const cp = await startControlPlane({ home: d.path, config, port: 0, egressLookup: async () => [{ address: '127.0.0.1', family: 4 }] });
+    try {
+      const door = cp.egress.openDoor({ sandboxId: 'sb-limits', agent: 'dev', agentConfig: config.agents.dev!, audit: cp.audit });
+      const { port: doorPort } = await door.listen(0, '127.0.0.1');
+      const get = (): Promise<{ status: number; reason: string | undefined }> => new Promise((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port: doorPort, path: `http://ok.example:${port}/`, headers: { host: `ok.example:${port}` } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, reason: res.headers['x-cordon-error'] as string | undefined }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      assert.deepEqual(await get(), { status: 200, reason: undefined });
+      assert.deepEqual(await get(), { status: 429, reason: 'request-rate-limit' }, 'the second request is over the configured rate');
+    } finally {
+      await cp.stop();
+    }
+  } finally {
+    upstream.close();
     d.cleanup();
   }
 });

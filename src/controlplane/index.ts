@@ -187,6 +187,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     toolsGateway = tools;
     const proxy = createEgressProxy({
       ca: egressCa,
+      limits: config.egress.limits, // cordon.yaml egress.limits, validated (with defaults) when the config was loaded
       internal: {
         [LLM_AUDIENCE]: { name: 'llm', handle: (req, res, caller) => llm.handle(req, res, caller) },
         [MCP_AUDIENCE]: { name: 'mcp', handle: (req, res, caller) => tools.handle(req, res, caller) },

@@ -18,6 +18,7 @@ import { holdConnect } from './approve.js';
 import { applyConnectHook } from './forward.js';
 import { terminateTunnel } from './intercept.js';
 import { internalRateRefusal } from './internal.js';
+import { requestRateRefusal } from './limits.js';
 import { resolveChecked } from './resolve.js';
 import { relayTunnel, upstreamReader } from './relay.js';
 import { readClientHello } from './sni.js';
@@ -69,6 +70,10 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
   if (ctx.overBytesOut()) {
     return refuse('deny', 'bytes-out-limit', `sandbox ${ctx.sandboxId} sent more than ${ctx.limits.maxBytesOutPerMinute} bytes in the last minute; wait, or raise maxBytesOutPerMinute`);
   }
+  // Every tunnel opened (plain or intercepted) is one allowed event: it spends from the door's request rate before
+  // anything is held, resolved or dialled; past the rate it is a refusal, under the door's refusal budget.
+  const overRate = requestRateRefusal(ctx);
+  if (overRate) return refuse('deny', 'request-rate-limit', overRate);
   // Before DNS: a host name that carries a secret (or a placeholder) must not reach a resolver.
   const hooked = await applyConnectHook(ctx.connectHook, { sandboxId: ctx.sandboxId, agent: ctx.agent, host, port: target.port });
   if (!hooked.ok) return refuse('deny', hooked.reason, hooked.problem);

@@ -118,6 +118,8 @@ export interface DoorContext {
   overBytesOut: () => boolean;
   /** Spend one of the door's requests to cordon's own services; false when over `maxInternalRequestsPerSecond`. */
   takeInternalRequest: () => boolean;
+  /** Spend one of the door's audited requests to the internet; false when over `maxRequestsPerSecond` (see `requestRateRefusal`). */
+  takeRequest: () => boolean;
   /** Serve HTTP/1.1 on a TLS connection the door terminated. */
   serveTunnel: (tls: Duplex, tunnel: Tunnel) => void;
 }

@@ -12,6 +12,7 @@ import { request as httpRequest, type IncomingMessage, type ServerResponse } fro
 import { holdForApproval } from './approve.js';
 import { applyRequestHook, forwardableHeaders, forwardRequest } from './forward.js';
 import { refuseResponse, serveInternal } from './internal.js';
+import { requestRateRefusal } from './limits.js';
 import { resolveChecked } from './resolve.js';
 import type { DoorContext, EgressEventData } from './context.js';
 
@@ -57,6 +58,9 @@ export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: Se
   if (ctx.overBytesOut()) {
     return refuse('deny', 'bytes-out-limit', `sandbox ${ctx.sandboxId} sent more than ${ctx.limits.maxBytesOutPerMinute} bytes in the last minute; wait, or raise maxBytesOutPerMinute`);
   }
+  // One allowed event per request: spent before the hook, any hold, DNS or forwarding; past the rate, a budgeted refusal.
+  const overRate = requestRateRefusal(ctx);
+  if (overRate) return refuse('deny', 'request-rate-limit', overRate);
 
   const declared = Number(req.headers['content-length'] ?? 0);
   if (!(declared <= ctx.limits.maxRequestBodyBytes)) {

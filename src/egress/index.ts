@@ -1,7 +1,7 @@
 /**
  * egress/: the default-deny egress proxy, one door per sandbox: DNS resolved
  * by the proxy and every address checked, the checked IP dialled, SNI checked
- * against the CONNECT host, limits (bytes out per minute included), and one
+ * against the CONNECT host, limits (bytes out per minute and a request rate included), and one
  * audit event per request. Hosts with method/path rules or bound secrets are
  * intercepted with leaves of the per-deployment egress CA (each request inside
  * decided and recorded; upstream certificates verified); `*.cordon.internal`

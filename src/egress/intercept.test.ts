@@ -603,10 +603,40 @@ test('bytes out per minute: an intercepted upload over the limit is cut off with
   assert.equal(close.reason, 'bytes-out-limit');
 });
 
+test('request rate inside an intercepted tunnel: the tunnel and each request spend one token; past the burst of 3, 429 request-rate-limit with Retry-After, nothing sent upstream', async () => {
+  // One token back every 1,000 s: no machine is slow enough to see one come back during the test.
+  const { port } = await openDoor('ic-rate', { limits: { maxRequestsPerSecond: 0.001, requestBurst: 3 } });
+  const before = upstreamRequests;
+  const c = await connectTo(port, `api.example.com:${httpsPort}`);
+  assert.equal(c.status, 200, 'the tunnel takes the first token');
+  const t = await tlsOver(c.socket, 'api.example.com');
+  const answers: string[] = [];
+  for (let i = 1; i <= 3; i++) {
+    t.write(get(`/ok?n=${i}`, `api.example.com:${httpsPort}`));
+    const r = await readResponse(t);
+    answers.push([r.status, r.headers['x-cordon-error'] ?? '-', r.headers['retry-after'] ?? '-'].join(' '));
+  }
+  t.destroy();
+  assert.deepEqual(answers, ['200 - -', '200 - -', '429 request-rate-limit 1']);
+  assert.equal(upstreamRequests, before + 2, 'the refused request never reached the upstream');
+  const again = await connectTo(port, `api.example.com:${httpsPort}`);
+  assert.equal(again.status, 429, 'a new tunnel spends from the same rate');
+  assert.match(again.head, /^X-Cordon-Error: request-rate-limit$/mi);
+  again.socket.destroy();
+  const reqs = await events('ic-rate', 'egress.request', 5);
+  assert.deepEqual(reqs.map((e) => [e.data.scheme, e.data.path ?? null, e.decision, e.reason]), [
+    ['connect', null, 'allow', 'host-allowed'],
+    ['https', '/ok?n=1', 'allow', 'path-rule'],
+    ['https', '/ok?n=2', 'allow', 'path-rule'],
+    ['https', '/ok?n=3', 'deny', 'request-rate-limit'],
+    ['connect', null, 'deny', 'request-rate-limit'],
+  ]);
+});
+
 const STATUSES: Array<[reason: string, status: number]> = [
   ['host-mismatch', 403], ['approval-not-available', 403], ['interception-not-available', 403], ['request-hook-failed', 403],
   ['client-tls-failed', 403], ['internal-unknown', 404], ['internal-not-available', 503], ['internal-error', 502],
-  ['bytes-out-limit', 429], ['upstream-cert-invalid', 502], ['upstream-tls-failed', 502],
+  ['bytes-out-limit', 429], ['request-rate-limit', 429], ['internal-rate-limit', 429], ['upstream-cert-invalid', 502], ['upstream-tls-failed', 502],
 ];
 test('statusForReason covers the interception, internal and bytes-out reasons, all listed in PROXY_REASONS', () => {
   for (const [reason, status] of STATUSES) {

@@ -19,7 +19,7 @@ import { normalizeDestination } from '../policy/index.js';
 import { dialChecked, refuseRaw, type DoorContext, type EgressEventData, type Tunnel } from './context.js';
 import { holdForApproval } from './approve.js';
 import { applyRequestHook, forwardableHeaders, forwardRequest } from './forward.js';
-import { PROXY_REASONS } from './limits.js';
+import { PROXY_REASONS, requestRateRefusal } from './limits.js';
 import { refuseResponse, serveInternal } from './internal.js';
 
 /**
@@ -258,6 +258,9 @@ async function handleTunnelRequest(ctx: DoorContext, tunnel: Tunnel, req: Incomi
   if (ctx.overBytesOut()) {
     return refuse('deny', 'bytes-out-limit', `sandbox ${ctx.sandboxId} sent more than ${ctx.limits.maxBytesOutPerMinute} bytes in the last minute; wait, or raise maxBytesOutPerMinute`);
   }
+  // Each request inside is its own allowed event: spent before the hook, any hold, dialling or forwarding.
+  const overRate = requestRateRefusal(ctx);
+  if (overRate) return refuse('deny', 'request-rate-limit', overRate);
   const declared = Number(req.headers['content-length'] ?? 0);
   if (!(declared <= ctx.limits.maxRequestBodyBytes)) {
     return refuse('deny', 'body-too-large', `the request body is larger than ${ctx.limits.maxRequestBodyBytes} bytes`);

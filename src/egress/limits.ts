@@ -35,6 +35,10 @@ export const egressLimitsSchema = z
       .describe('Requests one sandbox may make to cordon\'s own services (the LLM and tools gateways) per second, on average; past it they get 429 internal-rate-limit'),
     internalRequestBurst: z.number().int().positive().max(1_000_000).default(200)
       .describe('Requests to cordon\'s own services one sandbox may make at once after a quiet spell'),
+    maxRequestsPerSecond: z.number().min(0.001).max(100_000).default(100)
+      .describe('Audited requests one sandbox may make to the internet per second, on average (a fraction such as 0.5 is one every 2 s): each CONNECT tunnel opened, each plain-HTTP request and each request inside an intercepted tunnel; past it they get 429 request-rate-limit before anything is dialled or recorded as allowed (requests to cordon\'s own services have their own rate)'),
+    requestBurst: z.number().int().min(1).max(1_000_000).default(1000)
+      .describe('Audited requests to the internet one sandbox may make at once after a quiet spell'),
   })
   .strict();
 
@@ -51,7 +55,7 @@ export function resolveLimits(input: EgressLimitsInput = {}): EgressLimits {
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
   throw new InvalidInputError(`invalid egress limit ${issue?.path.join('.') || '(limits)'}: ${issue?.message ?? 'invalid'}`, {
-    fix: 'give limits as positive integers (milliseconds, bytes, connections) or leave them out for the defaults',
+    fix: 'give limits as positive integers (milliseconds, bytes, connections; maxRequestsPerSecond may be a fraction) within the ranges in egressLimitsSchema, or leave them out for the defaults',
   });
 }
 
@@ -61,7 +65,7 @@ export const PROXY_REASONS = [
   'sni-missing', 'sni-mismatch', 'sni-invalid', 'sni-timeout', 'sni-too-large', 'client-closed',
   'interception-not-available', 'internal-not-available', 'approval-not-available',
   'approval-denied', 'approval-timeout', 'approval-expired', 'approval-flood', 'approval-used', 'approval-failed', 'approval-body-too-large',
-  'host-mismatch', 'client-tls-failed', 'bytes-out-limit', 'internal-rate-limit', 'request-hook-failed', 'response-hook-failed', 'internal-error',
+  'host-mismatch', 'client-tls-failed', 'bytes-out-limit', 'internal-rate-limit', 'request-rate-limit', 'request-hook-failed', 'response-hook-failed', 'internal-error',
   'dns-failed', 'dns-timeout', 'no-address', 'upstream-unreachable', 'upstream-timeout', 'upstream-error',
   'upstream-cert-invalid', 'upstream-tls-failed',
   'audit-unavailable', 'door-closed',
@@ -70,7 +74,7 @@ export type ProxyReason = (typeof PROXY_REASONS)[number];
 
 /** Seconds a client should wait before it tries again (`Retry-After`), for the refusals that pass with time. */
 export function retryAfterForReason(reason: string): number | undefined {
-  return reason === 'internal-rate-limit' ? 1 : undefined;
+  return reason === 'internal-rate-limit' || reason === 'request-rate-limit' ? 1 : undefined;
 }
 
 /**
@@ -87,7 +91,7 @@ export function statusForReason(reason: string): number {
     case 'headers-too-large': return 431;
     case 'handshake-timeout': return 408;
     case 'internal-unknown': return 404;
-    case 'too-many-connections': case 'bytes-out-limit': case 'internal-rate-limit': case 'approval-flood': return 429;
+    case 'too-many-connections': case 'bytes-out-limit': case 'internal-rate-limit': case 'request-rate-limit': case 'approval-flood': return 429;
     case 'dns-failed': case 'no-address': case 'upstream-unreachable': case 'upstream-error':
     case 'upstream-cert-invalid': case 'upstream-tls-failed': case 'internal-error': return 502;
     case 'dns-timeout': case 'upstream-timeout': return 504;
@@ -131,6 +135,28 @@ export function createTokenBucket(perSecond: number, burst: number, now: () => n
       return true;
     },
   };
+}
+
+/** What the request-rate check needs of a door (its `DoorContext` has it: `proxy.ts` puts `takeRequest` beside `takeInternalRequest`). */
+export interface RequestRate {
+  sandboxId: string;
+  limits: EgressLimits;
+  /** Spend one of the door's audited requests to the internet; false when over `maxRequestsPerSecond`. */
+  takeRequest: () => boolean;
+}
+
+/**
+ * Spend one of the door's audited requests to the internet (a CONNECT that
+ * opens a tunnel, a plain-HTTP request, a request inside an intercepted
+ * tunnel); the refusal's problem text when none is left. Call it after the
+ * policy allowed the request and before anything is held, resolved, dialled
+ * or recorded as allowed; requests to cordon's own services spend from
+ * their own rate instead (`internalRateRefusal`).
+ */
+export function requestRateRefusal(door: RequestRate): string | undefined {
+  if (door.takeRequest()) return undefined;
+  return `sandbox ${door.sandboxId} made more than ${door.limits.maxRequestsPerSecond} requests a second to the internet `
+    + `(bursts of ${door.limits.requestBurst}); slow down and retry, or raise egress.limits.maxRequestsPerSecond in cordon.yaml`;
 }
 
 /**

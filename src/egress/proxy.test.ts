@@ -18,7 +18,8 @@ import { AuditLog, queryEvents, type AuditEvent } from '../audit/index.js';
 import { openStore, type Store } from '../store/index.js';
 import { tempDir } from '../testkit/index.js';
 import { sleep } from '../util/index.js';
-import { createEgressProxy, type EgressAuditSink, type EgressProxy, type EgressProxyOptions } from './index.js';
+import { InvalidInputError } from '../errors/index.js';
+import { createEgressProxy, egressLimitsSchema, type EgressAuditSink, type EgressProxy, type EgressProxyOptions } from './index.js';
 import type { EgressRuleInput } from '../policy/index.js';
 
 const NAMES: Record<string, string> = {
@@ -37,6 +38,7 @@ let tlsPort: number;
 let httpPort: number;
 let resetPort: number;
 let tlsAccepted = 0;
+let httpRequests = 0;
 const proxies: EgressProxy[] = [];
 
 before(async () => {
@@ -53,6 +55,7 @@ before(async () => {
     s.on('error', () => undefined);
   });
   httpServer = createHttpServer((req, res) => {
+    httpRequests += 1;
     let body = '';
     req.on('data', (d: Buffer) => (body += d.toString()));
     req.on('end', () => res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body })));
@@ -497,5 +500,80 @@ test('an audit scrubber that throws withholds the guest text of every event (fai
     assert.equal(e.data.host, '[withheld: the audit scrubber failed]', `${type}: host withheld`);
     assert.equal(e.data.path, '[withheld: the audit scrubber failed]', `${type}: path withheld`);
     assert.ok(!JSON.stringify(e.data).includes('carries-guest-text'), `${type}: no guest text in the event`);
+  }
+});
+
+/** The request rate of these tests: a burst of 3, then one token every 1,000 s, so no machine is slow enough to see one come back. */
+const RATE = { maxRequestsPerSecond: 0.001, requestBurst: 3 };
+
+test('request rate, CONNECT: 3 tunnels open, the 4th gets 429 request-rate-limit with Retry-After before it is resolved or dialled; 3 allowed events and the refusal', async () => {
+  const looked: string[] = [];
+  const lookup = async (h: string) => {
+    looked.push(h);
+    return NAMES[h] ? [{ address: NAMES[h]!, family: 4 as const }] : [];
+  };
+  const { port } = await openDoor('sb-rate-connect', { proxy: { limits: RATE, lookup } });
+  const before = tlsAccepted;
+  for (let i = 1; i <= 3; i++) {
+    const r = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+    assert.equal(r.status, 200, `tunnel ${i}: ${r.head}`);
+    assert.equal(await tlsPing(r.socket, 'upstream.example.com'), 'pong:ping', `tunnel ${i}`);
+  }
+  const over = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
+  assert.equal(over.status, 429, over.head);
+  assert.match(over.head, /^X-Cordon-Error: request-rate-limit$/mi);
+  assert.match(over.head, /^Retry-After: 1$/mi);
+  over.socket.destroy();
+  // The policy decides first and its refusals spend nothing: an unlisted host is still refused as such.
+  const unlisted = await rawRequest(port, connectReq('evil.example.net:443'));
+  assert.equal(unlisted.status, 403, unlisted.head);
+  assert.match(unlisted.head, /^X-Cordon-Error: host-not-allowed$/mi);
+  unlisted.socket.destroy();
+  assert.equal(tlsAccepted, before + 3, 'the refused tunnel was never dialled');
+  assert.deepEqual(looked, ['upstream.example.com', 'upstream.example.com', 'upstream.example.com'], 'nor its host resolved');
+  await eventOf('sb-rate-connect', 'egress.request', 5);
+  const events = await queryEvents(store, { sandbox: 'sb-rate-connect', type: 'egress.request' });
+  assert.deepEqual(events.map((e) => [e.decision, e.reason, e.data.method, e.data.host]), [
+    ['allow', 'host-allowed', 'CONNECT', 'upstream.example.com'],
+    ['allow', 'host-allowed', 'CONNECT', 'upstream.example.com'],
+    ['allow', 'host-allowed', 'CONNECT', 'upstream.example.com'],
+    ['deny', 'request-rate-limit', 'CONNECT', 'upstream.example.com'],
+    ['deny', 'host-not-allowed', 'CONNECT', 'evil.example.net'],
+  ]);
+  assert.equal(events[3]!.data.address, undefined, 'the refusal names no address: nothing was resolved');
+  assert.match(String(events[3]!.data.problem), /more than 0\.001 requests a second .*maxRequestsPerSecond/);
+});
+
+test('request rate, plain HTTP: 3 requests are forwarded, the 4th gets 429 request-rate-limit with Retry-After and never reaches the upstream; 3 allowed events and the refusal', async () => {
+  const { port } = await openDoor('sb-rate-http', { proxy: { limits: RATE } });
+  const before = httpRequests;
+  const answers: string[] = [];
+  for (let i = 1; i <= 4; i++) {
+    const r = await rawRequest(port, `GET http://upstream.example.com:${httpPort}/n${i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    answers.push([r.status, /^X-Cordon-Error: (.+)$/mi.exec(r.head)?.[1] ?? '-', /^Retry-After: (.+)$/mi.exec(r.head)?.[1] ?? '-'].join(' '));
+    r.socket.destroy();
+  }
+  assert.deepEqual(answers, ['200 - -', '200 - -', '200 - -', '429 request-rate-limit 1']);
+  assert.equal(httpRequests, before + 3, 'the refused request never reached the upstream');
+  await eventOf('sb-rate-http', 'egress.request', 4);
+  const events = await queryEvents(store, { sandbox: 'sb-rate-http', type: 'egress.request' });
+  assert.deepEqual(events.map((e) => [e.decision, e.reason, e.data.path]), [
+    ['allow', 'host-allowed', '/n1'], ['allow', 'host-allowed', '/n2'], ['allow', 'host-allowed', '/n3'], ['deny', 'request-rate-limit', '/n4'],
+  ]);
+});
+
+test('request rate: the defaults are 100 a second, bursts of 1000; zero, a negative rate and a fractional burst are refused when the proxy is created', () => {
+  assert.deepEqual(
+    (({ maxRequestsPerSecond, requestBurst }) => ({ maxRequestsPerSecond, requestBurst }))(egressLimitsSchema.parse({})),
+    { maxRequestsPerSecond: 100, requestBurst: 1000 },
+  );
+  const bad: Array<[name: string, limits: Record<string, number>, field: string]> = [
+    ['a rate of 0', { maxRequestsPerSecond: 0 }, 'maxRequestsPerSecond'],
+    ['a negative rate', { maxRequestsPerSecond: -1 }, 'maxRequestsPerSecond'],
+    ['a burst of 0', { requestBurst: 0 }, 'requestBurst'],
+    ['a fractional burst', { requestBurst: 1.5 }, 'requestBurst'],
+  ];
+  for (const [name, limits, field] of bad) {
+    assert.throws(() => createEgressProxy({ limits }), (err: Error) => err instanceof InvalidInputError && err.message.includes(field), name);
   }
 });

@@ -8,7 +8,9 @@
  * limit, keep-alive), bounded by a handshake timer, an idle timer and the
  * door's connection cap; requests go to `connect.ts` / `http.ts`, and
  * tunnels whose TLS the door terminates to `intercept.ts`. Each door also
- * meters the bytes its sandbox sends out per minute (`maxBytesOutPerMinute`).
+ * meters the bytes its sandbox sends out per minute (`maxBytesOutPerMinute`)
+ * and bounds the rate of its audited requests to the internet
+ * (`maxRequestsPerSecond`, `requestBurst`).
  *
  * @example
  * const proxy = createEgressProxy({});
@@ -35,7 +37,7 @@ import { createByteWindow, createConnectionSlots, createTokenBucket, resolveLimi
 import { systemLookup, type EgressLookup } from './resolve.js';
 
 export interface EgressProxyOptions {
-  /** Sizes, timeouts and the per-door connection cap. @default see `egressLimitsSchema` */
+  /** Sizes, timeouts, and the per-door caps and rates (connections, bytes out, requests). @default see `egressLimitsSchema` */
   limits?: EgressLimitsInput;
   /** Resolver for destination names. @default the system resolver (`dns.lookup`, all addresses) */
   lookup?: EgressLookup;
@@ -245,6 +247,8 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
   let listener: NetServer | undefined;
   const bytesOut = createByteWindow(limits.maxBytesOutPerMinute);
   const internalRequests = createTokenBucket(limits.maxInternalRequestsPerSecond, limits.internalRequestBurst);
+  // Each allowed request to the internet is one audit event: their rate is bounded per door like the rest.
+  const requests = createTokenBucket(limits.maxRequestsPerSecond, limits.requestBurst);
   const flows = new Set<(reason: string) => void>();
   const overLimit = (): void => {
     // Close every flow of the door that sends upstream; each records its close with this reason.
@@ -324,6 +328,7 @@ function createDoor(o: OpenDoorOptions, deps: DoorDeps): EgressDoor {
     },
     overBytesOut: () => bytesOut.exceeded,
     takeInternalRequest: internalRequests.take,
+    takeRequest: requests.take,
     serveTunnel: (tls, tunnel) => tunnelServer.serveTunnel(tls, tunnel),
   };
   const tunnelServer = createTunnelServer(ctx);

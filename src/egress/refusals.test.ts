@@ -265,3 +265,79 @@ test('tunnels to cordon\'s own services spend from the same rate: past it, CONNE
   const events = await queryEvents(store, { sandbox: 'sb-internal-connect', type: 'egress.request', limit: 1000 });
   assert.equal(events.filter((e) => e.decision === 'allow').length, 10 - refused.length, 'one allowed event per tunnel opened, none for the refused');
 });
+
+test('a flood past the request rate: every request refused with 429 request-rate-limit, written under the refusal budget, the rest counted; the upstream sees only the allowed one', async () => {
+  let served = 0;
+  const counting = createHttpServer((_req, res) => { served += 1; res.end('ok'); });
+  counting.listen(0, '127.0.0.1');
+  await once(counting, 'listening');
+  const countingPort = (counting.address() as { port: number }).port;
+  // One request token, and one back every 1,000 s: the test does not depend on the machine's speed.
+  const proxy = createEgressProxy({
+    lookup: async (h) => (h === 'ok.example' ? [{ address: '127.0.0.1', family: 4 }] : []),
+    limits: { maxRequestsPerSecond: 0.001, requestBurst: 1, maxRefusalEventsPerSecond: 1, refusalEventBurst: 2 },
+  });
+  proxies.push(proxy);
+  const door = proxy.openDoor({
+    sandboxId: 'sb-rate-flood', agent: 'tester', audit,
+    agentConfig: { egress: [{ host: 'ok.example', ports: [countingPort] }, { cidr: '127.0.0.1/32', ports: [countingPort] }] },
+  });
+  const { port } = await door.listen(0, '127.0.0.1');
+  const head = `GET http://ok.example:${countingPort}/ HTTP/1.1\r\nHost: ok.example:${countingPort}\r\n\r\n`;
+  const first = await ask(port, head);
+  const flood = 30;
+  const answers = await Promise.all(Array.from({ length: flood }, () => ask(port, head)));
+  assert.equal(first.status, 200);
+  assert.ok(answers.every((a) => a.status === 429 && a.reason === 'request-rate-limit' && a.retryAfter === '1'), JSON.stringify(answers));
+  await door.close(); // writes what is still counted
+  counting.close();
+  assert.equal(served, 1, 'only the allowed request reached the upstream');
+  // The close writes the last summary without waiting for it: look until every refusal is accounted for (bounded).
+  let single: Awaited<ReturnType<typeof queryEvents>> = [];
+  let summaries: Awaited<ReturnType<typeof queryEvents>> = [];
+  for (let i = 0; i < 100; i++) {
+    single = await queryEvents(store, { sandbox: 'sb-rate-flood', type: 'egress.request', limit: 1000 });
+    summaries = await queryEvents(store, { sandbox: 'sb-rate-flood', type: 'egress.refusals', limit: 1000 });
+    if (summaries.reduce((n, e) => n + (e.data.count as number), 0) + single.length > flood) break;
+    await sleep(20);
+  }
+  const denied = single.filter((e) => e.decision === 'deny');
+  const counted = summaries.reduce((n, e) => n + (e.data.count as number), 0);
+  assert.equal(single.filter((e) => e.decision === 'allow').length, 1, 'one allowed event');
+  assert.ok(denied.every((e) => e.reason === 'request-rate-limit'));
+  assert.ok(denied.length >= 2 && denied.length < flood / 2, `about the refusal burst written one by one (${denied.length})`);
+  assert.equal(denied.length + counted, flood, 'every refusal is on record, one by one or counted');
+  assert.deepEqual(summaries.map((s) => Object.keys(s.data.byDecision as object)), summaries.map(() => ['deny']));
+  assert.equal(summaries.reduce((n, s) => n + ((s.data.byDecision as Record<string, Record<string, number>>).deny?.['request-rate-limit'] ?? 0), 0), counted);
+});
+
+test('cordon\'s own services and the internet have separate rates: neither spends the other\'s tokens', async () => {
+  let served = 0;
+  const counting = createHttpServer((_req, res) => res.end('ok'));
+  counting.listen(0, '127.0.0.1');
+  await once(counting, 'listening');
+  const countingPort = (counting.address() as { port: number }).port;
+  const proxy = createEgressProxy({
+    lookup: async (h) => (h === 'ok.example' ? [{ address: '127.0.0.1', family: 4 }] : []),
+    // A burst of 10 at the services and one request token for the internet, none back during the test.
+    limits: { maxInternalRequestsPerSecond: 1, internalRequestBurst: 10, maxRequestsPerSecond: 0.001, requestBurst: 1 },
+    internal: { 'llm.cordon.internal': { name: 'llm', handle: (_req, res) => { served += 1; res.end('ok'); } } },
+  });
+  proxies.push(proxy);
+  const door = proxy.openDoor({
+    sandboxId: 'sb-two-rates', agent: 'tester', audit,
+    agentConfig: { egress: [{ host: 'ok.example', ports: [countingPort] }, { cidr: '127.0.0.1/32', ports: [countingPort] }] },
+  });
+  const { port } = await door.listen(0, '127.0.0.1');
+  const service = 'GET http://llm.cordon.internal/v1/models HTTP/1.1\r\nHost: llm.cordon.internal\r\n\r\n';
+  const internet = `GET http://ok.example:${countingPort}/ HTTP/1.1\r\nHost: ok.example:${countingPort}\r\n\r\n`;
+  const statuses: string[] = [];
+  for (const head of [service, service, service, internet, internet, service, service]) {
+    const a = await ask(port, head);
+    statuses.push(`${a.status}${a.reason ? ` ${a.reason}` : ''}`);
+  }
+  await door.close();
+  counting.close();
+  assert.deepEqual(statuses, ['200', '200', '200', '200', '429 request-rate-limit', '200', '200']);
+  assert.equal(served, 5);
+});

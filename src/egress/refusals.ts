@@ -11,7 +11,10 @@
  * writes one `egress.refusals` event with how many refusals were not written
  * one by one, by decision and reason, the first hosts they named, and when
  * the first and the last came. Allowed requests are never budgeted: each is
- * on record before it is forwarded.
+ * on record before it is forwarded. How many a door may make is bounded by
+ * its request rates instead (`maxRequestsPerSecond` to the internet,
+ * `maxInternalRequestsPerSecond` to cordon's services), whose 429 refusals
+ * come under this budget like any other.
  *
  * @example
  * const budget = createRefusalBudget({ perSecond: 20, burst: 200, write: (summary) => audit.append(...) });

@@ -133,7 +133,8 @@ export function redteamConfig(o: { operatorConfig: CordonConfig; reference: Refe
   };
   const parsed = parseConfig(JSON.stringify(raw));
   const op = o.operatorConfig;
-  return { ...parsed, identity: op.identity, approvals: { ...op.approvals, webhook: undefined }, audit: op.audit, detect: { ...op.detect, webhook: undefined } };
+  // The operator's own settings, so the attacks meet the deployment's limits (egress.limits included), not the defaults.
+  return { ...parsed, identity: op.identity, approvals: { ...op.approvals, webhook: undefined }, audit: op.audit, detect: { ...op.detect, webhook: undefined }, egress: op.egress };
 }
 
 /** The red-team resolver: canary names to loopback (rebind alternates), every query recorded, nothing else answered. */
