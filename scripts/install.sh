@@ -26,6 +26,7 @@ APT_PACKAGES=(
   git
   curl
   chromium          # dashboard tests in a real browser (playwright-core drives it)
+  postgresql        # the PostgreSQL store's tests start a throw-away server (cordon itself needs none)
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }

@@ -300,7 +300,7 @@ export const AuditSchema = z
 export const StoreSchema = z
   .object({
     kind: z.enum(['sqlite', 'postgres']).default('sqlite').describe('sqlite (embedded, the default) or postgres'),
-    url: z.string().min(1).optional().describe('postgres:// connection URL, or a file path for sqlite (default: $CORDON_HOME/cordon.db)'),
+    url: z.string().min(1).optional().describe('PostgreSQL connection URL, e.g. postgres://cordon@db.internal:5432/cordon (required with kind postgres; keep the password out of it: PGPASSWORD, PGPASSFILE or ~/.pgpass; ?sslmode=require for TLS). Not used by sqlite, which lives at $CORDON_HOME/cordon.db'),
   })
   .strict()
   .describe('Where cordon keeps its state')
@@ -309,6 +309,8 @@ export const StoreSchema = z
       addProblem(ctx, 'kind is postgres but no url is given', 'add url: "postgres://user@host:5432/cordon"', ['url']);
     } else if (s.kind === 'postgres' && !/^postgres(ql)?:\/\//.test(s.url ?? '')) {
       addProblem(ctx, `"${s.url}" is not a postgres:// URL`, 'use a URL such as "postgres://user@host:5432/cordon"', ['url']);
+    } else if (s.kind === 'sqlite' && s.url !== undefined) {
+      addProblem(ctx, 'url is only for kind postgres: the sqlite store always lives at $CORDON_HOME/cordon.db', 'remove store.url, or set store.kind: postgres', ['url']);
     }
   });
 

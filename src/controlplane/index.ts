@@ -136,6 +136,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   let auditExport: AuditExport | undefined;
   try {
     store = await openConfiguredStore(home, config);
+    // One writer per database: a second control plane on the same PostgreSQL database is refused here, not at its first event (SQLite: at once).
+    await store.claimWriter();
     // Prometheus metrics from the audit stream (see metrics/), served on /v1/metrics.
     const metrics = createMetrics({
       agents: Object.keys(config.agents),

@@ -1,6 +1,8 @@
 /**
- * Store tests: open, migrate, reopen, WAL, refusal of foreign/newer files,
- * transactional inserts, queries and metadata.
+ * Store tests: the shared store suite on SQLite (testing/contract.ts), the
+ * SQLite specifics (file modes, WAL, refusal of foreign or broken files), and
+ * what openStore says about PostgreSQL URLs and servers it cannot use (no
+ * server needed; postgres.test.ts runs the suite on a real one).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,29 +10,26 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
+import { createServer, type Server } from 'node:net';
+import { inspect } from 'node:util';
 import { sql } from 'kysely';
 import { StoreError } from '../errors/index.js';
-import { openStore, migrateLayer, MIGRATION_TABLE, type AuditRow, type Store } from './index.js';
-import { createKyselyStore } from './kysely-store.js';
+import { openStore, MIGRATION_TABLE, type Store } from './index.js';
+import { row, runStoreContract } from './testing/contract.js';
+
+runStoreContract({
+  kind: 'sqlite',
+  async fresh() {
+    const dir = tempDir();
+    return {
+      open: () => openStore({ kind: 'sqlite', path: join(dir, 'state', 'cordon.db') }),
+      cleanup: async () => rmSync(dir, { recursive: true, force: true }),
+    };
+  },
+});
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'cordon-store-'));
-}
-
-function row(seq: number, extra: Partial<AuditRow> = {}): AuditRow {
-  return {
-    seq,
-    ts: new Date(1_700_000_000_000 + seq).toISOString(),
-    type: seq % 2 === 0 ? 'egress.request' : 'tool.call',
-    sandbox: `sb-${seq % 3}`,
-    agent: seq % 2 === 0 ? 'reviewer' : 'builder',
-    actor: 'agent',
-    decision: seq % 5 === 0 ? 'deny' : 'allow',
-    prevHash: '0'.repeat(64),
-    hash: seq.toString(16).padStart(64, '0'),
-    body: `{"seq":${seq}}`,
-    ...extra,
-  };
 }
 
 async function withStore(fn: (store: Store, path: string) => Promise<void>): Promise<void> {
@@ -136,25 +135,6 @@ test('refuses a SQLite database that belongs to another program', async () => {
   }
 });
 
-test('refuses a database written by a newer cordon', async () => {
-  const dir = tempDir();
-  const path = join(dir, 'cordon.db');
-  try {
-    const a = await openStore({ kind: 'sqlite', path });
-    await sql`insert into ${sql.table(MIGRATION_TABLE)} (name, timestamp) values ('9999_future', '2099-01-01')`.execute(a.db);
-    await a.close();
-    await assert.rejects(openStore({ kind: 'sqlite', path }), (err: unknown) => {
-      assert.ok(err instanceof StoreError);
-      assert.equal(err.code, 'store-too-new');
-      assert.match(err.message, /newer version of cordon .*9999_future/);
-      assert.match(err.fix ?? '', /upgrade cordon/);
-      return true;
-    });
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
 test('a directory that cannot be created gives store-unwritable', async () => {
   const dir = tempDir();
   const blocker = join(dir, 'a-file');
@@ -172,121 +152,6 @@ test('a directory that cannot be created gives store-unwritable', async () => {
   }
 });
 
-test('postgres is refused with a fix until it is implemented', async () => {
-  await assert.rejects(openStore({ kind: 'postgres', url: 'postgres://localhost/cordon' }), (err: unknown) => {
-    assert.ok(err instanceof StoreError);
-    assert.equal(err.code, 'store-unsupported');
-    assert.match(err.fix ?? '', /sqlite/);
-    return true;
-  });
-});
-
-/** The two ways rows are written: SQLite's own path, and the portable Kysely one (for other dialects). */
-const writers: { name: string; repo: (store: Store) => Store['audit'] }[] = [
-  { name: 'SQLite prepared INSERT', repo: (store) => store.audit },
-  { name: 'portable Kysely INSERTs', repo: (store) => createKyselyStore('sqlite', store.db, { onClose: async () => undefined }).audit },
-];
-
-for (const w of writers) {
-  test(`insertEvents is all or nothing (${w.name})`, async (t) => {
-    const cases: { name: string; batch: () => AuditRow[]; expectCount: number }[] = [
-      { name: 'a duplicate seq inside the batch inserts nothing', batch: () => [row(3), row(4), row(4)], expectCount: 2 },
-      { name: 'a seq that already exists inserts nothing', batch: () => [row(3), row(2)], expectCount: 2 },
-      {
-        name: 'a failure in a later chunk rolls back earlier chunks',
-        batch: () => [...Array.from({ length: 1200 }, (_, i) => row(i + 3)), row(10)],
-        expectCount: 2,
-      },
-      { name: 'a valid batch larger than one chunk inserts every row', batch: () => Array.from({ length: 1200 }, (_, i) => row(i + 3)), expectCount: 1202 },
-    ];
-    for (const c of cases) {
-      await t.test(c.name, async () => {
-        await withStore(async (store) => {
-          const audit = w.repo(store);
-          await audit.insertEvents([row(1), row(2)]);
-          const batch = c.batch();
-          if (c.expectCount === 2) await assert.rejects(audit.insertEvents(batch));
-          else await audit.insertEvents(batch);
-          assert.equal(await store.audit.count(), c.expectCount);
-          assert.deepEqual((await store.audit.readAfter(c.expectCount - 1, 1))[0], row(c.expectCount), 'rows round-trip unchanged');
-        });
-      });
-    }
-  });
-}
-
-test('readAfter pages in seq order and query filters', async () => {
-  await withStore(async (store) => {
-    await store.audit.insertEvents(Array.from({ length: 30 }, (_, i) => row(i + 1)));
-    const page1 = await store.audit.readAfter(0, 10);
-    const page2 = await store.audit.readAfter(page1.at(-1)!.seq, 10);
-    assert.deepEqual(page1.map((r) => r.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    assert.deepEqual(page2.map((r) => r.seq), [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
-    assert.deepEqual(page1[0], row(1), 'rows round-trip unchanged');
-
-    const cases: { name: string; filter: Parameters<Store['audit']['query']>[0]; seqs: number[] }[] = [
-      { name: 'agent', filter: { agent: 'reviewer', limit: 4 }, seqs: [2, 4, 6, 8] },
-      { name: 'decision, descending', filter: { decision: 'deny', limit: 10, order: 'desc' }, seqs: [30, 25, 20, 15, 10, 5] },
-      { name: 'type within a seq window', filter: { type: 'tool.call', afterSeq: 10, beforeSeq: 16, limit: 10 }, seqs: [11, 13, 15] },
-      { name: 'sandbox and agent together', filter: { sandbox: 'sb-0', agent: 'builder', limit: 10 }, seqs: [3, 9, 15, 21, 27] },
-      { name: 'no match', filter: { agent: 'nobody', limit: 10 }, seqs: [] },
-    ];
-    for (const c of cases) {
-      const got = await store.audit.query(c.filter);
-      assert.deepEqual(got.map((r) => r.seq), c.seqs, c.name);
-    }
-  });
-});
-
-test('checkpoints are stored and listed in seq order', async () => {
-  await withStore(async (store) => {
-    assert.equal(await store.audit.lastCheckpoint(), undefined);
-    const cp = (seq: number) => ({ seq, hash: 'h'.repeat(64), ts: '2025-01-01T00:00:00.000Z', keyId: 'k'.repeat(16), signature: 'sig' });
-    await store.audit.insertCheckpoint(cp(2000));
-    await store.audit.insertCheckpoint(cp(1000));
-    assert.deepEqual((await store.audit.listCheckpoints()).map((c) => c.seq), [1000, 2000]);
-    assert.deepEqual(await store.audit.lastCheckpoint(), cp(2000));
-  });
-});
-
-test('migrateLayer applies a layer migration once and refuses unknown ones', async () => {
-  await withStore(async (store) => {
-    let runs = 0;
-    const migrations = {
-      '0001_things': {
-        async up(db: typeof store.db) {
-          runs++;
-          await db.schema.createTable('things').addColumn('id', 'text', (c) => c.primaryKey()).execute();
-        },
-      },
-    };
-    await migrateLayer(store.db, 'things', migrations);
-    await migrateLayer(store.db, 'things', migrations);
-    assert.equal(runs, 1);
-    await assert.rejects(migrateLayer(store.db, 'things', {}), /newer version of cordon .*0001_things/);
-    await assert.rejects(migrateLayer(store.db, 'Bad Name', {}), /invalid migration layer name/);
-  });
-});
-
-test('insertEvents waits for a transaction that another layer holds open, and is not rolled back with it', async () => {
-  await withStore(async (store) => {
-    await store.audit.insertEvents([row(1)]);
-    let insertedWhileOpen: Promise<void> | undefined;
-    await assert.rejects(
-      store.db.transaction().execute(async (trx) => {
-        await trx.insertInto('cordon_meta').values({ key: 'k', value: 'v' }).execute();
-        insertedWhileOpen = store.audit.insertEvents([row(2), row(3)]);
-        await new Promise((r) => setTimeout(r, 20));
-        throw new Error('the other layer rolls back');
-      }),
-      /the other layer rolls back/,
-    );
-    await insertedWhileOpen;
-    assert.equal(await store.getMeta('k'), undefined, 'the other transaction was rolled back');
-    assert.deepEqual((await store.audit.readAfter(0, 10)).map((r) => r.seq), [1, 2, 3], 'the audit rows were committed on their own');
-  });
-});
-
 test('insertEvents refuses to write inside a transaction left open outside Kysely\'s transaction API', async () => {
   await withStore(async (store) => {
     await sql`begin`.execute(store.db);
@@ -301,13 +166,65 @@ test('insertEvents refuses to write inside a transaction left open outside Kysel
   });
 });
 
-test('insertEvents fails when the store is closed', async () => {
-  const dir = tempDir();
+/** A loopback listener that accepts connections and never answers (a server that hangs). */
+async function silentServer(): Promise<{ port: number; server: Server }> {
+  const server = createServer(() => undefined);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as { port: number }).port, server };
+}
+
+/** A loopback port with nothing listening on it. */
+async function closedPort(): Promise<number> {
+  const { port, server } = await silentServer();
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+test('a PostgreSQL store that cannot be used is refused with a code and a fix, never showing the password', async (t) => {
+  const password = 'Sup3r-secret%21pw';
+  const cases: { name: string; url: () => Promise<string>; code: string; message: RegExp; fix: RegExp }[] = [
+    { name: 'not a URL', url: async () => `postgres//cordon:${password}@db`, code: 'store-url-invalid', message: /not a valid PostgreSQL connection URL: it is not a URL/, fix: /postgres:\/\// },
+    { name: 'another scheme', url: async () => `mysql://cordon:${password}@db/cordon`, code: 'store-url-invalid', message: /scheme is "mysql"/, fix: /PGPASSWORD/ },
+    {
+      name: 'nothing listens on the port',
+      url: async () => `postgres://cordon:${password}@127.0.0.1:${await closedPort()}/cordon`,
+      code: 'store-unreachable',
+      message: /cannot reach the PostgreSQL server of postgres:\/\/cordon@127\.0\.0\.1:\d+\/cordon: .*ECONNREFUSED/,
+      fix: /pg_isready -h 127\.0\.0\.1 -p \d+/,
+    },
+  ];
+  for (const c of cases) {
+    await t.test(c.name, async () => {
+      const url = await c.url();
+      await assert.rejects(openStore({ kind: 'postgres', url }), (err: unknown) => {
+        assert.ok(err instanceof StoreError, `expected StoreError, got ${String(err)}`);
+        assert.equal(err.code, c.code);
+        assert.match(err.message, c.message);
+        assert.match(err.fix ?? '', c.fix);
+        for (const shown of [err.message, err.fix ?? '', JSON.stringify(err), inspect(err, { depth: 5 })]) {
+          assert.ok(!shown.includes('Sup3r') && !shown.includes(password), `the password leaked: ${shown}`);
+        }
+        return true;
+      });
+    });
+  }
+});
+
+test('a PostgreSQL server that accepts but never answers times out as store-unreachable', async () => {
+  const { port, server } = await silentServer();
+  const started = Date.now();
   try {
-    const store = await openStore({ kind: 'sqlite', path: join(dir, 'cordon.db') });
-    await store.close();
-    await assert.rejects(store.audit.insertEvents([row(1)]), /not open/);
+    await assert.rejects(
+      openStore({ kind: 'postgres', url: `postgres://cordon@127.0.0.1:${port}/cordon`, connectTimeoutMs: 300 }),
+      (err: unknown) => {
+        assert.ok(err instanceof StoreError);
+        assert.equal(err.code, 'store-unreachable');
+        assert.match(err.message, /timeout/i);
+        return true;
+      },
+    );
+    assert.ok(Date.now() - started < 5000, 'connectTimeoutMs bounds the wait');
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    server.close();
   }
 });

@@ -8,6 +8,7 @@
  * await store.close();
  */
 import { StoreError } from '../errors/index.js';
+import { openPostgresStore } from './postgres.js';
 import { openSqliteStore } from './sqlite.js';
 import type { Store, StoreOptions } from './types.js';
 
@@ -26,20 +27,20 @@ export { MIGRATION_TABLE, migrateLayer } from './migrations.js';
 /**
  * Open a store, creating and migrating it as needed.
  * @throws StoreError `store-corrupt` (not a cordon database), `store-unwritable`,
- *   `store-too-new` (written by a newer cordon), `store-unsupported` (PostgreSQL, for now)
+ *   `store-too-new` (written by a newer cordon), `store-unsupported` (unknown kind);
+ *   PostgreSQL also `store-url-invalid`, `store-unreachable`, `store-auth-failed`,
+ *   `store-missing` (no such database), `store-busy` (no connection slots)
  */
 export async function openStore(opts: StoreOptions): Promise<Store> {
   switch (opts.kind) {
     case 'sqlite':
       return openSqliteStore(opts);
     case 'postgres':
-      throw new StoreError('store-unsupported', 'PostgreSQL stores are not supported by this version of cordon yet', {
-        fix: 'use the embedded store: set store.kind to sqlite (and store.path to a file)',
-      });
+      return openPostgresStore(opts);
     default: {
       const kind = (opts as { kind?: unknown }).kind;
       throw new StoreError('store-unsupported', `unknown store kind ${JSON.stringify(kind)}`, {
-        fix: 'set store.kind to sqlite',
+        fix: 'set store.kind to sqlite or postgres',
       });
     }
   }

@@ -37,23 +37,31 @@ export type RowReader = (query: CompiledQuery) => Promise<unknown[][]>;
  */
 export type EventWriter = (rows: readonly AuditRow[]) => Promise<void>;
 
+/** Writes one checkpoint. A dialect may route it like its events (PostgreSQL: through the writer-locked connection). */
+export type CheckpointWriter = (cp: CheckpointRow) => Promise<void>;
+
 export interface KyselyStoreOptions {
   /** Called once by `close()`. @default destroys the Kysely instance */
   onClose?: () => Promise<void>;
   rowReader?: RowReader;
   /** @default multi-row INSERTs of {@link INSERT_CHUNK_ROWS} rows in a Kysely transaction */
   eventWriter?: EventWriter;
+  /** @default one Kysely INSERT */
+  checkpointWriter?: CheckpointWriter;
+  /** See {@link Store.claimWriter}. @default resolves at once */
+  claimWriter?: () => Promise<void>;
 }
 
 /** Build a `Store` on a Kysely instance whose schema is already migrated. */
 export function createKyselyStore(kind: Store['kind'], db: Kysely<Database>, opts: KyselyStoreOptions = {}): Store {
   const onClose = opts.onClose ?? (() => db.destroy());
-  const audit = createAuditRepository(db, opts.rowReader, opts.eventWriter);
+  const audit = createAuditRepository(db, opts.rowReader, opts.eventWriter, opts.checkpointWriter);
   let closed = false;
   return {
     kind,
     db,
     audit,
+    claimWriter: opts.claimWriter ?? (async () => undefined),
     async getMeta(key) {
       const row = await db.selectFrom('cordon_meta').select('value').where('key', '=', key).executeTakeFirst();
       return row?.value;
@@ -77,6 +85,7 @@ function createAuditRepository(
   db: Kysely<Database>,
   rowReader: RowReader | undefined,
   eventWriter: EventWriter | undefined,
+  checkpointWriter: CheckpointWriter | undefined,
 ): AuditRepository {
   type EventSelect = ReturnType<typeof selectEvents>;
   const selectEvents = () => db.selectFrom('audit_events').select(EVENT_COLUMNS);
@@ -128,7 +137,7 @@ function createAuditRepository(
       return Number(row.n);
     },
 
-    async insertCheckpoint(cp) {
+    insertCheckpoint: checkpointWriter ?? async function insertCheckpoint(cp) {
       await db.insertInto('audit_checkpoints').values(toCheckpointRecord(cp)).execute();
     },
 

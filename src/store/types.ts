@@ -2,8 +2,8 @@
  * The store's public types: the `Store` and `AuditRepository` interfaces that
  * callers see, and the `Database` interface that types every Kysely query.
  *
- * Nothing here names a dialect. SQLite is the embedded default; PostgreSQL can
- * be added as another `Store` implementation without touching callers.
+ * Nothing here names a dialect. SQLite is the embedded default; PostgreSQL is
+ * another `Store` implementation behind the same interfaces.
  */
 import type { Kysely } from 'kysely';
 
@@ -21,8 +21,17 @@ export type StoreOptions =
     }
   | {
       kind: 'postgres';
-      /** Connection URL, e.g. `postgres://cordon@db/cordon`. */
+      /**
+       * Connection URL, e.g. `postgres://cordon@db/cordon`. The password may
+       * come from PGPASSWORD or ~/.pgpass instead; messages never show it.
+       */
       url: string;
+      /** Pooled connections for queries (the audit writer holds one more). @default 10 */
+      maxConnections?: number;
+      /** How long to wait for a connection. @default 5000 */
+      connectTimeoutMs?: number;
+      /** An audit write that takes longer is cancelled and rolled back (it fails; nothing hangs). @default 30000 */
+      writeTimeoutMs?: number;
     };
 
 /** One row of `audit_events`, in the shape the repository hands out. */
@@ -88,6 +97,14 @@ export interface Store {
   /** For later layers that add their own tables through migrations. */
   readonly db: Kysely<Database>;
   readonly audit: AuditRepository;
+  /**
+   * Become the store's one audit writer now rather than at the first audit
+   * write, so that a second control plane is refused when it starts.
+   * PostgreSQL: takes the writer lock (held until close). SQLite: resolves
+   * (writers there are serialised by the file lock, and `cordon up` by the home lock).
+   * @throws StoreError `store-locked` when another process is the writer
+   */
+  claimWriter(): Promise<void>;
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
   /** Close the connection(s). The store cannot be used afterwards. */
