@@ -82,6 +82,21 @@ for (const c of goalCases) {
   });
 }
 
+const floorCases: Array<{ name: string; floor?: Partial<ProxyFigures>; want: RegExp[] }> = [
+  { name: 'no floor measured: nothing listed', want: [] },
+  { name: 'a floor as fast as the peers: nothing listed', floor: { rps: 26_000 }, want: [] },
+  { name: 'a floor behind squid on requests/s is listed with both figures', floor: { rps: 24_000 }, want: [/requests\/s: the bare Node\.js proxy 24000 req\/s, tinyproxy 25000/, /squid 25000/] },
+  { name: 'a floor over 1 ms per new tunnel is listed', floor: { addedTunnelP50Ms: 1.3, rps: 30_000 }, want: [/new tunnel: the bare Node\.js proxy adds 1\.3 ms/] },
+];
+for (const c of floorCases) {
+  test(`goal check, floor: ${c.name}`, () => {
+    const g = checkGoal(figures({ rps: 20_000 }), { tinyproxy: figures({}), squid: figures({}) }, c.floor ? figures(c.floor) : undefined);
+    assert.equal(g.minimum, false, 'cordon behind both peers on requests/s');
+    assert.equal(g.floorMisses.length, c.want.length, g.floorMisses.join('; '));
+    c.want.forEach((re, i) => assert.match(g.floorMisses[i]!, re));
+  });
+}
+
 test('the table has a column per system and says which peer is not installed or failed', () => {
   const direct = directFigures(samples({ tunnelMs: [2], keepAliveMs: [0.05], rpsRounds: [40_000], downloadMBpsRounds: [1000] }));
   const text = formatTable(direct, [['cordon', figures({ cpuUsPerTunnel: 900 })], ['tinyproxy', { missing: 'x', fix: PEER_INSTALL }], ['squid', { failed: 'exited' }]], { concurrency: 50, downloadMiB: 100 });

@@ -8,7 +8,11 @@
  *   `AuditLog` on a SQLite store in a throw-away `$CORDON_HOME`;
  * - the peers run from their own binaries with generated configs (`egress-peers.ts`);
  * - the upstream (`egress-upstream.ts`) and the client (`egress-client.ts`)
- *   each run in their own process, so neither shares an event loop with cordon.
+ *   each run in their own process, so neither shares an event loop with cordon;
+ * - a bare Node.js CONNECT proxy (`egress-floor.ts`) is measured too, as the
+ *   floor: what a proxy built on Node's socket streams gets here before it
+ *   does anything of its own. The goal check names the minimum's rows it
+ *   misses too.
  *
  * Rows: latency of an HTTPS GET with a new tunnel per request and on one
  * keep-alive tunnel (p50, p99, and what each proxy adds over a direct
@@ -30,6 +34,7 @@ import { openStore, type Store } from '../store/index.js';
 import { CORDON_VERSION } from '../version.js';
 import { ensurePrivateDir } from '../util/index.js';
 import type { ClientJob, ClientResult, ClientSetup, Via } from './egress-client.js';
+import { startBareConnectProxy, type BareConnectProxy } from './egress-floor.js';
 import { forkModule, type ChildLink } from './egress-ipc.js';
 import { findPeer, processCpuUs, startPeer, type RunningPeer } from './egress-peers.js';
 import {
@@ -59,6 +64,8 @@ export interface EgressBenchResult {
   cordon: ProxyFigures & { auditEvents: number };
   tinyproxy: PeerEntry;
   squid: PeerEntry;
+  /** The bare Node.js CONNECT proxy (see egress-floor.ts): a reference, not a peer. */
+  floor: ProxyFigures;
   goal: GoalCheck;
   setup: {
     rounds: number; requestsPerRow: number; concurrency: number; rpsSeconds: number; downloadMiB: number;
@@ -70,7 +77,7 @@ export interface EgressBenchResult {
 const BENCH_HOST = 'bench.test';
 
 interface System {
-  name: 'direct' | 'cordon' | PeerName;
+  name: 'direct' | 'cordon' | 'floor' | PeerName;
   via?: Via;
   samples: SystemSamples;
   /** CPU time used so far by the proxy's process, µs (undefined for the direct connection or where unknown). */
@@ -109,6 +116,7 @@ export async function benchEgress(o: EgressBenchOptions = {}): Promise<EgressBen
   let store: Store | undefined;
   let audit: AuditLog | undefined;
   let proxy: EgressProxy | undefined;
+  let floor: BareConnectProxy | undefined;
   try {
     store = await openStore({ kind: 'sqlite', path: join(home, 'cordon.db') });
     const ca = createEgressCa({ commonName: 'cordon bench CA' });
@@ -131,12 +139,14 @@ export async function benchEgress(o: EgressBenchOptions = {}): Promise<EgressBen
       agentConfig: { egress: [{ host: BENCH_HOST, ports: [upstreamPort] }, { cidr: '127.0.0.1/32', ports: [upstreamPort] }] },
     });
     const { port: doorPort } = await door.listen(0, '127.0.0.1');
+    floor = await startBareConnectProxy();
 
     const peers: Partial<Record<PeerName, PeerEntry>> = {};
     const versions: Partial<Record<PeerName, string>> = {};
     const systems: System[] = [
       { name: 'direct', samples: emptySamples() },
       { name: 'cordon', via: { host: '127.0.0.1', port: doorPort, target: `${BENCH_HOST}:${upstreamPort}` }, samples: emptySamples(), cpuUs: ownCpuUs },
+      { name: 'floor', via: { host: '127.0.0.1', port: floor.port, target: `127.0.0.1:${upstreamPort}` }, samples: emptySamples(), cpuUs: ownCpuUs },
     ];
     for (const name of PEERS) {
       try {
@@ -172,7 +182,7 @@ export async function benchEgress(o: EgressBenchOptions = {}): Promise<EgressBen
       await run(s, { kind: 'download', via: s.via, bytes: Math.min(downloadBytes, 16 * 1024 * 1024) }, false);
     }
     for (let r = 1; r <= rounds; r++) {
-      const live = systems.filter((s) => s.name === 'direct' || s.name === 'cordon' || !peers[s.name as PeerName]);
+      const live = systems.filter((s) => isOurs(s.name) || !peers[s.name as PeerName]);
       say(`round ${r}/${rounds}: ${live.map((s) => s.name).join(', ')}`);
       for (const s of live) await run(s, { kind: 'tunnel', via: s.via, requests: perRound, warmup: 5, capMs: 90_000 });
       for (const s of live) await run(s, { kind: 'keepalive', via: s.via, requests: perRound, warmup: 20, capMs: 60_000 });
@@ -184,9 +194,10 @@ export async function benchEgress(o: EgressBenchOptions = {}): Promise<EgressBen
     const direct = directFigures(byName.get('direct')!.samples);
     const cordon = { ...proxyFigures(byName.get('cordon')!.samples, direct, `cordon ${CORDON_VERSION}`), auditEvents: audit.head.seq };
     for (const name of PEERS) peers[name] ??= proxyFigures(byName.get(name)!.samples, direct, versions[name]);
+    const floorFigures = proxyFigures(byName.get('floor')!.samples, direct, `node:http CONNECT + pipe ${process.version}`);
     return {
-      direct, cordon, tinyproxy: peers.tinyproxy!, squid: peers.squid!,
-      goal: checkGoal(cordon, peers),
+      direct, cordon, tinyproxy: peers.tinyproxy!, squid: peers.squid!, floor: floorFigures,
+      goal: checkGoal(cordon, peers, floorFigures),
       setup: {
         rounds, requestsPerRow: perRound * rounds, concurrency, rpsSeconds, downloadMiB,
         node: process.version, cpus: cpus().length, loadAverageStart: loadStart, loadAverageEnd: loadavg()[0]!,
@@ -195,6 +206,7 @@ export async function benchEgress(o: EgressBenchOptions = {}): Promise<EgressBen
   } finally {
     await client?.close();
     await Promise.all(running.map((p) => p.stop()));
+    await floor?.close();
     await proxy?.close();
     await audit?.close();
     await store?.close();
@@ -202,6 +214,11 @@ export async function benchEgress(o: EgressBenchOptions = {}): Promise<EgressBen
     process.off('exit', killPeers).off('SIGINT', onSignal).off('SIGTERM', onSignal);
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** The direct connection, cordon and the floor must work; only a peer may fail without ending the bench. */
+function isOurs(name: System['name']): name is 'direct' | 'cordon' | 'floor' {
+  return name === 'direct' || name === 'cordon' || name === 'floor';
 }
 
 function emptySamples(): SystemSamples {
@@ -215,7 +232,7 @@ function emptySamples(): SystemSamples {
  */
 function runner(client: ChildLink, peers: Partial<Record<PeerName, PeerEntry>>) {
   return async function runJob(s: System, job: ClientJob, record = true): Promise<void> {
-    if (s.name !== 'direct' && s.name !== 'cordon' && peers[s.name]) return;
+    if (!isOurs(s.name) && peers[s.name]) return;
     const timeoutMs = job.kind === 'rps' ? job.seconds * 1000 + 60_000 : job.kind === 'download' ? 300_000 : job.capMs + 60_000;
     const cpu0 = s.cpuUs?.();
     const reply = await client.ask<{ ok: boolean; result?: ClientResult; error?: string }>({ job }, timeoutMs);
@@ -228,7 +245,7 @@ function runner(client: ChildLink, peers: Partial<Record<PeerName, PeerEntry>>) 
         : !result.seconds || !result.requests ? `no request succeeded (${result.lastError ?? ''})` : undefined;
     if (failure) {
       const message = `${s.name}, ${job.kind}: ${failure}`;
-      if (s.name === 'direct' || s.name === 'cordon') throw new Error(`bench egress: ${message}`);
+      if (isOurs(s.name)) throw new Error(`bench egress: ${message}`);
       peers[s.name] = { failed: message };
       return;
     }

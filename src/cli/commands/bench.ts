@@ -50,7 +50,7 @@ function peerNotes(r: EgressBenchResult): string[] {
 
 /** The egress table, the goal check, and every peer that was not measured with the reason and the fix. */
 function egressText(r: EgressBenchResult): string {
-  const table = formatEgressTable(r.direct, [['cordon', r.cordon], ['tinyproxy', r.tinyproxy], ['squid', r.squid]], r.setup);
+  const table = formatEgressTable(r.direct, [['cordon', r.cordon], ['tinyproxy', r.tinyproxy], ['squid', r.squid], ['bare Node.js proxy (floor)', r.floor]], r.setup);
   const notes = peerNotes(r);
   for (const [name, e] of [['direct', r.direct], ['cordon', r.cordon], ['tinyproxy', r.tinyproxy], ['squid', r.squid]] as const) {
     if ('errors' in e && e.errors > 0) notes.push(`${name}: ${e.errors} failed requests (last: ${e.lastError ?? '?'})`);
@@ -58,7 +58,10 @@ function egressText(r: EgressBenchResult): string {
   const goal = r.goal.fasterPeerOnEveryRow
     ? 'goal: at least as fast as the faster peer on every row — met'
     : `goal: at least as fast as the faster peer on every row — not met:\n${r.goal.misses.map((m) => `  - ${m}`).join('\n')}`;
-  const minimum = `minimum (added p50 ≤ 1 ms, requests/s ≥ every peer): ${r.goal.minimum ? 'met' : 'not met'}`;
+  const minimum = `minimum (added p50 ≤ 1 ms, requests/s ≥ every peer): ${r.goal.minimum ? 'met' : 'not met'}` +
+    (r.goal.floorMisses.length > 0
+      ? `\nmissed even by the bare Node.js CONNECT proxy in this run (a limit of Node's socket streams on this machine):\n${r.goal.floorMisses.map((m) => `  - ${m}`).join('\n')}`
+      : '');
   const s = r.setup;
   const setup = `${s.rounds} rounds, ${s.requestsPerRow} requests per latency row, ${s.concurrency} connections for ${s.rpsSeconds} s per round, ` +
     `node ${s.node}, ${s.cpus} cores, load average ${s.loadAverageStart.toFixed(1)} → ${s.loadAverageEnd.toFixed(1)}, cordon audit events ${r.cordon.auditEvents}`;
