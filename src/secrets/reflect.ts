@@ -18,7 +18,17 @@
  * fully percent-encoded pattern is three times as long), so an occurrence
  * split over chunks is found whole; only bytes that can no longer be part of
  * an occurrence are released. Memory per response is that tail plus one
- * chunk. Scanning is native substring search, as in scan.ts.
+ * chunk.
+ *
+ * Masking runs pattern by pattern, longest first, each pattern's
+ * occurrences left to right, each mask seen by the patterns after it. A
+ * multi-pattern matcher (matcher.ts) built once per sandbox first says
+ * which patterns occur at all, in one pass; only those are searched and
+ * masked (and, once something is, the patterns that contain the mask byte
+ * itself, which a mask could complete). A pattern that occurs nowhere and
+ * holds no mask byte cannot occur after any masking, so the result is the
+ * same as searching for every pattern, at a cost that does not grow with
+ * the number of secrets when nothing is reflected.
  *
  * Not covered (stated in SPEC.md): application-level compression (a gzip or
  * zip file served as data), encodings outside encodings.ts (mixed-case hex,
@@ -29,6 +39,7 @@
  * (response-hook.ts).
  */
 import { valuePatterns, type SecretEncoding } from './encodings.js';
+import { createMultiPatternMatcher } from './matcher.js';
 import type { SecretValue } from './value.js';
 
 /** One kind of occurrence in one response: secret name, form, how many. Never the value. */
@@ -115,8 +126,16 @@ export function createReflectionScrubber(values: ReadonlyMap<string, SecretValue
   }
   // Longest first: a longer form (the raw value) is masked before a shorter one inside it could be counted.
   patterns.sort((a, b) => b.bytes.length - a.bytes.length);
-  const longest = Math.max(0, ...patterns.map((p) => p.bytes.length));
-  const holdBackBytes = Math.max(0, 3 * longest - 1);
+  const matcher = createMultiPatternMatcher(patterns.map((p) => p.bytes));
+  const holdBackBytes = Math.max(0, 3 * matcher.longestBytes - 1);
+  const withMaskByte = patterns.flatMap((p, id) => (p.bytes.includes(REFLECTION_MASK_BYTE) ? [id] : []));
+
+  /** The patterns to search in `text`, in pattern order: those that occur, and once any does, those a mask could complete. */
+  const toSearch = (text: Buffer): number[] => {
+    const occurring = matcher.occurring(text);
+    if (occurring.length === 0 || withMaskByte.length === 0) return occurring;
+    return [...new Set([...occurring, ...withMaskByte])].sort((a, b) => a - b);
+  };
 
   const tally = (found: Map<string, ReflectedCount>, secret: string, form: SecretEncoding): void => {
     const key = `${secret}\0${form}`;
@@ -127,7 +146,8 @@ export function createReflectionScrubber(values: ReadonlyMap<string, SecretValue
 
   /** Mask every occurrence in `buf`, in place. */
   function maskInPlace(buf: Buffer, found: Map<string, ReflectedCount>): void {
-    for (const p of patterns) {
+    for (const id of toSearch(buf)) {
+      const p = patterns[id]!;
       for (let at = buf.indexOf(p.bytes); at >= 0; at = buf.indexOf(p.bytes, at + p.bytes.length)) {
         buf.fill(REFLECTION_MASK_BYTE, at, at + p.bytes.length);
         tally(found, p.secret, p.encoding);
@@ -136,7 +156,8 @@ export function createReflectionScrubber(values: ReadonlyMap<string, SecretValue
     if (buf.indexOf(PERCENT) < 0) return;
     const { decoded, origin } = percentDecodeMapped(buf);
     if (decoded.length === buf.length) return; // nothing was percent-encoded
-    for (const p of patterns) {
+    for (const id of toSearch(decoded)) {
+      const p = patterns[id]!;
       for (let at = decoded.indexOf(p.bytes); at >= 0; at = decoded.indexOf(p.bytes, at + p.bytes.length)) {
         decoded.fill(REFLECTION_MASK_BYTE, at, at + p.bytes.length);
         buf.fill(REFLECTION_MASK_BYTE, origin[at]!, origin[at + p.bytes.length]!);

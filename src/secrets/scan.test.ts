@@ -179,6 +179,28 @@ describe('patterns and speed', () => {
   });
 });
 
+describe('binding checks', () => {
+  test('asked only for a placeholder that occurs, once per secret per request', () => {
+    const asked: string[] = [];
+    const scanner = createExfiltrationScanner({
+      values: new Map([['gh', new SecretValue('gh', Buffer.from(GH_VALUE))]]),
+      placeholders: new Map([[gh, 'gh'], ['cordon-ph-' + 'b'.repeat(32), 'other']]),
+      isBound: (secret, target) => {
+        asked.push(`${secret}@${target.host}`);
+        return target.host === 'api.github.com';
+      },
+    });
+    assert.deepEqual(scanner.scan({ host: 'evil.example.net', path: '/x?y=1', headers: { accept: '*/*' }, body: Buffer.from('clean') }), { found: false });
+    assert.deepEqual(asked, [], 'nothing carried a placeholder');
+    assert.deepEqual(scanner.scan({ host: 'api.github.com', path: `/${gh}`, headers: { authorization: gh, 'x-again': [gh, gh] } }), { found: false });
+    assert.deepEqual(asked, ['gh@api.github.com'], 'asked once for the whole head');
+    asked.length = 0;
+    const b = scanner.body({ host: 'api.github.com' });
+    for (let i = 0; i < 3; i++) assert.equal(b.push(Buffer.from(`chunk ${gh} `)).finding.found, false);
+    assert.deepEqual(asked, ['gh@api.github.com'], 'asked once for the whole body');
+  });
+});
+
 describe('failing closed', () => {
   test('a binding check that throws counts as unbound', () => {
     const scanner = createExfiltrationScanner({

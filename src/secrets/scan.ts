@@ -6,9 +6,15 @@
  * proxy blocks the request and audits the secret's name, the host and where
  * it was found, never the value.
  *
- * Matching is native substring search (`Buffer.indexOf`) once per pattern:
- * about ten patterns per secret plus one per placeholder, run on the bytes
- * and, when they contain a `%`, again on their percent-decoded form. Bodies
+ * Patterns: about ten per secret (encodings.ts) plus one per placeholder,
+ * compiled once per sandbox into one multi-pattern matcher (matcher.ts), so
+ * a field or body window costs at most about one pass over its bytes,
+ * however many secrets the sandbox holds. Each field and window is searched as bytes and, when it contains a
+ * `%`, again as its percent-decoded form. What is reported is what a search
+ * pattern by pattern, in the order values then placeholders, would report
+ * first: of the patterns that occur, the first in that order. Whether a
+ * placeholder may go to the request's host is asked only when it occurs,
+ * once per request. Bodies
  * are scanned as a stream: each chunk is searched together with the last
  * `holdBackBytes` bytes before it, so a value split across chunks is found,
  * and `push` returns only the bytes that can no longer be part of a match
@@ -16,6 +22,7 @@
  * value leaves before the decision.
  */
 import { percentDecode, valuePatterns, type SecretEncoding } from './encodings.js';
+import { createMultiPatternMatcher } from './matcher.js';
 import type { RequestTarget } from './bindings.js';
 import type { SecretValue } from './value.js';
 
@@ -84,32 +91,54 @@ const PERCENT = 0x25;
 
 /** Compile the patterns of a sandbox's secrets and placeholders once. */
 export function createExfiltrationScanner(input: ScannerInput): ExfiltrationScanner {
-  const valuePats: Pattern[] = [];
+  const patterns: Pattern[] = [];
   for (const [secret, value] of input.values) {
-    for (const p of valuePatterns(value.revealBytes())) valuePats.push({ ...p, secret, kind: 'secret-value' });
+    for (const p of valuePatterns(value.revealBytes())) patterns.push({ ...p, secret, kind: 'secret-value' });
   }
-  const placeholderPats: Pattern[] = [...input.placeholders].map(([ph, secret]) => ({
-    bytes: Buffer.from(ph, 'latin1'), secret, kind: 'placeholder-wrong-host', encoding: 'raw',
-  }));
-  const longest = Math.max(0, ...[...valuePats, ...placeholderPats].map((p) => p.bytes.length));
+  const valueCount = patterns.length;
+  for (const [ph, secret] of input.placeholders) patterns.push({ bytes: Buffer.from(ph, 'latin1'), secret, kind: 'placeholder-wrong-host', encoding: 'raw' });
+  const matcher = createMultiPatternMatcher(patterns.map((p) => p.bytes));
   // a pattern of L bytes spans at most 3L bytes when every byte is percent-encoded
-  const holdBackBytes = Math.max(0, 3 * longest - 1);
+  const holdBackBytes = Math.max(0, 3 * matcher.longestBytes - 1);
 
-  /** Value patterns, then the placeholders that may not go to `target` (all of them if `isBound` throws). */
-  function patternsFor(target: RequestTarget): Pattern[] {
-    const bound = (secret: string): boolean => {
-      try {
-        return input.isBound(secret, target) === true;
-      } catch {
-        return false;
+  /**
+   * Which patterns count for a request to `target`: every value pattern, and
+   * the placeholders whose secret is not bound there (a binding check that
+   * throws counts as unbound). Asked lazily, once per secret per request.
+   */
+  function countsFor(target: RequestTarget): (id: number) => boolean {
+    let bound: Map<string, boolean> | undefined;
+    return function counts(id: number): boolean {
+      if (id < valueCount) return true;
+      const secret = patterns[id]!.secret;
+      bound ??= new Map();
+      let yes = bound.get(secret);
+      if (yes === undefined) {
+        try {
+          yes = input.isBound(secret, target) === true;
+        } catch {
+          yes = false;
+        }
+        bound.set(secret, yes);
       }
+      return !yes;
     };
-    return [...valuePats, ...placeholderPats.filter((p) => !bound(p.secret))];
+  }
+
+  /** The first counting pattern (in pattern order) that occurs in `window`, searched raw, then percent-decoded. */
+  function search(window: Buffer, counts: (id: number) => boolean, where: ExfiltrationWhere): ExfiltrationFinding {
+    const raw = firstCounting(matcher.occurring(window), counts);
+    if (raw !== undefined) return finding(patterns[raw]!, where, patterns[raw]!.encoding);
+    if (window.indexOf(PERCENT) < 0) return NOT_FOUND;
+    const decoded = firstCounting(matcher.occurring(percentDecode(window)), counts);
+    if (decoded === undefined) return NOT_FOUND;
+    const p = patterns[decoded]!;
+    return finding(p, where, p.encoding === 'raw' || p.encoding === 'json' ? 'url' : p.encoding);
   }
 
   function scanHead(head: ScanHead): ExfiltrationFinding {
-    const patterns = patternsFor(head);
-    const check = (text: string, where: ExfiltrationWhere): ExfiltrationFinding => search(Buffer.from(text, 'latin1'), patterns, where);
+    const counts = countsFor(head);
+    const check = (text: string, where: ExfiltrationWhere): ExfiltrationFinding => search(Buffer.from(text, 'latin1'), counts, where);
     let f = check(String(head.host ?? ''), 'host');
     if (f.found) return f;
     let target = String(head.path ?? '');
@@ -140,14 +169,14 @@ export function createExfiltrationScanner(input: ScannerInput): ExfiltrationScan
   }
 
   function body(target: RequestTarget): BodyScanner {
-    const patterns = patternsFor(target);
+    const counts = countsFor(target);
     let held: Buffer = Buffer.alloc(0);
     let finding: ExfiltrationFinding = NOT_FOUND;
     return {
       push(chunk) {
         if (finding.found) return { finding, forward: Buffer.alloc(0) };
         const window = held.length === 0 ? Buffer.from(chunk) : Buffer.concat([held, chunk]);
-        finding = search(window, patterns, 'body');
+        finding = search(window, counts, 'body');
         if (finding.found) {
           held = Buffer.alloc(0);
           return { finding, forward: Buffer.alloc(0) };
@@ -184,16 +213,10 @@ export function scanForExfiltration(request: ScanRequest, scanner: ExfiltrationS
   return scanner.scan(request);
 }
 
-function search(window: Buffer, patterns: readonly Pattern[], where: ExfiltrationWhere): ExfiltrationFinding {
-  for (const p of patterns) {
-    if (window.indexOf(p.bytes) >= 0) return finding(p, where, p.encoding);
-  }
-  if (window.indexOf(PERCENT) < 0) return NOT_FOUND;
-  const decoded = percentDecode(window);
-  for (const p of patterns) {
-    if (decoded.indexOf(p.bytes) >= 0) return finding(p, where, p.encoding === 'raw' || p.encoding === 'json' ? 'url' : p.encoding);
-  }
-  return NOT_FOUND;
+/** The first id of `ids` (ascending) that counts. */
+function firstCounting(ids: readonly number[], counts: (id: number) => boolean): number | undefined {
+  for (const id of ids) if (counts(id)) return id;
+  return undefined;
 }
 
 function finding(p: Pattern, where: ExfiltrationWhere, encoding: SecretEncoding): ExfiltrationFinding {
