@@ -9,9 +9,14 @@ import { StaleNote, useApp } from '../app.js';
 import { clock } from '../format.js';
 
 const TYPES = [
-  'sandbox.create', 'sandbox.exec', 'sandbox.exec.result', 'sandbox.destroy', 'sandbox.pause', 'sandbox.resume', 'sandbox.file.read', 'sandbox.file.write',
-  'egress.request', 'egress.close', 'egress.exfiltration', 'llm.request', 'llm.response', 'tool.call',
-  'approval.requested', 'approval.decided', 'approval.consumed', 'approval.expired', 'detect.alert', 'alert.acked', 'api.auth', 'api.request', 'daemon.start', 'daemon.stop',
+  'sandbox.create', 'sandbox.ready', 'sandbox.setup', 'sandbox.exec', 'sandbox.exec.result', 'sandbox.destroy', 'sandbox.pause', 'sandbox.resume',
+  'sandbox.file.read', 'sandbox.file.write', 'sandbox.token', 'sandbox.token.failure', 'sandbox.protocol-error', 'sandbox.supervised', 'sandbox.unsupervised',
+  'egress.request', 'egress.close', 'egress.refusals', 'egress.exfiltration', 'secret.reflected',
+  'llm.auth', 'llm.request', 'llm.response', 'tool.auth', 'tool.call', 'tool.refused', 'tool.poisoned', 'tool.upstream',
+  'tunnel.open', 'tunnel.session', 'tunnel.connect', 'tunnel.disconnect', 'tunnel.refused', 'tunnel.forbidden', 'tunnel.close',
+  'approval.requested', 'approval.decided', 'approval.consumed', 'approval.expired', 'approval.refused', 'approval.forbidden', 'approval.notify-failed',
+  'detect.alert', 'detect.error', 'detect.action-failed', 'detect.notify-failed', 'alert.acked',
+  'api.auth', 'api.request', 'daemon.start', 'daemon.stop', 'audit.key-rotated', 'audit.dropped', 'telemetry.dropped',
 ];
 const DECISIONS = ['allow', 'deny', 'approve', 'error'];
 
