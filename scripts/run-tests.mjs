@@ -27,5 +27,7 @@ if (files.length === 0) {
 }
 console.log(`run-tests: ${files.length} files`);
 for (const f of files) console.log(`  ${relative(root, f)}`);
-const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', ...files], { stdio: 'inherit', cwd: root });
+// A test that never settles fails after 15 minutes (the slowest, a first guest image build, takes about 2) instead of holding the run.
+const TEST_TIMEOUT_MS = 15 * 60 * 1000;
+const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', `--test-timeout=${TEST_TIMEOUT_MS}`, ...files], { stdio: 'inherit', cwd: root });
 process.exit(r.status ?? 1);
