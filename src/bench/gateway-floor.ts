@@ -5,10 +5,13 @@
  *
  * It is the least a Node.js gateway can do: a `node:http` server that reads
  * the request body, sends it to the upstream through an undici `Pool` (the
- * client cordon uses), and writes the answer back as it arrives, streams
- * included. No authentication, no limits, no filters, no audit log. It runs
- * in the bench's own process, as cordon's gateway does, so both pay the same
- * for sharing the machine with the client and the upstream.
+ * client cordon uses) by its handler interface (`dispatch`, as cordon's
+ * gateway calls it: not `request()`, whose stream, promise and abort-signal
+ * machinery cordon avoids and the floor must not pay either), and writes
+ * the answer back as it arrives, streams included. No authentication, no
+ * limits, no filters, no audit log. It runs in the bench's own process, as
+ * cordon's gateway does, so both pay the same for sharing the machine with
+ * the client and the upstream.
  *
  * It is a reference, not a peer: the issue's goals compare cordon with the
  * direct call, and a goal that even this pass-through misses on the machine
@@ -21,12 +24,34 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 
 export interface PassThrough {
   /** Base URL on loopback, e.g. `http://127.0.0.1:40123`. */
   url: string;
   close(): Promise<void>;
+}
+
+/** Write the upstream's answer to `res` as it arrives: status, content type, each chunk, the end. */
+function relayTo(res: ServerResponse, failed: (err: Error) => void): Dispatcher.DispatchHandler {
+  return {
+    // Present so undici takes this for a handler of its current interface (it looks for this member).
+    onRequestStart() {},
+    onResponseStart(_c, statusCode, headers) {
+      if (statusCode < 200) return; // 1xx: the answer is still to come
+      const type = headers['content-type'];
+      res.writeHead(statusCode, typeof type === 'string' ? { 'content-type': type } : {});
+    },
+    onResponseData(_c, chunk) {
+      res.write(chunk);
+    },
+    onResponseEnd() {
+      res.end();
+    },
+    onResponseError(_c, err) {
+      failed(err);
+    },
+  };
 }
 
 /** Connections the pass-through keeps to the upstream (more than the bench's highest concurrency). */
@@ -47,19 +72,19 @@ export async function startPassThrough(upstreamUrl: string): Promise<PassThrough
     req.on('end', () => {
       const headers: Record<string, string> = { 'content-type': req.headers['content-type'] ?? 'application/json' };
       if (req.headers.authorization) headers.authorization = req.headers.authorization;
-      pool.request({ path: req.url ?? '/', method: 'POST', headers, body: Buffer.concat(parts) }).then(
-        ({ statusCode, headers: upHeaders, body }) => {
-          const type = upHeaders['content-type'];
-          res.writeHead(statusCode, typeof type === 'string' ? { 'content-type': type } : {});
-          body.on('data', (c: Buffer) => res.write(c));
-          body.on('end', () => res.end());
-          body.on('error', () => res.destroy());
-        },
-        (err: unknown) => {
-          res.writeHead(502, { 'content-type': 'text/plain' });
-          res.end(`pass-through: the upstream failed: ${(err as Error).message}`);
-        },
-      );
+      const failed = (err: Error): void => {
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        res.writeHead(502, { 'content-type': 'text/plain' });
+        res.end(`pass-through: the upstream failed: ${err.message}`);
+      };
+      try {
+        pool.dispatch({ path: req.url ?? '/', method: 'POST', headers, body: Buffer.concat(parts) }, relayTo(res, failed));
+      } catch (err) {
+        failed(err as Error); // a pool that throws instead of calling onResponseError (closed)
+      }
     });
   });
   await new Promise<void>((resolve, reject) => {

@@ -11,7 +11,7 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { createIdentityService, type IssuedToken, type PublicJwk, type RefusalReason, type VerifyResult } from '../identity/index.js';
+import { createIdentityService, type IdentityService, type IssuedToken, type PublicJwk, type RefusalReason, type VerifyResult } from '../identity/index.js';
 import { ensurePrivateDir } from '../util/index.js';
 import { formatOpTable, machineSetup, timeAsync, type MachineSetup, type OpFigures } from './op-timing.js';
 
@@ -89,8 +89,11 @@ export async function benchIdentity(opts: IdentityBenchOptions): Promise<Identit
   const machine = machineSetup();
   const work = mkdtempSync(join(ensurePrivateDir(opts.dir), 'identity-bench-'));
   let skewMs = 0;
-  const ids = createIdentityService({ home: work, trustDomain: TRUST_DOMAIN, audiences: [AUDIENCE], now: () => Date.now() + skewMs });
+  let created: IdentityService | undefined;
   try {
+    // Inside the try: a key ring that cannot be created still leaves no directory behind.
+    const ids = createIdentityService({ home: work, trustDomain: TRUST_DOMAIN, audiences: [AUDIENCE], now: () => Date.now() + skewMs });
+    created = ids;
     const sandboxes = Array.from({ length: sandboxCount }, (_, i) => ({ id: benchSandboxId(i + 1), agent: AGENT }));
     const sandboxOf = (i: number) => sandboxes[i % sandboxCount]!;
     const otherOf = (i: number) => sandboxes[(i + 1) % sandboxCount]!;
@@ -149,7 +152,7 @@ export async function benchIdentity(opts: IdentityBenchOptions): Promise<Identit
       },
     };
   } finally {
-    ids.close();
+    created?.close();
     rmSync(work, { recursive: true, force: true });
   }
 }

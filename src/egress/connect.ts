@@ -32,7 +32,7 @@ export async function handleConnect(ctx: DoorContext, req: IncomingMessage, sock
   const data: EgressEventData = { conn: conn.id, scheme: 'connect', method: 'CONNECT' };
   const refuse = async (decision: string, reason: string, problem: string, extra: Partial<EgressEventData> = {}): Promise<void> => {
     Object.assign(data, extra, { problem });
-    refuseRaw(socket, reason, problem);
+    refuseRaw(socket, reason, problem, ctx.limits);
     await ctx.record(decision, reason, data);
   };
 

@@ -12,7 +12,7 @@ import type { EgressCa } from './ca.js';
 import type { EgressApprovalHook } from './approve.js';
 import type { EgressConnectHook, EgressRequestHook } from './forward.js';
 import type { InternalService } from './internal.js';
-import { retryAfterForReason, statusForReason, type EgressLimits } from './limits.js';
+import { retryAfterForReason, statusForReason, type EgressLimits, type RetryRates } from './limits.js';
 import type { EgressLookup } from './resolve.js';
 
 /** Where a door writes its events; `AuditLog` fits. Must reject when the event is not durable. */
@@ -138,10 +138,13 @@ export interface ConnState {
   closeReason?: string;
 }
 
-/** A refusal written straight to a socket (CONNECT, or before any request was parsed), then close. */
-export function refuseRaw(socket: Duplex, reason: string, message: string): void {
+/**
+ * A refusal written straight to a socket (CONNECT, or before any request was parsed), then close.
+ * @param rates the door's limits, for the `Retry-After` of a rate refusal @default the default limits
+ */
+export function refuseRaw(socket: Duplex, reason: string, message: string, rates?: RetryRates): void {
   const status = statusForReason(reason);
-  const retryAfter = retryAfterForReason(reason);
+  const retryAfter = retryAfterForReason(reason, rates);
   const body = `cordon egress: ${reason}: ${message}\n`;
   if (socket.writable) {
     socket.end(

@@ -22,7 +22,7 @@ export async function handleHttp(ctx: DoorContext, req: IncomingMessage, res: Se
   const data: EgressEventData = { conn: conn.id, scheme: 'http', method: req.method ?? '' };
   const refuse = async (decision: string, reason: string, problem: string): Promise<void> => {
     data.problem = problem;
-    refuseResponse(res, reason, problem);
+    refuseResponse(res, reason, problem, ctx.limits);
     req.resume();
     await ctx.record(decision, reason, data);
   };

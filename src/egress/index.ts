@@ -17,7 +17,7 @@ export {
 } from './proxy.js';
 export type { EgressAuditSink, EgressDial, EgressEventData } from './context.js';
 export {
-  egressLimitsSchema, resolveLimits, statusForReason, PROXY_REASONS,
+  egressLimitsSchema, resolveLimits, statusForReason, retryAfterForReason, PROXY_REASONS,
   type EgressLimits, type EgressLimitsInput, type ProxyReason,
 } from './limits.js';
 export {

@@ -617,7 +617,7 @@ test('request rate inside an intercepted tunnel: the tunnel and each request spe
     answers.push([r.status, r.headers['x-cordon-error'] ?? '-', r.headers['retry-after'] ?? '-'].join(' '));
   }
   t.destroy();
-  assert.deepEqual(answers, ['200 - -', '200 - -', '429 request-rate-limit 1']);
+  assert.deepEqual(answers, ['200 - -', '200 - -', '429 request-rate-limit 1000']);
   assert.equal(upstreamRequests, before + 2, 'the refused request never reached the upstream');
   const again = await connectTo(port, `api.example.com:${httpsPort}`);
   assert.equal(again.status, 429, 'a new tunnel spends from the same rate');

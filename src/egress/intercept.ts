@@ -235,7 +235,7 @@ async function handleTunnelRequest(ctx: DoorContext, tunnel: Tunnel, req: Incomi
   };
   const refuse = async (decision: string, reason: string, problem: string): Promise<void> => {
     data.problem = problem;
-    refuseResponse(res, reason, problem);
+    refuseResponse(res, reason, problem, ctx.limits);
     req.resume();
     await ctx.record(decision, reason, data);
   };

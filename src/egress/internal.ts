@@ -12,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InvalidInputError } from '../errors/index.js';
 import { INTERNAL_SERVICES, normalizeDestination } from '../policy/index.js';
 import type { DoorContext, EgressEventData } from './context.js';
-import { retryAfterForReason, statusForReason } from './limits.js';
+import { retryAfterForReason, statusForReason, type RetryRates } from './limits.js';
 
 /** Who is calling an internal service: always the door's sandbox and agent. */
 export interface InternalCaller {
@@ -96,7 +96,7 @@ export async function serveInternal(ctx: DoorContext, service: InternalService, 
   if (problem) {
     // Before anything is recorded as allowed: a guest looping on a service must not grow the audit log
     // by one event (or three, with the service's own) per request. This refusal goes under the door's budget.
-    refuseResponse(res, 'internal-rate-limit', problem);
+    refuseResponse(res, 'internal-rate-limit', problem, ctx.limits);
     req.resume();
     await ctx.record('deny', 'internal-rate-limit', { ...data, problem });
     return;
@@ -153,13 +153,16 @@ export async function serveInternal(ctx: DoorContext, service: InternalService, 
   }
 }
 
-/** Answer with a refusal (status by reason, `X-Cordon-Error`), closing the connection. */
-export function refuseResponse(res: ServerResponse, reason: string, problem: string, extraHeaders: Record<string, string> = {}): void {
+/**
+ * Answer with a refusal (status by reason, `X-Cordon-Error`, `Retry-After` for a rate), closing the connection.
+ * @param rates the door's limits, for the `Retry-After` of a rate refusal @default the default limits
+ */
+export function refuseResponse(res: ServerResponse, reason: string, problem: string, rates?: RetryRates): void {
   if (!res.headersSent) {
-    const retryAfter = retryAfterForReason(reason);
+    const retryAfter = retryAfterForReason(reason, rates);
     res.writeHead(statusForReason(reason), {
       'X-Cordon-Error': reason, 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close',
-      ...(retryAfter === undefined ? {} : { 'Retry-After': String(retryAfter) }), ...extraHeaders,
+      ...(retryAfter === undefined ? {} : { 'Retry-After': String(retryAfter) }),
     });
   }
   res.end(`cordon egress: ${reason}: ${problem}\n`);

@@ -72,9 +72,21 @@ export const PROXY_REASONS = [
 ] as const;
 export type ProxyReason = (typeof PROXY_REASONS)[number];
 
-/** Seconds a client should wait before it tries again (`Retry-After`), for the refusals that pass with time. */
-export function retryAfterForReason(reason: string): number | undefined {
-  return reason === 'internal-rate-limit' || reason === 'request-rate-limit' ? 1 : undefined;
+/** The rates of a door that its `Retry-After` values come from. */
+export type RetryRates = Pick<EgressLimits, 'maxRequestsPerSecond' | 'maxInternalRequestsPerSecond'>;
+const DEFAULT_RATES: RetryRates = egressLimitsSchema.parse({});
+
+/**
+ * Seconds a client should wait before it tries again (`Retry-After`), for the
+ * refusals that pass with time. A rate refusal came with less than one token
+ * left, so one is back within `1 / rate` seconds: that, rounded up, at least 1
+ * (a rate of 0.5 a second says 2, not 1, so the retry is not refused again).
+ * @param rates the door's limits @default the defaults of `egressLimitsSchema`
+ */
+export function retryAfterForReason(reason: string, rates: RetryRates = DEFAULT_RATES): number | undefined {
+  const perSecond = reason === 'request-rate-limit' ? rates.maxRequestsPerSecond
+    : reason === 'internal-rate-limit' ? rates.maxInternalRequestsPerSecond : undefined;
+  return perSecond === undefined ? undefined : Math.max(1, Math.ceil(1 / perSecond));
 }
 
 /**

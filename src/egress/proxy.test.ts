@@ -19,7 +19,7 @@ import { openStore, type Store } from '../store/index.js';
 import { tempDir } from '../testkit/index.js';
 import { sleep } from '../util/index.js';
 import { InvalidInputError } from '../errors/index.js';
-import { createEgressProxy, egressLimitsSchema, type EgressAuditSink, type EgressProxy, type EgressProxyOptions } from './index.js';
+import { createEgressProxy, egressLimitsSchema, retryAfterForReason, type EgressAuditSink, type EgressProxy, type EgressProxyOptions } from './index.js';
 import type { EgressRuleInput } from '../policy/index.js';
 
 const NAMES: Record<string, string> = {
@@ -522,7 +522,7 @@ test('request rate, CONNECT: 3 tunnels open, the 4th gets 429 request-rate-limit
   const over = await rawRequest(port, connectReq(`upstream.example.com:${tlsPort}`));
   assert.equal(over.status, 429, over.head);
   assert.match(over.head, /^X-Cordon-Error: request-rate-limit$/mi);
-  assert.match(over.head, /^Retry-After: 1$/mi);
+  assert.match(over.head, /^Retry-After: 1000$/mi, 'one token every 1,000 s: a retry sooner would be refused again');
   over.socket.destroy();
   // The policy decides first and its refusals spend nothing: an unlisted host is still refused as such.
   const unlisted = await rawRequest(port, connectReq('evil.example.net:443'));
@@ -553,7 +553,7 @@ test('request rate, plain HTTP: 3 requests are forwarded, the 4th gets 429 reque
     answers.push([r.status, /^X-Cordon-Error: (.+)$/mi.exec(r.head)?.[1] ?? '-', /^Retry-After: (.+)$/mi.exec(r.head)?.[1] ?? '-'].join(' '));
     r.socket.destroy();
   }
-  assert.deepEqual(answers, ['200 - -', '200 - -', '200 - -', '429 request-rate-limit 1']);
+  assert.deepEqual(answers, ['200 - -', '200 - -', '200 - -', '429 request-rate-limit 1000']);
   assert.equal(httpRequests, before + 3, 'the refused request never reached the upstream');
   await eventOf('sb-rate-http', 'egress.request', 4);
   const events = await queryEvents(store, { sandbox: 'sb-rate-http', type: 'egress.request' });
@@ -576,4 +576,19 @@ test('request rate: the defaults are 100 a second, bursts of 1000; zero, a negat
   for (const [name, limits, field] of bad) {
     assert.throws(() => createEgressProxy({ limits }), (err: Error) => err instanceof InvalidInputError && err.message.includes(field), name);
   }
+});
+
+test('Retry-After of a rate refusal: the time one token takes to come back, rounded up, at least 1 s; none for other refusals', () => {
+  const at = (maxRequestsPerSecond: number, maxInternalRequestsPerSecond = 20) => ({ maxRequestsPerSecond, maxInternalRequestsPerSecond });
+  const cases: Array<[name: string, reason: string, rates: ReturnType<typeof at> | undefined, seconds: number | undefined]> = [
+    ['the default rate (100 a second)', 'request-rate-limit', at(100), 1],
+    ['no rates given: the defaults', 'request-rate-limit', undefined, 1],
+    ['one every 2 s (0.5 a second): 1 s would be refused again', 'request-rate-limit', at(0.5), 2],
+    ['0.3 a second: 3.33 s, rounded up', 'request-rate-limit', at(0.3), 4],
+    ['the slowest rate (0.001 a second)', 'request-rate-limit', at(0.001), 1000],
+    ['the internal rate, an integer', 'internal-rate-limit', at(0.001, 1), 1],
+    ['not a rate: no Retry-After', 'bytes-out-limit', at(0.5), undefined],
+    ['a policy refusal: no Retry-After', 'host-not-allowed', at(0.5), undefined],
+  ];
+  for (const [name, reason, rates, seconds] of cases) assert.equal(retryAfterForReason(reason, rates), seconds, name);
 });

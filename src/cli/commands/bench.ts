@@ -15,6 +15,15 @@ import { cliHome, printJson } from '../context.js';
 
 const PARTS = ['audit', 'sandbox', 'egress', 'detect', 'detector', 'gateway', 'identity', 'secrets'] as const;
 
+/**
+ * Largest `--tokens` / `--iterations`: the identity bench keeps every token and
+ * each row's answers (about 5 KB a token at its peak), the secrets bench each
+ * row's requests and answers, in memory until checked; far beyond these a run
+ * ends in an out-of-memory crash instead of figures.
+ */
+const MAX_IDENTITY_TOKENS = 200_000;
+const MAX_SECRETS_ITERATIONS = 100_000;
+
 function wholeNumber(s: string, name: string, max: number): number {
   const n = Number(s);
   if (!Number.isInteger(n) || n < 1 || n > max) {
@@ -48,11 +57,11 @@ function peerNotes(r: EgressBenchResult): string[] {
   return notes;
 }
 
-/** The egress table, the goal check, and every peer that was not measured with the reason and the fix. */
-function egressText(r: EgressBenchResult): string {
+/** The egress table, the goal check, every peer that was not measured with the reason and the fix, and every system's failed requests. */
+export function egressText(r: EgressBenchResult): string {
   const table = formatEgressTable(r.direct, [['cordon', r.cordon], ['tinyproxy', r.tinyproxy], ['squid', r.squid], ['bare Node.js proxy (floor)', r.floor]], r.setup);
   const notes = peerNotes(r);
-  for (const [name, e] of [['direct', r.direct], ['cordon', r.cordon], ['tinyproxy', r.tinyproxy], ['squid', r.squid]] as const) {
+  for (const [name, e] of [['direct', r.direct], ['cordon', r.cordon], ['tinyproxy', r.tinyproxy], ['squid', r.squid], ['bare Node.js proxy (floor)', r.floor]] as const) {
     if ('errors' in e && e.errors > 0) notes.push(`${name}: ${e.errors} failed requests (last: ${e.lastError ?? '?'})`);
   }
   const goal = r.goal.fasterPeerOnEveryRow
@@ -68,12 +77,12 @@ function egressText(r: EgressBenchResult): string {
   return [table, '', goal, minimum, ...notes, setup, ''].join('\n');
 }
 
-/** The gateway table, the goal check, and Portkey's reason and fix when it was not measured. */
-function gatewayText(r: GatewayBenchResult): string {
+/** The gateway table, the goal check, Portkey's reason and fix when it was not measured, and every system's failed requests. */
+export function gatewayText(r: GatewayBenchResult): string {
   const table = formatGatewayTable(r.direct, [['cordon', r.cordon], ['Portkey', r.portkey], ['bare Node.js pass-through (floor)', r.floor]], r.setup.rpsConcurrency);
   const notes: string[] = [];
   if (!('rps' in r.portkey)) notes.push(`Portkey was not measured: ${'missing' in r.portkey ? r.portkey.missing : r.portkey.failed}; fix: ${r.portkey.fix}`);
-  for (const [name, e] of [['direct', r.direct], ['cordon', r.cordon], ['Portkey', r.portkey]] as const) {
+  for (const [name, e] of [['direct', r.direct], ['cordon', r.cordon], ['Portkey', r.portkey], ['bare Node.js pass-through (floor)', r.floor]] as const) {
     if ('errors' in e && e.errors > 0) notes.push(`${name}: ${e.errors} failed requests (last: ${e.lastError ?? '?'})`);
   }
   const goal = `goal (added p50 ≤ 0.5 ms, first chunk +≤ 1 ms, requests/s ≥ 5× Portkey at concurrency ${r.setup.rpsConcurrency}): ` +
@@ -109,7 +118,7 @@ export function registerBench(program: Command): void {
       }
       const log = (line: string) => { if (!opts.json) process.stderr.write(line + '\n'); };
       if (part === 'identity') {
-        const tokens = wholeNumber(opts.tokens, '--tokens', 10_000_000);
+        const tokens = wholeNumber(opts.tokens, '--tokens', MAX_IDENTITY_TOKENS);
         const dir = mkdtempSync(join(tmpdir(), 'cordon-bench-'));
         try {
           log(`bench identity: issuing ${tokens} EdDSA tokens on a throw-away key ring, then verifying each valid, on a wrong channel, revoked and expired…`);
@@ -122,7 +131,7 @@ export function registerBench(program: Command): void {
         return;
       }
       if (part === 'secrets') {
-        const iterations = wholeNumber(opts.iterations, '--iterations', 10_000_000);
+        const iterations = wholeNumber(opts.iterations, '--iterations', MAX_SECRETS_ITERATIONS);
         log(`bench secrets: the egress request hook, ${iterations} requests per row with 1, 10 and 50 bound secrets…`);
         const result = await benchSecrets({ iterations });
         if (opts.json) printJson(result);
@@ -150,7 +159,7 @@ export function registerBench(program: Command): void {
         const rounds = wholeNumber(opts.rounds, '--rounds', 100);
         const requests = wholeNumber(opts.requests, '--requests', 1_000_000);
         const downloadMiB = wholeNumber(opts.downloadMib, '--download-mib', 4096);
-        log(`bench egress: direct, cordon, tinyproxy and squid side by side, ${rounds} rounds…`);
+        log(`bench egress: direct, cordon, tinyproxy, squid and a bare Node.js proxy (the floor) side by side, ${rounds} rounds…`);
         const result = await benchEgress({ rounds, requests, downloadMiB, onProgress: log });
         if (opts.json) {
           printJson(result);
@@ -162,7 +171,7 @@ export function registerBench(program: Command): void {
       if (part === 'gateway') {
         const rounds = wholeNumber(opts.rounds, '--rounds', 100);
         const requests = wholeNumber(opts.requests, '--requests', 1_000_000);
-        log(`bench gateway: direct, cordon and Portkey side by side, ${rounds} rounds…`);
+        log(`bench gateway: direct, cordon, Portkey and a bare Node.js pass-through (the floor) side by side, ${rounds} rounds…`);
         const result = await benchGateway({
           rounds, requests, cacheDir: join(cliHome(cmd), 'peers', 'portkey'), onProgress: log,
           ...(opts.portkey ? { portkeyDir: opts.portkey } : {}),

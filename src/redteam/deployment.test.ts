@@ -1,0 +1,28 @@
+/**
+ * The red team's scratch deployment config: the attacks meet the operator's
+ * own settings (egress limits, identity, audit), not the defaults.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseConfig } from '../config/index.js';
+import { resolveLimits } from '../egress/index.js';
+import { redteamConfig } from './index.js';
+
+test('redteamConfig takes the operator\'s egress.limits (the request rate included) and identity settings', () => {
+  const operatorConfig = parseConfig([
+    'version: 1',
+    'identity: { tokenTtl: 5m }',
+    'egress:',
+    '  limits: { maxRequestsPerSecond: 7, requestBurst: 70, maxConnections: 9 }',
+  ].join('\n'));
+  const config = redteamConfig({
+    operatorConfig, reference: { isolation: 'microvm', egressMode: 'enforce', vcpus: 1, memoryMiB: 256 },
+    okPort: 4001, attackerPort: 4002, modelUrl: 'http://127.0.0.1:4003', sandboxTimeoutMs: 60_000,
+  });
+  assert.deepEqual(config.egress.limits, resolveLimits({ maxRequestsPerSecond: 7, requestBurst: 70, maxConnections: 9 }));
+  assert.equal(config.identity.tokenTtlMs, 300_000);
+  assert.deepEqual(redteamConfig({
+    operatorConfig: parseConfig('version: 1\n'), reference: { isolation: 'microvm', egressMode: 'enforce', vcpus: 1, memoryMiB: 256 },
+    okPort: 4001, attackerPort: 4002, modelUrl: 'http://127.0.0.1:4003', sandboxTimeoutMs: 60_000,
+  }).egress.limits, resolveLimits({}), 'an operator without egress settings: the defaults');
+});
