@@ -9,8 +9,11 @@
  * no limits, no audit log. It runs in the bench's own process, as cordon's
  * door does.
  *
- * It is a reference, not a peer: a row where even this proxy is behind a
- * peer shows a limit of Node.js's socket streams on the machine at hand.
+ * It is a reference, not a peer, and not the fastest relay Node allows:
+ * `pipe()` is the textbook way, while cordon's relay reads the upstream
+ * into reused buffers (relay.ts) and is lighter per chunk. A row where even
+ * this proxy is behind a peer says what plain Node.js streams reach on the
+ * machine at hand, no more.
  * It must never be reachable from anything but the bench: it relays
  * anywhere, so it listens on loopback only and lives as long as one run.
  *

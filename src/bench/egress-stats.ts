@@ -126,8 +126,7 @@ export interface GoalCheck {
   unmeasured: PeerName[];
   /**
    * The minimum's rows where the bare Node.js CONNECT proxy (the floor, when
-   * measured) is behind too: no proxy built on Node's socket streams reaches
-   * them on this machine in this run.
+   * measured: `node:http` CONNECT and `pipe()`) is behind too in this run.
    */
   floorMisses: string[];
 }

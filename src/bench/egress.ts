@@ -10,7 +10,7 @@
  * - the upstream (`egress-upstream.ts`) and the client (`egress-client.ts`)
  *   each run in their own process, so neither shares an event loop with cordon;
  * - a bare Node.js CONNECT proxy (`egress-floor.ts`) is measured too, as the
- *   floor: what a proxy built on Node's socket streams gets here before it
+ *   floor: what a textbook Node.js proxy (`pipe()`) gets here before it
  *   does anything of its own. The goal check names the minimum's rows it
  *   misses too.
  *

@@ -69,7 +69,7 @@ export function egressText(r: EgressBenchResult): string {
     : `goal: at least as fast as the faster peer on every row — not met:\n${r.goal.misses.map((m) => `  - ${m}`).join('\n')}`;
   const minimum = `minimum (added p50 ≤ 1 ms, requests/s ≥ every peer): ${r.goal.minimum ? 'met' : 'not met'}` +
     (r.goal.floorMisses.length > 0
-      ? `\nmissed even by the bare Node.js CONNECT proxy in this run (a limit of Node's socket streams on this machine):\n${r.goal.floorMisses.map((m) => `  - ${m}`).join('\n')}`
+      ? `\nmissed even by the bare Node.js CONNECT proxy (node:http CONNECT and pipe(), no checks and no audit) in this run:\n${r.goal.floorMisses.map((m) => `  - ${m}`).join('\n')}`
       : '');
   const s = r.setup;
   const setup = `${s.rounds} rounds, ${s.requestsPerRow} requests per latency row, ${s.concurrency} connections for ${s.rpsSeconds} s per round, ` +
