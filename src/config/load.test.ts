@@ -80,6 +80,11 @@ describe('broken configs (testdata/config/broken)', () => {
   }
 });
 
+test('a store URL that is refused is never repeated: its password stays out of the error, its JSON and its description', () => {
+  const err = configError(() => loadConfig(join(BROKEN, 'store-url-not-postgres.yaml')));
+  for (const text of [err.message, err.describe(), JSON.stringify(err.issues)]) assert.ok(!text.includes('hunter2'), text);
+});
+
 describe('good configs', () => {
   test('minimal.yaml gets every default', () => {
     const config = loadConfig(join(GOOD, 'minimal.yaml'));

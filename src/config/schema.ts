@@ -308,7 +308,8 @@ export const StoreSchema = z
     if (s.kind === 'postgres' && s.url === undefined) {
       addProblem(ctx, 'kind is postgres but no url is given', 'add url: "postgres://user@host:5432/cordon"', ['url']);
     } else if (s.kind === 'postgres' && !/^postgres(ql)?:\/\//.test(s.url ?? '')) {
-      addProblem(ctx, `"${s.url}" is not a postgres:// URL`, 'use a URL such as "postgres://user@host:5432/cordon"', ['url']);
+      // Never echo the value: it may hold a password.
+      addProblem(ctx, 'is not a postgres:// URL (the value is not repeated here: it may hold a password)', 'use a URL such as "postgres://user@host:5432/cordon"', ['url']);
     } else if (s.kind === 'sqlite' && s.url !== undefined) {
       addProblem(ctx, 'url is only for kind postgres: the sqlite store always lives at $CORDON_HOME/cordon.db', 'remove store.url, or set store.kind: postgres', ['url']);
     }

@@ -185,6 +185,13 @@ test('a PostgreSQL store that cannot be used is refused with a code and a fix, n
   const cases: { name: string; url: () => Promise<string>; code: string; message: RegExp; fix: RegExp }[] = [
     { name: 'not a URL', url: async () => `postgres//cordon:${password}@db`, code: 'store-url-invalid', message: /not a valid PostgreSQL connection URL: it is not a URL/, fix: /postgres:\/\// },
     { name: 'another scheme', url: async () => `mysql://cordon:${password}@db/cordon`, code: 'store-url-invalid', message: /scheme is "mysql"/, fix: /PGPASSWORD/ },
+    ...['/', '?', '#'].map((c) => ({
+      name: `a password with an unescaped "${c}" after digits (URL parsers read "cordon:2024" as host and port, and the rest as path)`,
+      url: async () => `postgres://cordon:2024${c}${password}@127.0.0.1:5432/cordon`,
+      code: 'store-url-invalid',
+      message: /an "@" follows the host: .*percent-encoded/,
+      fix: /PGPASSWORD/,
+    })),
     {
       name: 'nothing listens on the port',
       url: async () => `postgres://cordon:${password}@127.0.0.1:${await closedPort()}/cordon`,

@@ -37,6 +37,11 @@ export function parsePostgresUrl(url: string): PostgresTarget {
   if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
     throw invalidUrl(`its scheme is ${JSON.stringify(u.protocol.replace(/:$/, ''))}, not postgres`);
   }
+  // `user:12/pw@host` parses as host `user`, port 12 and a path holding the rest of the password: never show that.
+  const afterAuthority = url.slice(url.indexOf('//') + 2).replace(/^[^/?#]*/, '');
+  if (u.username === '' && afterAuthority.includes('@')) {
+    throw invalidUrl('an "@" follows the host: a password holding "/", "?" or "#" must be percent-encoded (e.g. "/" as %2F)');
+  }
   const decode = (s: string): string => {
     try {
       return decodeURIComponent(s);

@@ -8,12 +8,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import pgDriver from 'pg';
 import { StoreError } from '../errors/index.js';
-import { openStore, type Store } from './index.js';
+import { migrateLayer, openStore, type Store } from './index.js';
 import { WRITER_LOCK_KEY } from './postgres.js';
 import { row, runStoreContract } from './testing/contract.js';
 import { postgresSkipReason, startTestPostgres, TEST_PASSWORD, type TestPostgres } from './testing/postgres.js';
@@ -133,6 +134,10 @@ test('the pool is bounded, the writer holds one more connection, and close() end
   assert.equal(await sessions(), 0, 'no session of the store is left after close()');
 });
 
+/** The granted writer lock in pg_locks, where a bigint key shows as two 32-bit halves ($1, $2). */
+const WRITER_LOCK_ROW = "locktype = 'advisory' and granted and classid = $1 and objid = $2";
+const WRITER_LOCK_HALVES = [Number(BigInt(WRITER_LOCK_KEY) >> 32n), Number(BigInt(WRITER_LOCK_KEY) & 0xffffffffn)];
+
 /** Audit rows written by `store`, as seqs. */
 const seqs = async (store: Store): Promise<number[]> => (await store.audit.readAfter(0, 100)).map((r) => r.seq);
 
@@ -167,13 +172,8 @@ test('a writer whose locked session was killed must win the lock again before it
   const url = await freshUrl();
   const a = await openStore({ kind: 'postgres', url });
   const b = await openStore({ kind: 'postgres', url });
-  const hi = Number(BigInt(WRITER_LOCK_KEY) >> 32n);
-  const lo = Number(BigInt(WRITER_LOCK_KEY) & 0xffffffffn);
   const killHolder = async (): Promise<void> => {
-    const rows = await pg().admin<{ ok: boolean }>(
-      "select pg_terminate_backend(pid) as ok from pg_locks where locktype = 'advisory' and granted and classid = $1 and objid = $2",
-      [hi, lo],
-    );
+    const rows = await pg().admin<{ ok: boolean }>(`select pg_terminate_backend(pid) as ok from pg_locks where ${WRITER_LOCK_ROW}`, WRITER_LOCK_HALVES);
     assert.deepEqual(rows.map((r) => r.ok), [true], 'exactly one session held the lock');
   };
   try {
@@ -187,6 +187,20 @@ test('a writer whose locked session was killed must win the lock again before it
   } finally {
     await a.close();
     await b.close();
+  }
+});
+
+test('processes that open a fresh database at the same time all succeed: the schema and a layer\'s tables are made once', opts, async () => {
+  const url = await freshUrl();
+  const stores = await Promise.all(Array.from({ length: 4 }, () => openStore({ kind: 'postgres', url })));
+  try {
+    await Promise.all(stores.map((s) => migrateLayer(s.db, 'racing', {
+      '0001_init': { up: async (db) => { await db.schema.createTable('racing_items').addColumn('id', 'text', (c) => c.primaryKey()).execute(); } },
+    })));
+    const applied = await pg().admin<{ n: string }>('select (select count(*) from cordon_migration)::text || \'/\' || (select count(*) from cordon_migration_racing)::text as n', [], url.split('/').pop());
+    assert.equal(applied[0]?.n, '1/1', 'each migration recorded once');
+  } finally {
+    await Promise.all(stores.map((s) => s.close()));
   }
 });
 
@@ -305,5 +319,111 @@ test('a write whose session is killed mid-statement fails, and the next write re
   } finally {
     await holder.end();
     await store.close();
+  }
+});
+
+/**
+ * A loopback TCP relay to the test server that can silence the connections
+ * open so far (a dead network: nothing is closed, nothing arrives), both
+ * ways or only the server's replies; later connections pass.
+ */
+async function silencingRelay(port: number): Promise<{ port: number; silence(what: 'both' | 'replies'): void; close(): void }> {
+  const links: { inbound: Socket; outbound: Socket; requests: boolean; replies: boolean }[] = [];
+  const relay = createServer((inbound) => {
+    const link = { inbound, outbound: connect(port, '127.0.0.1'), requests: true, replies: true };
+    links.push(link);
+    inbound.on('data', (d: Buffer) => { if (link.requests) link.outbound.write(d); });
+    link.outbound.on('data', (d: Buffer) => { if (link.replies) inbound.write(d); });
+    for (const [a, b] of [[inbound, link.outbound], [link.outbound, inbound]] as const) {
+      a.on('error', () => undefined);
+      a.on('close', () => b.destroy());
+    }
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (relay.address() as { port: number }).port,
+    silence(what) {
+      for (const l of links) {
+        l.replies = false;
+        if (what === 'both') l.requests = false;
+      }
+    },
+    close() {
+      for (const l of links) l.inbound.destroy();
+      relay.close();
+    },
+  };
+}
+
+/** Wait until no session holds the writer lock (the server saw a dropped connection go). */
+async function lockReleased(): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const rows = await pg().admin(`select 1 from pg_locks where ${WRITER_LOCK_ROW}`, WRITER_LOCK_HALVES);
+    if (rows.length === 0) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.fail('the dropped writer session still holds the lock after 2 s');
+}
+
+/** Seqs of the events and checkpoints in a database, read as the superuser (the store's pooled connections may be silenced). */
+async function stored(url: string): Promise<{ events: number[]; checkpoints: number[] }> {
+  const db = url.split('/').pop();
+  const read = async (table: string): Promise<number[]> =>
+    (await pg().admin<{ seq: string }>(`select seq::text from ${table} order by seq`, [], db)).map((r) => Number(r.seq));
+  return { events: await read('audit_events'), checkpoints: await read('audit_checkpoints') };
+}
+
+/** A write's outcome within `ms`: 'written', its error, or a note that it is still waiting. */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<unknown> {
+  return Promise.race([p.then(() => 'written', (err: unknown) => err), new Promise((resolve) => setTimeout(() => resolve(`still waiting after ${ms} ms`), ms))]);
+}
+
+test('an audit write to a server that stops answering (dead network) fails after writeTimeoutMs plus a grace, drops the session, and close() returns', opts, async () => {
+  const url = await freshUrl();
+  const relay = await silencingRelay(pg().port);
+  const store = await openStore({ kind: 'postgres', url: url.replace(`:${pg().port}/`, `:${relay.port}/`), writeTimeoutMs: 300 });
+  try {
+    await store.audit.insertEvents([row(1)]);
+    relay.silence('both');
+    const started = Date.now();
+    const outcome = await settledWithin(store.audit.insertEvents([row(2)]), 6000);
+    assert.ok(refusal('store-timeout', /did not answer an audit write within 2300 ms; the connection, and with it the writer lock, was dropped/, /network/)(outcome));
+    assert.ok(Date.now() - started < 4000, `refused in ${Date.now() - started} ms`);
+    await lockReleased();
+    assert.deepEqual((await stored(url)).events, [1], 'the unanswered write never reached the server');
+    await store.audit.insertEvents([row(2)]);
+    assert.deepEqual((await stored(url)).events, [1, 2], 'the next write connected again, won the lock and wrote');
+    relay.silence('both');
+    const closing = Date.now();
+    await store.close();
+    assert.ok(Date.now() - closing < 4000, `close() returned in ${Date.now() - closing} ms`);
+  } finally {
+    relay.close();
+    await store.close();
+  }
+});
+
+test('an audit write the server committed but whose reply was lost succeeds once a new session finds it (so it is not retried and recorded twice)', opts, async (t) => {
+  const cases = [
+    { name: 'events', write: (s: Store) => s.audit.insertEvents([row(2), row(3)]), expected: { events: [1, 2, 3, 4], checkpoints: [] } },
+    { name: 'a checkpoint', write: (s: Store) => s.audit.insertCheckpoint({ seq: 1, hash: row(1).hash, ts: 't', keyId: 'k', signature: 's' }), expected: { events: [1, 4], checkpoints: [1] } },
+  ];
+  for (const c of cases) {
+    await t.test(c.name, async () => {
+      const url = await freshUrl();
+      const relay = await silencingRelay(pg().port);
+      const store = await openStore({ kind: 'postgres', url: url.replace(`:${pg().port}/`, `:${relay.port}/`), writeTimeoutMs: 300 });
+      try {
+        await store.audit.insertEvents([row(1)]);
+        relay.silence('replies');
+        assert.equal(await settledWithin(c.write(store), 6000), 'written');
+        await lockReleased();
+        await store.audit.insertEvents([row(4)]);
+        assert.deepEqual(await stored(url), c.expected, 'written once, and the writer goes on');
+      } finally {
+        relay.close();
+        await store.close();
+      }
+    });
   }
 });

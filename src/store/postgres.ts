@@ -13,7 +13,10 @@
  * the holder (fail closed); reading (`cordon audit verify`, `tail`,
  * `doctor`) takes no lock. If the locked connection dies, the next write
  * connects again and must win the lock again. Each write is one statement,
- * atomic by itself, committed synchronously, cancelled after `writeTimeoutMs`.
+ * atomic by itself, committed synchronously, cancelled after `writeTimeoutMs`
+ * (and abandoned, with its connection, when the server does not answer at
+ * all). A write whose connection was lost is looked up on a new session: if
+ * it committed, it succeeded (a retry would record it twice).
  *
  * This is the only file that knows it is talking to PostgreSQL.
  */
@@ -125,6 +128,7 @@ const INSERT_CHECKPOINT_SQL =
  * exceeds `writeTimeoutMs` (the appends fail; nothing waits forever).
  */
 function createWriter(config: pg.PoolConfig, t: PostgresTarget, writeTimeoutMs: number): Writer {
+  const answerMs = writeTimeoutMs + NO_ANSWER_GRACE_MS;
   let client: pg.Client | undefined;
   let queue: Promise<unknown> = Promise.resolve();
   let closed = false;
@@ -146,26 +150,52 @@ function createWriter(config: pg.PoolConfig, t: PostgresTarget, writeTimeoutMs: 
     });
     try {
       await c.connect();
-      await c.query("select set_config('synchronous_commit', 'on', false), set_config('statement_timeout', $1, false)", [`${writeTimeoutMs}ms`]);
-      const res = await c.query<{ locked: boolean }>('select pg_try_advisory_lock($1::bigint) as locked', [WRITER_LOCK_KEY]);
+      await answeredWithin(c, c.query("select set_config('synchronous_commit', 'on', false), set_config('statement_timeout', $1, false)", [`${writeTimeoutMs}ms`]), answerMs);
+      const res = await answeredWithin(c, c.query<{ locked: boolean }>('select pg_try_advisory_lock($1::bigint) as locked', [WRITER_LOCK_KEY]), answerMs);
       if (res.rows[0]?.locked !== true) throw await lockedError(c, t);
     } catch (err) {
-      await c.end().catch(() => undefined);
+      await endWithin(c, NO_ANSWER_GRACE_MS);
       throw err instanceof StoreError ? err : postgresOpenError(err, t);
     }
     client = c;
     return c;
   }
 
-  async function run(text: string, values: unknown[], name?: string): Promise<void> {
+  /**
+   * After the connection was lost during a write, ask on a new one whether
+   * the write committed all the same (the server may have committed and then
+   * lost the reply): then it succeeded, and retrying it would record it twice.
+   */
+  async function committedAnyway(landed: (probe: pg.Client) => Promise<boolean>): Promise<boolean> {
+    // Bounded on the server too: a read queued behind a table lock must not linger there.
+    const probe = new pg.Client({ ...config, statement_timeout: PROBE_TIMEOUT_MS });
+    probe.on('error', () => undefined);
+    try {
+      await probe.connect();
+      return await answeredWithin(probe, landed(probe), PROBE_TIMEOUT_MS + NO_ANSWER_GRACE_MS);
+    } catch {
+      return false; // unknown: report the write as failed (fail closed)
+    } finally {
+      await endWithin(probe, NO_ANSWER_GRACE_MS);
+    }
+  }
+
+  /** Run one write on the locked session; `landed` tells, on another session, whether it committed. */
+  async function run(text: string, values: unknown[], landed: (probe: pg.Client) => Promise<boolean>, name?: string): Promise<void> {
     const c = await lockedClient();
     try {
-      await c.query({ text, values, ...(name ? { name } : {}) });
+      await answeredWithin(c, c.query({ text, values, ...(name ? { name } : {}) }), answerMs);
     } catch (err) {
       // A broken connection no longer holds the lock: drop it so the next write starts over.
-      if (!sessionSurvives(err) && client === c) {
-        client = undefined;
-        await c.end().catch(() => undefined);
+      if (!sessionSurvives(err)) {
+        if (client === c) client = undefined;
+        await endWithin(c, NO_ANSWER_GRACE_MS);
+        if (await committedAnyway(landed)) return;
+      }
+      if (err instanceof NoAnswerError) {
+        throw new StoreError('store-timeout', `the PostgreSQL server of ${t.description} did not answer an audit write within ${answerMs} ms; the connection, and with it the writer lock, was dropped (the write may or may not have been committed)`, {
+          fix: 'check the network path to the server and its health; the next write connects again and must win the writer lock again',
+        });
       }
       if ((err as { code?: unknown }).code === '57014') {
         throw new StoreError('store-timeout', `an audit write to ${t.description} was cancelled after ${writeTimeoutMs} ms (statement timeout, or an administrator) and rolled back: ${scrub((err as Error).message, t)}`, {
@@ -186,10 +216,16 @@ function createWriter(config: pg.PoolConfig, t: PostgresTarget, writeTimeoutMs: 
         cols[0]![i] = r.seq; cols[1]![i] = r.ts; cols[2]![i] = r.type; cols[3]![i] = r.sandbox; cols[4]![i] = r.agent;
         cols[5]![i] = r.actor; cols[6]![i] = r.decision; cols[7]![i] = r.prevHash; cols[8]![i] = r.hash; cols[9]![i] = r.body;
       }
-      return serial(() => run(INSERT_EVENTS_SQL, cols, 'cordon_insert_events'));
+      // One statement: when its last row is there with its hash, all of it is.
+      const last = rows[rows.length - 1]!;
+      const landed = async (probe: pg.Client): Promise<boolean> =>
+        (await probe.query<{ hash: string }>('select "hash" from "audit_events" where "seq" = $1', [last.seq])).rows[0]?.hash === last.hash;
+      return serial(() => run(INSERT_EVENTS_SQL, cols, landed, 'cordon_insert_events'));
     },
     insertCheckpoint: function insertCheckpointPostgres(cp) {
-      return serial(() => run(INSERT_CHECKPOINT_SQL, [cp.seq, cp.hash, cp.ts, cp.keyId, cp.signature]));
+      const landed = async (probe: pg.Client): Promise<boolean> =>
+        (await probe.query<{ signature: string }>('select "signature" from "audit_checkpoints" where "seq" = $1', [cp.seq])).rows[0]?.signature === cp.signature;
+      return serial(() => run(INSERT_CHECKPOINT_SQL, [cp.seq, cp.hash, cp.ts, cp.keyId, cp.signature], landed));
     },
     claim: function claimWriterLock() {
       return serial(async () => void (await lockedClient()));
@@ -200,9 +236,49 @@ function createWriter(config: pg.PoolConfig, t: PostgresTarget, writeTimeoutMs: 
         const c = client;
         client = undefined;
         // Ending the session releases the advisory lock.
-        await c?.end().catch(() => undefined);
+        if (c) await endWithin(c, NO_ANSWER_GRACE_MS);
       }),
   };
+}
+
+/** How long past `writeTimeoutMs` the writer waits for a server that does not answer at all (its own statement timeout cannot reach us) before it drops the connection. */
+const NO_ANSWER_GRACE_MS = 2000;
+/** How long the read that checks whether a lost write committed may take (e.g. behind a table lock); then the write counts as failed. */
+const PROBE_TIMEOUT_MS = 2000;
+
+class NoAnswerError extends Error {
+  constructor(ms: number) {
+    super(`no answer from the server within ${ms} ms (timeout)`);
+    this.name = 'NoAnswerError';
+  }
+}
+
+/**
+ * Wait for a query on the writer's connection, at most `ms`: a dead network
+ * or a frozen server would otherwise hold the write (and `close()`) forever.
+ * On expiry the connection is destroyed, which also fails the query.
+ */
+async function answeredWithin<T>(c: pg.Client, query: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const silence = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      // With a query in flight, node-postgres destroys the socket rather than saying goodbye.
+      void c.end().catch(() => undefined);
+      reject(new NoAnswerError(ms));
+    }, ms);
+  });
+  try {
+    return await Promise.race([query, silence]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** End a connection, waiting at most `ms` for the server to see it go. */
+async function endWithin(c: pg.Client, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([c.end().catch(() => undefined), new Promise<void>((r) => { timer = setTimeout(r, ms); })]);
+  clearTimeout(timer);
 }
 
 /**

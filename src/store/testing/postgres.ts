@@ -29,6 +29,8 @@ const SUPERUSER = 'cordon_admin';
 export interface TestPostgres {
   /** Loopback port of the server. */
   port: number;
+  /** Temporary directory of the server (data and socket), removed by {@link TestPostgres.stop}. */
+  dir: string;
   /** URL of the superuser (for setup and for poking at the server). */
   adminUrl(database?: string): string;
   /** Create a database owned by {@link TEST_ROLE}; returns its URL (with the password). */
@@ -91,19 +93,37 @@ function freePort(): Promise<number> {
   });
 }
 
-/** Servers not stopped yet, with their directories. */
-const running = new Map<ChildProcess, string>();
+/** Directories of servers not stopped yet, with the server once it runs. */
+const running = new Map<string, ChildProcess | undefined>();
 let exitHookInstalled = false;
-/** Last resort when a test process exits without stop(): no server outlives it, no directory stays. */
+/** Signals that end a test run (Ctrl-C, a runner's timeout, a closed terminal); SIGKILL cannot be caught. */
+const ENDING_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+function killAll(): void {
+  for (const [dir, p] of running) {
+    p?.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+  }
+  running.clear();
+}
+
+/**
+ * Last resort when a test process ends without stop(): no server outlives it,
+ * no directory stays. A process killed by a signal runs no `exit` handlers,
+ * so the ending signals are caught too, then raised again (the process still
+ * dies of the signal, with its usual status).
+ */
 function killOnExit(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const [p, dir] of running) {
-      p.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
-    }
-  });
+  process.once('exit', killAll);
+  const onSignal = function stopTestServersOnSignal(sig: NodeJS.Signals): void {
+    killAll();
+    for (const s of ENDING_SIGNALS) process.off(s, onSignal);
+    // Unless someone else handles the signal, die of it as if we had not been here.
+    if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+  };
+  for (const sig of ENDING_SIGNALS) process.on(sig, onSignal);
 }
 
 function run(cmd: string, args: string[], user: { uid: number; gid: number } | undefined, timeoutMs: number): Promise<void> {
@@ -120,12 +140,25 @@ function serverEnv(): NodeJS.ProcessEnv {
   return { PATH: '/usr/bin:/bin', LANG: 'C', LC_ALL: 'C', TZ: 'UTC' };
 }
 
+export interface StartTestPostgresOptions {
+  /** Give up when the server is not up by then. @default 30000 */
+  timeoutMs?: number;
+  /** Picks the port of each attempt (tests of the fixture). @default a free loopback port */
+  pickPort?: () => Promise<number>;
+}
+
+/** Attempts at a port: another test file may take the free port we picked before the server binds it. */
+const PORT_ATTEMPTS = 3;
+
 /** Start a server; rejects (leaving nothing behind) when it does not come up within `timeoutMs`. */
-export async function startTestPostgres(timeoutMs = 30_000): Promise<TestPostgres> {
+export async function startTestPostgres(opts: StartTestPostgresOptions = {}): Promise<TestPostgres> {
+  const { timeoutMs = 30_000, pickPort = freePort } = opts;
   const bin = findPostgresBin();
   if (bin === undefined) throw new Error(postgresSkipReason());
   const user = serverUser();
   const dir = mkdtempSync(join(tmpdir(), 'cordon-pg-'));
+  running.set(dir, undefined);
+  killOnExit();
   const data = join(dir, 'data');
   const pwfile = join(dir, 'pw');
   writeFileSync(pwfile, `${TEST_PASSWORD}\n`, { mode: 0o600 });
@@ -144,37 +177,48 @@ export async function startTestPostgres(timeoutMs = 30_000): Promise<TestPostgre
       await exited;
       clearTimeout(timer);
     }
-    if (p) running.delete(p);
+    running.delete(dir);
     rmSync(dir, { recursive: true, force: true });
   };
   try {
     await run(join(bin, 'initdb'), ['-D', data, '-U', SUPERUSER, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--no-sync', '--no-instructions'], user, timeoutMs);
-    const port = await freePort();
-    server = spawn(join(bin, 'postgres'), [
-      '-D', data, '-p', String(port), '-k', dir,
-      '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
-      '-c', 'shared_buffers=16MB', '-c', 'max_connections=40', '-c', 'logging_collector=off',
-    ], { stdio: ['ignore', 'ignore', 'pipe'], env: serverEnv(), ...(user ?? {}) });
-    running.set(server, dir);
-    killOnExit();
-    let log = '';
-    server.stderr!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000); });
-    await waitReady(server, port, () => log, timeoutMs);
-    return makeHandle(port, stop);
+    for (let attempt = 1; ; attempt++) {
+      const port = await pickPort();
+      const p = spawn(join(bin, 'postgres'), [
+        '-D', data, '-p', String(port), '-k', dir,
+        '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
+        '-c', 'shared_buffers=16MB', '-c', 'max_connections=40', '-c', 'logging_collector=off',
+      ], { stdio: ['ignore', 'ignore', 'pipe'], env: serverEnv(), ...(user ?? {}) });
+      server = p;
+      running.set(dir, p);
+      let log = '';
+      p.stderr!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000); });
+      const exited = new Promise<void>((r) => p.once('exit', () => r()));
+      try {
+        await waitReady(p, port, data, () => log, timeoutMs);
+        return makeHandle(port, dir, stop);
+      } catch (err) {
+        if (attempt >= PORT_ATTEMPTS || !/could not bind|could not create any TCP\/IP sockets/.test(log)) throw err;
+        await exited; // lost the port to someone else: try another
+      }
+    }
   } catch (err) {
     await stop();
     throw err;
   }
 }
 
-async function waitReady(p: ChildProcess, port: number, log: () => string, timeoutMs: number): Promise<void> {
+/** Wait until our server (not another test file's on the same port) accepts connections. */
+async function waitReady(p: ChildProcess, port: number, data: string, log: () => string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (p.exitCode !== null || p.signalCode !== null) throw new Error(`postgres exited during start: ${log()}`);
     const c = new pg.Client({ connectionString: adminUrlFor(port, 'postgres'), connectionTimeoutMillis: 1000 });
     try {
       await c.connect();
+      const res = await c.query<{ dir: string }>("select current_setting('data_directory') as dir");
       await c.end();
+      if (res.rows[0]?.dir !== data) throw new Error(`port ${port} answers for another server (${res.rows[0]?.dir})`);
       return;
     } catch (err) {
       await c.end().catch(() => undefined);
@@ -188,7 +232,7 @@ function adminUrlFor(port: number, database: string): string {
   return `postgres://${SUPERUSER}:${TEST_PASSWORD}@127.0.0.1:${port}/${database}`;
 }
 
-function makeHandle(port: number, stop: () => Promise<void>): TestPostgres {
+function makeHandle(port: number, dir: string, stop: () => Promise<void>): TestPostgres {
   let roleMade = false;
   const appUrl = (database: string, password = TEST_PASSWORD): string =>
     `postgres://${TEST_ROLE}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
@@ -208,6 +252,7 @@ function makeHandle(port: number, stop: () => Promise<void>): TestPostgres {
   };
   return {
     port,
+    dir,
     adminUrl: (database = 'postgres') => adminUrlFor(port, database),
     appUrl,
     admin,
