@@ -6,6 +6,7 @@
  * Deterministic for a seed (a small PRNG, no `Math.random`).
  */
 import type { DetectEvent } from '../detect/index.js';
+import { seededRandom } from '../util/random.js';
 
 export const AGENT_KINDS = ['coder', 'researcher', 'ops'] as const;
 export type AgentKind = (typeof AGENT_KINDS)[number];
@@ -22,16 +23,9 @@ export interface Rng {
   lognormal(mu: number, sigma: number): number;
 }
 
-/** mulberry32-style generator: 32-bit state, good enough for simulation. */
+/** A seeded generator (`seededRandom`, mulberry32) with the draws the simulation needs. */
 export function createRng(seed: number): Rng {
-  let a = seed >>> 0;
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = seededRandom(seed);
   const gauss = (): number => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
   return {
     next,

@@ -5,6 +5,7 @@ import { AgentSchema } from '../config/index.js';
 import { decideEgress, createEgressDecider, EGRESS_REASONS, type EgressRequest, type EgressDecision } from './egress.js';
 import type { EgressPolicy } from './egress-rules.js';
 import { failClosed } from './index.js';
+import { seededRandom } from '../util/random.js';
 
 const config = AgentSchema.parse({
   egress: [
@@ -211,20 +212,9 @@ test('EGRESS_REASONS are unique kebab-case strings', () => {
   for (const r of EGRESS_REASONS) assert.match(r, /^[a-z0-9]+(-[a-z0-9]+)*$/);
 });
 
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('property: random junk never throws and never allows an unknown host', () => {
-  const rand = rng(1234);
+  const rand = seededRandom(1234);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
   const chars = 'aAz09.-_:[]%/*?#@ \u0000\u212a\u00e4\uff45xX';
   const junkString = () => Array.from({ length: Math.floor(rand() * 30) }, () => pick([...chars])).join('');

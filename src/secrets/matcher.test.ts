@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { AUTOMATON_PREFIX_BYTES, createMultiPatternMatcher, type MatcherStrategy } from './matcher.js';
 import { valuePatterns } from './encodings.js';
+import { seededRandom } from '../util/random.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 const STRATEGIES: MatcherStrategy[] = ['automaton', 'indexOf'];
@@ -23,17 +24,6 @@ function naive(patterns: readonly Uint8Array[], input: Uint8Array): number[] {
   return patterns.flatMap((p, id) => (buf.indexOf(Buffer.from(p)) >= 0 ? [id] : []));
 }
 
-/** A deterministic generator (mulberry32), so a failure can be replayed from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('named cases', () => {
   const cases: Array<{ name: string; patterns: string[]; input: string; expect: number[] }> = [
@@ -128,7 +118,7 @@ describe('named cases', () => {
 describe('equivalence with one indexOf per pattern (seeded)', () => {
   /** Random patterns over a small alphabet (so they overlap and nest), inputs built partly from them. */
   function trial(seed: number): { patterns: Buffer[]; inputs: Buffer[] } {
-    const r = rng(seed);
+    const r = seededRandom(seed);
     const alphabet = r() < 0.5 ? [0x61, 0x62, 0x63] : [0x61, 0x62, 0x63, 0x64, 0x25, 0x00, 0xff, 0x30 + Math.floor(r() * 10)];
     const pick = (): number => alphabet[Math.floor(r() * alphabet.length)]!;
     const word = (n: number): Buffer => Buffer.from(Array.from({ length: n }, pick));
@@ -183,7 +173,7 @@ describe('equivalence with one indexOf per pattern (seeded)', () => {
 
   test('long inputs: random text with patterns planted at random places', () => {
     for (let seed = 1; seed <= 40; seed++) {
-      const r = rng(10_000 + seed);
+      const r = seededRandom(10_000 + seed);
       const patterns = Array.from({ length: 1 + Math.floor(r() * 60) }, () => Buffer.from(Array.from({ length: 4 + Math.floor(r() * 40) }, () => 0x61 + Math.floor(r() * 6))));
       const input = Buffer.from(Array.from({ length: 2000 + Math.floor(r() * 4000) }, () => 0x61 + Math.floor(r() * 7)));
       for (let k = 0; k < 3; k++) {
@@ -228,7 +218,7 @@ describe('the gram filter (patterns of 8 bytes or more) finds what a full pass f
     let filtered = 0;
     let hits = 0;
     for (let seed = 1; seed <= 2000; seed++) {
-      const r = rng(90_000 + seed);
+      const r = seededRandom(90_000 + seed);
       const alphabet = Array.from({ length: 2 + Math.floor(r() * 5) }, (_, k) => [0x61, 0x62, 0x25, 0x00, 0xff, 0x41, 0x2a][k]!);
       const word = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => alphabet[Math.floor(r() * alphabet.length)]!));
       const patterns = Array.from({ length: 1 + Math.floor(r() * 20) }, () => word(8 + Math.floor(r() * (r() < 0.2 ? 70 : 20))));
@@ -279,7 +269,7 @@ describe('cost', () => {
 
 
   test('the automaton\'s time per byte does not grow with the number of patterns', (t) => {
-    const r = rng(7);
+    const r = seededRandom(7);
     const b64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
     const token = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => b64[Math.floor(r() * 64)]).join(''), 'latin1');
     const input = Buffer.concat(Array.from({ length: 2048 }, () => token(512))); // 1 MiB of base64-like text

@@ -18,18 +18,8 @@ import { createReflectionScrubber, REFLECTION_MASK_BYTE, type ReflectedCount } f
 import type { RequestTarget } from './bindings.js';
 import type { SecretEncoding } from './encodings.js';
 import { SecretValue } from './value.js';
+import { seededRandom } from '../util/random.js';
 
-/** mulberry32: deterministic, so a failure replays from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---- the references: pattern-by-pattern search ------------------------------------------------
 
@@ -210,7 +200,7 @@ interface Trial {
 }
 
 function makeTrial(seed: number): Trial {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const int = (n: number): number => Math.floor(r() * n);
   const CHARS = 'abcXYZ019_-.~ "\\%+/*=';
   const randomValue = (): Buffer => {

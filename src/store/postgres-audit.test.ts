@@ -6,7 +6,7 @@
  * process cannot append to the same chain. Skips, saying why, where no
  * PostgreSQL binaries are installed.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,19 +15,9 @@ import { sql } from 'kysely';
 import { AuditLog, GENESIS_HASH, queryEvents, verifyAudit, type AuditEventInput, type VerifyProblem } from '../audit/index.js';
 import { AuditError, StoreError } from '../errors/index.js';
 import { openStore, type Store } from './index.js';
-import { postgresSkipReason, startTestPostgres, type TestPostgres } from './testing/postgres.js';
+import { usePostgresServer } from './testing/postgres.js';
 
-const skip = postgresSkipReason();
-const opts = { skip: skip ?? false };
-let server: TestPostgres | undefined;
-let dbCount = 0;
-
-before(async () => {
-  if (skip === undefined) server = await startTestPostgres();
-});
-after(async () => {
-  await server?.stop();
-});
+const { opts, freshUrl } = usePostgresServer('cordon_a');
 
 interface Fixture {
   url: string;
@@ -37,8 +27,7 @@ interface Fixture {
 
 /** A fresh database, a store on it and a key directory; everything closed and removed afterwards. */
 async function withFixture(fn: (f: Fixture) => Promise<void>): Promise<void> {
-  if (server === undefined) throw new Error('the test PostgreSQL server did not start');
-  const url = await server.createDatabase(`cordon_a${++dbCount}`);
+  const url = await freshUrl();
   const dir = mkdtempSync(join(tmpdir(), 'cordon-pg-audit-'));
   const store = await openStore({ kind: 'postgres', url });
   try {

@@ -6,7 +6,7 @@
  * started by the test (see testing/postgres.ts); skips, saying why, without
  * PostgreSQL binaries.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,24 +16,9 @@ import { deployAction } from '../approvals/testing.js';
 import { AuditLog, queryEvents, verifyAudit } from '../audit/index.js';
 import { createDetectService, openDetectStore, type DetectEvent } from '../detect/index.js';
 import { openStore } from './index.js';
-import { postgresSkipReason, startTestPostgres, type TestPostgres } from './testing/postgres.js';
+import { usePostgresServer } from './testing/postgres.js';
 
-const skip = postgresSkipReason();
-const opts = { skip: skip ?? false };
-let server: TestPostgres | undefined;
-let dbCount = 0;
-
-before(async () => {
-  if (skip === undefined) server = await startTestPostgres();
-});
-after(async () => {
-  await server?.stop();
-});
-
-async function freshUrl(): Promise<string> {
-  if (server === undefined) throw new Error('the test PostgreSQL server did not start');
-  return server.createDatabase(`cordon_l${++dbCount}`);
-}
+const { opts, freshUrl } = usePostgresServer('cordon_l');
 
 const config: ApprovalsConfig = { ttlMs: 60_000, holdTimeoutMs: 5_000, twoApprovers: false };
 

@@ -5,7 +5,7 @@
  * program's tables), the bounded pool, and the single-writer lock.
  * Skips, saying why, where no PostgreSQL binaries are installed.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
@@ -17,28 +17,9 @@ import { StoreError } from '../errors/index.js';
 import { migrateLayer, openStore, type Store } from './index.js';
 import { WRITER_LOCK_KEY } from './postgres.js';
 import { row, runStoreContract } from './testing/contract.js';
-import { postgresSkipReason, startTestPostgres, TEST_PASSWORD, type TestPostgres } from './testing/postgres.js';
+import { TEST_PASSWORD, usePostgresServer } from './testing/postgres.js';
 
-const skip = postgresSkipReason();
-let server: TestPostgres | undefined;
-let dbCount = 0;
-
-before(async () => {
-  if (skip === undefined) server = await startTestPostgres();
-});
-after(async () => {
-  await server?.stop();
-});
-
-function pg(): TestPostgres {
-  if (server === undefined) throw new Error('the test PostgreSQL server did not start');
-  return server;
-}
-
-/** A new database owned by the test role, and its URL. */
-async function freshUrl(): Promise<string> {
-  return pg().createDatabase(`cordon_t${++dbCount}`);
-}
+const { skipReason: skip, opts, server: pg, freshUrl } = usePostgresServer('cordon_t');
 
 runStoreContract({
   kind: 'postgres',
@@ -48,8 +29,6 @@ runStoreContract({
     return { open: () => openStore({ kind: 'postgres', url }), cleanup: async () => undefined };
   },
 });
-
-const opts = { skip: skip ?? false };
 
 /** Assert a StoreError with this code, and that nothing shown carries the password. */
 function refusal(code: string, message: RegExp, fix: RegExp, password = TEST_PASSWORD) {

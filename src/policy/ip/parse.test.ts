@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseIpLiteral, formatIp, looksLikeIpv4, type IpNotation } from './parse.js';
+import { seededRandom } from '../../util/random.js';
 
 type Want = { text: string; notation: IpNotation; zone?: string; trailingDot?: boolean };
 const accepted: Array<{ name: string; input: string; want: Want }> = [
@@ -99,17 +100,6 @@ test('looksLikeIpv4 flags names whose last label is numeric', () => {
   assert.equal(looksLikeIpv4('1.2.3.a'), false);
 });
 
-/** Small deterministic PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Random IPv4 in a random notation, the way an attacker would write it. */
 function randomIpv4(rand: () => number): string {
@@ -131,7 +121,7 @@ function randomIpv4(rand: () => number): string {
 }
 
 test('parseIpLiteral agrees with the WHATWG URL parser on 3000 random IPv4 notations', () => {
-  const rand = rng(42);
+  const rand = seededRandom(42);
   for (let i = 0; i < 3000; i++) {
     const text = randomIpv4(rand);
     const ours = parseIpLiteral(text);
@@ -141,7 +131,7 @@ test('parseIpLiteral agrees with the WHATWG URL parser on 3000 random IPv4 notat
 });
 
 test('parseIpLiteral never disagrees with the WHATWG URL parser on random junk', () => {
-  const rand = rng(7);
+  const rand = seededRandom(7);
   const alphabet = '0123456789abcdefx.:';
   let bothParsed = 0;
   for (let i = 0; i < 20000; i++) {
@@ -168,7 +158,7 @@ test('parseIpLiteral never disagrees with the WHATWG URL parser on random junk',
 });
 
 test('parseIpLiteral never throws on arbitrary strings', () => {
-  const rand = rng(99);
+  const rand = seededRandom(99);
   for (let i = 0; i < 5000; i++) {
     const len = Math.floor(rand() * 40);
     let text = '';

@@ -16,6 +16,7 @@ import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import pg from 'pg';
 
 /** Where Debian installs each PostgreSQL major version. */
@@ -263,5 +264,44 @@ function makeHandle(port: number, dir: string, stop: () => Promise<void>): TestP
       return appUrl(name);
     },
     stop,
+  };
+}
+
+/** One test file's server: started before its tests, stopped after them (see {@link usePostgresServer}). */
+export interface PostgresForTests {
+  /** Why the file's tests skip (no PostgreSQL binaries), or undefined. */
+  readonly skipReason: string | undefined;
+  /** Options for `test(name, opts, fn)`: skipped, saying why, without PostgreSQL. */
+  readonly opts: { skip: string | false };
+  /** The running server. @throws when it did not start */
+  server(): TestPostgres;
+  /** A fresh database on it, named `<prefix><n>`, owned by the test role. */
+  freshUrl(): Promise<string>;
+}
+
+/**
+ * Start a throw-away server for the calling test file (node:test `before`
+ * and `after` hooks), unless PostgreSQL is missing.
+ * @param prefix names this file's databases, e.g. `cordon_a`
+ */
+export function usePostgresServer(prefix: string): PostgresForTests {
+  const skipReason = postgresSkipReason();
+  let current: TestPostgres | undefined;
+  let databases = 0;
+  before(async () => {
+    if (skipReason === undefined) current = await startTestPostgres();
+  });
+  after(async () => {
+    await current?.stop();
+  });
+  const server = (): TestPostgres => {
+    if (current === undefined) throw new Error('the test PostgreSQL server did not start');
+    return current;
+  };
+  return {
+    skipReason,
+    opts: { skip: skipReason ?? false },
+    server,
+    freshUrl: () => server().createDatabase(`${prefix}${++databases}`),
   };
 }
