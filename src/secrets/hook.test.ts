@@ -76,3 +76,38 @@ describe('secrets request hook', () => {
     assert.deepEqual(seen, [{ found: true, kind: 'secret-value', secret: 'gh', where: 'body', encoding: 'hex' }]);
   });
 });
+
+test('a body scanner that throws fails the body (the request), with no uncaught exception and no unscanned byte forwarded', async () => {
+  const s = reviewerSecrets();
+  for (const where of ['push', 'end'] as const) {
+    // The real sandbox secrets, with a body scanner that breaks (as a failed allocation would).
+    const broken = Object.create(s, {
+      scanner: {
+        value: Object.create(s.scanner, {
+          body: {
+            value: () => {
+              const real = s.scanner.body({ host: 'pypi.org', port: 443 });
+              return {
+                push: (c: Uint8Array) => (where === 'push' ? (() => { throw new Error('no memory'); })() : real.push(c)),
+                end: () => (where === 'end' ? (() => { throw new Error('no memory'); })() : real.end()),
+              };
+            },
+          },
+        }),
+      },
+    }) as typeof s;
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown): void => { uncaught.push(err); };
+    process.on('uncaughtException', onUncaught);
+    try {
+      const r = createSecretsRequestHook(broken)({ host: 'pypi.org', port: 443, path: '/upload', headers: {} });
+      const { out, error } = await drain(r.body!(Readable.from([Buffer.from('a'.repeat(5000))])));
+      assert.match(error?.message ?? '', /could not be scanned for secrets: no memory/, where);
+      if (where === 'push') assert.equal(out.length, 0, 'nothing unscanned is forwarded');
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(uncaught, [], where);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+  }
+});

@@ -85,16 +85,25 @@ export function createSecretsRequestHook(secrets: SandboxSecrets, opts: SecretsH
           opts.onExfiltration?.(f, { ...target, path: request.path });
           return Object.assign(new Error(`the request body carries ${describeFinding(f)}`), { reason: EXFILTRATION_REASON });
         };
+        // A scanner that throws (say, no memory for a window) fails the body, and with it the request: never
+        // an uncaught exception in the daemon, never bytes that were not scanned.
+        const step = (scan: () => ReturnType<typeof scanner.end>, done: (err?: Error | null, out?: Buffer) => void): void => {
+          let r;
+          try {
+            r = scan();
+          } catch (err) {
+            done(Object.assign(new Error(`the request body could not be scanned for secrets: ${(err as Error)?.message ?? String(err)}`), { cause: err }));
+            return;
+          }
+          if (r.finding.found) return done(fail(r.finding));
+          done(null, r.forward.length > 0 ? r.forward : undefined);
+        };
         const transform = new Transform({
           transform(chunk: Buffer, _enc, done) {
-            const r = scanner.push(chunk);
-            if (r.finding.found) return done(fail(r.finding));
-            done(null, r.forward.length > 0 ? r.forward : undefined);
+            step(() => scanner.push(chunk), done);
           },
           flush(done) {
-            const r = scanner.end();
-            if (r.finding.found) return done(fail(r.finding));
-            done(null, r.forward.length > 0 ? r.forward : undefined);
+            step(() => scanner.end(), done);
           },
         });
         source.on('error', (err) => transform.destroy(err));

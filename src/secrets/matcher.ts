@@ -47,8 +47,9 @@ export interface MultiPatternMatcherOptions {
    */
   strategy?: MatcherStrategy | 'auto';
   /**
-   * Most transition-table entries (4 bytes each) for the dense rows; states
-   * beyond them follow trie edges and failure links. Speed and memory only.
+   * Most transition-table entries (4 bytes each; the build holds twice that
+   * for a moment) for the dense rows; states beyond them follow trie edges
+   * and failure links. Speed and memory only.
    * @default 65536
    */
   denseEntries?: number;
@@ -97,7 +98,8 @@ const EMPTY: readonly number[] = Object.freeze([]);
 export function createMultiPatternMatcher(patterns: readonly Uint8Array[], opts: MultiPatternMatcherOptions = {}): MultiPatternMatcher {
   const pats = patterns.map((p) => Buffer.from(p));
   const strategy = opts.strategy ?? 'auto';
-  const automaton = buildAutomaton(pats, Math.max(1, Math.floor(opts.denseEntries ?? 65536)));
+  const budget = opts.denseEntries === undefined || Number.isNaN(opts.denseEntries) ? 65536 : opts.denseEntries;
+  const automaton = buildAutomaton(pats, Math.max(1, Math.floor(budget)));
 
   function occurringByIndexOf(input: Uint8Array): number[] {
     const buf = asBuffer(input);
@@ -232,7 +234,8 @@ function buildAutomaton(pats: readonly Buffer[], denseEntries: number): Automato
       if (child !== NONE) return child;
       s = fail[s]!;
     }
-    return next[s * width + classOf[b]!]!;
+    const entry = table[s * width + classOf[b]!]!;
+    return entry >= 0 ? entry / width : ~entry;
   }
 
   /** Add the patterns of `s` and its suffix chain not seen in this call; a long one is confirmed by native search. */

@@ -122,3 +122,31 @@ describe('secrets response hook', () => {
     assert.equal((await drain(res.body!(Readable.from([Buffer.from(GH_VALUE)])))).toString(), mask);
   });
 });
+
+test('a response scrubber that throws fails the response body, with no uncaught exception and nothing unscrubbed delivered', async () => {
+  const s = reviewerSecrets();
+  const reflection = s.reflection!;
+  const broken = Object.create(s, {
+    reflection: { value: Object.create(reflection, { body: { value: () => ({ push: () => { throw new Error('no memory'); }, end: () => Buffer.alloc(0), counts: () => [] }) } }) },
+  }) as typeof s;
+  const uncaught: unknown[] = [];
+  const onUncaught = (err: unknown): void => { uncaught.push(err); };
+  process.on('uncaughtException', onUncaught);
+  try {
+    const r = createSecretsRequestHook(broken)({ host: 'api.github.com', port: 443, path: '/user', method: 'GET', headers: {} });
+    const resp = r.response!({ status: 200, headers: {} });
+    const parts: Buffer[] = [];
+    let error: Error | undefined;
+    try {
+      for await (const chunk of resp.body!(Readable.from([Buffer.from(`echo ${GH_VALUE}`)]))) parts.push(chunk as Buffer);
+    } catch (err) {
+      error = err as Error;
+    }
+    assert.match(error?.message ?? '', /could not be scrubbed of secrets: no memory/);
+    assert.equal(Buffer.concat(parts).length, 0, 'nothing unscrubbed is delivered');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(uncaught, []);
+  } finally {
+    process.off('uncaughtException', onUncaught);
+  }
+});

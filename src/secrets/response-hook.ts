@@ -115,14 +115,23 @@ export function createResponseScrub(o: ResponseScrubOptions): (head: SecretsResp
       body: function scrubBody(source: Readable): Readable {
         const scrub = o.scrubber.body();
         let reported = false;
+        // A scrubber that throws fails the response (the guest gets nothing unscrubbed), never the daemon.
+        const step = (scrubbed: () => Buffer, done: (err?: Error | null, out?: Buffer) => void): void => {
+          let out: Buffer;
+          try {
+            out = scrubbed();
+          } catch (err) {
+            done(Object.assign(new Error(`the response body could not be scrubbed of secrets: ${(err as Error)?.message ?? String(err)}`), { cause: err }));
+            return;
+          }
+          done(null, out.length > 0 ? out : undefined);
+        };
         const transform = new Transform({
           transform(chunk: Buffer, _enc, done) {
-            const out = scrub.push(chunk);
-            done(null, out.length > 0 ? out : undefined);
+            step(() => scrub.push(chunk), done);
           },
           flush(done) {
-            const out = scrub.end();
-            done(null, out.length > 0 ? out : undefined);
+            step(() => scrub.end(), done);
           },
         });
         transform.once('close', () => {
