@@ -57,8 +57,9 @@ test('a port taken between picking and binding (another test file) is given up f
   assert.ok(!existsSync(server.dir), 'stop() removed the directory');
 });
 
+// The child imports the fixture with this file's own extension: .ts from the sources, .js under dist/ (npm test).
 const CHILD = `
-import { startTestPostgres } from ${JSON.stringify(new URL('./postgres.ts', import.meta.url).href)};
+import { startTestPostgres } from ${JSON.stringify(new URL(`./postgres${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url).href)};
 const s = await startTestPostgres();
 process.stdout.write(JSON.stringify({ url: s.adminUrl(), dir: s.dir }) + '\\n');
 setInterval(() => undefined, 1000);
