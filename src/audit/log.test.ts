@@ -99,6 +99,40 @@ test('1,000 concurrent appends get contiguous seqs and one chain', async () => {
   });
 });
 
+test('a write that landed though the store reported a failure (a lost reply) is not chained again: each event once, the appends resolve', async () => {
+  await withFixture(async ({ store, keyDir }) => {
+    let loseReply = false;
+    let attempts = 0;
+    const lossy: Store = {
+      ...store,
+      audit: {
+        ...store.audit,
+        async insertEvents(rows) {
+          attempts++;
+          await store.audit.insertEvents(rows);
+          if (loseReply) {
+            loseReply = false;
+            throw new Error('connection lost after COMMIT');
+          }
+        },
+      },
+    };
+    const log = await AuditLog.open({ store: lossy, keyDir, checkpointIntervalMs: 60_000 });
+    await log.append(event(1));
+    loseReply = true;
+    attempts = 0;
+    const [a, b] = await Promise.all([log.append(event(2)), log.append(event(3))]);
+    assert.deepEqual([a.seq, b.seq], [2, 3], 'the appends resolve with the seqs that landed');
+    assert.equal(attempts, 1, 'the batch was not written a second time');
+    assert.equal(await store.audit.count(), 3, 'each event is in the store once');
+    assert.deepEqual(log.head, { seq: 3, hash: b.hash });
+    const next = await log.append(event(4));
+    assert.equal(next.prevHash, b.hash, 'the chain goes on from what landed');
+    await log.close();
+    assert.equal((await verifyAudit(store, { keyDir })).ok, true);
+  });
+});
+
 test('a failed write rejects the whole batch, keeps the head, and the chain continues without a gap', async () => {
   await withFixture(async ({ store, keyDir }) => {
     let failing = false;

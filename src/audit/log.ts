@@ -346,11 +346,14 @@ export class AuditLog {
 
   async #writeBatch(batch: Pending[]): Promise<void> {
     for (let attempt = 1; ; attempt++) {
-      let rows: AuditRow[];
+      let rows: AuditRow[] | undefined;
       try {
         rows = this.#chain(batch);
         await this.#store.audit.insertEvents(rows);
       } catch (cause) {
+        // A store that lost its reply after committing (a network store) failed a write that landed:
+        // chaining the batch again would record every event twice.
+        if (rows !== undefined && (await this.#landed(rows))) return this.#committed(batch, rows);
         // Another writer on the same store took these seqs: chain again on its head (bounded).
         if (attempt < MAX_WRITE_ATTEMPTS && (await this.#refreshHead())) continue;
         const err = new AuditError(
@@ -362,13 +365,27 @@ export class AuditLog {
         for (const p of batch) p.reject(err);
         return;
       }
-      const last = rows[rows.length - 1]!;
-      this.#head = { seq: last.seq, hash: last.hash };
-      for (let i = 0; i < batch.length; i++) {
-        const r = rows[i]!;
-        batch[i]!.resolve(toEvent(batch[i]!.event, r.seq, r.prevHash, r.hash));
-      }
-      return;
+      return this.#committed(batch, rows);
+    }
+  }
+
+  /** The batch is in the store as `rows`: move the head and resolve each append. */
+  #committed(batch: Pending[], rows: AuditRow[]): void {
+    const last = rows[rows.length - 1]!;
+    this.#head = { seq: last.seq, hash: last.hash };
+    for (let i = 0; i < batch.length; i++) {
+      const r = rows[i]!;
+      batch[i]!.resolve(toEvent(batch[i]!.event, r.seq, r.prevHash, r.hash));
+    }
+  }
+
+  /** After a failed write: are exactly these rows in the store (same seqs, same hashes)? False when that cannot be read. */
+  async #landed(rows: AuditRow[]): Promise<boolean> {
+    try {
+      const stored = await this.#store.audit.readAfter(rows[0]!.seq - 1, rows.length);
+      return stored.length === rows.length && stored.every((r, i) => r.seq === rows[i]!.seq && r.hash === rows[i]!.hash);
+    } catch {
+      return false; // unknown: the appends fail, as any failed write
     }
   }
 
