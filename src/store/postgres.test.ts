@@ -382,6 +382,25 @@ test('an audit write to a server that stops answering (dead network) fails after
   }
 });
 
+test('a query through the pool to a server that stops answering fails with store-timeout after writeTimeoutMs plus a grace; the pool then opens a new connection', opts, async () => {
+  const url = await freshUrl();
+  const relay = await silencingRelay(pg().port);
+  const store = await openStore({ kind: 'postgres', url: url.replace(`:${pg().port}/`, `:${relay.port}/`), writeTimeoutMs: 300 });
+  try {
+    await store.setMeta('k', 'v1');
+    relay.silence('both');
+    const started = Date.now();
+    const outcome = await settledWithin(store.getMeta('k'), 6000);
+    assert.ok(refusal('store-timeout', /did not answer a query within 2300 ms; the connection was dropped/, /network/)(outcome));
+    assert.ok(Date.now() - started < 4000, `refused in ${Date.now() - started} ms`);
+    // New connections pass through the relay again (only the silenced links stay silent).
+    assert.equal(await store.getMeta('k'), 'v1', 'the next query opened a new connection');
+  } finally {
+    relay.close();
+    await store.close();
+  }
+});
+
 test('an audit write the server committed but whose reply was lost succeeds once a new session finds it (so it is not retried and recorded twice)', opts, async (t) => {
   const cases = [
     { name: 'events', write: (s: Store) => s.audit.insertEvents([row(2), row(3)]), expected: { events: [1, 2, 3, 4], checkpoints: [] } },

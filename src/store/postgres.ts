@@ -23,6 +23,7 @@
 import { hostname } from 'node:os';
 import pg from 'pg';
 import { Kysely, PostgresDialect } from 'kysely';
+import { boundedPool, type AnswerBound } from './postgres-pool.js';
 import { StoreError } from '../errors/index.js';
 import { createKyselyStore, type CheckpointWriter, type EventWriter } from './kysely-store.js';
 import { migrateStore } from './migrations.js';
@@ -59,7 +60,10 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Sto
   const pool = new pg.Pool(config);
   // A pooled idle connection that breaks is dropped by the pool; the next query opens another and reports its own error.
   pool.on('error', () => undefined);
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const writeTimeoutMs = Math.max(1, Math.floor(opts.writeTimeoutMs ?? 30_000));
+  // Once open, queries through the pool get the audit writer's bound on silence; migrations at open may take longer.
+  const bound: AnswerBound = { answerMs: Infinity };
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: boundedPool(pool, bound, target) }) });
   try {
     await checkConnection(pool);
     await migrateStore(db, { seqType: 'bigint' }, target.description);
@@ -67,7 +71,8 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Sto
     await db.destroy().catch(() => undefined);
     throw openFailure(err, target);
   }
-  const writer = createWriter(config, target, Math.max(1, Math.floor(opts.writeTimeoutMs ?? 30_000)));
+  bound.answerMs = writeTimeoutMs + NO_ANSWER_GRACE_MS;
+  const writer = createWriter(config, target, writeTimeoutMs);
   return createKyselyStore('postgres', db, {
     eventWriter: writer.insertEvents,
     checkpointWriter: writer.insertCheckpoint,

@@ -30,7 +30,11 @@ export type StoreOptions =
       maxConnections?: number;
       /** How long to wait for a connection. @default 5000 */
       connectTimeoutMs?: number;
-      /** An audit write that takes longer is cancelled and rolled back (it fails; nothing hangs). @default 30000 */
+      /**
+       * An audit write that takes longer is cancelled and rolled back (it fails; nothing hangs); any query
+       * that gets no answer for this plus 2 s (a dead network) fails with `store-timeout` and its connection
+       * is dropped (migrations at open are not bounded). @default 30000
+       */
       writeTimeoutMs?: number;
     };
 
