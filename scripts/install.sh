@@ -26,7 +26,7 @@ APT_PACKAGES=(
   git
   curl
   chromium          # dashboard tests in a real browser (playwright-core drives it)
-  postgresql        # the PostgreSQL store's tests start a throw-away server (cordon itself needs none)
+  postgresql        # the PostgreSQL store's tests start throw-away servers (cordon itself needs none; the package's own cluster is stopped below)
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -52,6 +52,15 @@ if [ "${CORDON_SKIP_APT:-0}" != "1" ]; then
     say "apt-get install ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    if printf '%s\n' "${missing[@]}" | grep -qx postgresql && command -v pg_lsclusters >/dev/null; then
+      # cordon's tests start throw-away servers of their own: the cluster Debian creates with the
+      # package is not needed, so it is stopped and left to start by hand (its data is kept).
+      pg_lsclusters -h | while read -r version cluster _; do
+        $SUDO pg_ctlcluster "$version" "$cluster" stop >/dev/null 2>&1 || true
+        echo manual | $SUDO tee "/etc/postgresql/$version/$cluster/start.conf" >/dev/null
+        say "PostgreSQL cluster $version/$cluster (created by the package) stopped and set to start by hand"
+      done
+    fi
   else
     say "Debian packages: all present"
   fi
