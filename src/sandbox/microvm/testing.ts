@@ -93,12 +93,23 @@ export function assertNothingLeft(sb: MicrovmSandbox, runDir: string): void {
 export const HOSTILE_GUEST = String.raw`
 import ctypes, glob, json, os, signal, struct, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
-pid = next(int(p.split('/')[2]) for p in glob.glob('/proc/[0-9]*/comm') if open(p).read().strip() == 'cordon-agent')
+# Processes and fds come and go while this looks (the command's own pipes, short-lived processes): skip what vanished.
+def comm(path):
+    try:
+        return open(path).read().strip()
+    except OSError:
+        return ''
+def link(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ''
+pid = next(int(p.split('/')[2]) for p in glob.glob('/proc/[0-9]*/comm') if comm(p) == 'cordon-agent')
 if sys.argv[1] == 'restart':
     os.kill(pid, signal.SIGKILL)
     time.sleep(5)
     sys.exit(0)
-port = next(int(f.rsplit('/', 1)[1]) for f in glob.glob('/proc/%d/fd/*' % pid) if os.readlink(f).startswith('/dev/vport'))
+port = next(int(f.rsplit('/', 1)[1]) for f in glob.glob('/proc/%d/fd/*' % pid) if link(f).startswith('/dev/vport'))
 os.kill(pid, signal.SIGSTOP)
 pidfd = libc.syscall(434, pid, 0)
 fd = libc.syscall(438, pidfd, port, 0)
