@@ -44,9 +44,14 @@ export function AuditPage() {
   const filterRef = useRef(filter);
   filterRef.current = filter;
 
+  // Loads overlap when the filter changes while one is under way: only the newest may fill the table
+  // (an older, unfiltered answer arriving last would otherwise replace the filtered one).
+  const loads = useRef(0);
   const load = useCallback(async (f: Filter) => {
+    const mine = ++loads.current;
     try {
       const ev = await api.auditEvents({ ...queryOf(f), order: 'desc', limit: 200 });
+      if (mine !== loads.current) return;
       setEvents(ev);
       setMore(ev.length === 200);
       setLoadedAt(Date.now());
