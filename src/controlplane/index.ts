@@ -282,7 +282,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
           ids.close();
           await llm.close().catch(() => undefined);
           await tools.close().catch(() => undefined);
+          // A connection whose last response (a dashboard event stream that just ended) finishes after the close
+          // above turns idle later: keep closing idle ones until the server is closed, 2 s at most.
+          const sweep = setInterval(() => server.closeIdleConnections?.(), 50);
           await Promise.race([closed, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
+          clearInterval(sweep);
           server.closeAllConnections?.();
           await exporter?.stop().catch(() => undefined);
           try {

@@ -272,6 +272,10 @@ approvals: { ttl: 5m, holdTimeout: 3m }
     await page.waitForSelector('#verify-status.ok');
     assert.match(await page.textContent('#verify-status') ?? '', /Chain intact: \d+ events checked/);
     await page.fill('#filter-type', 'approval.decided');
+    // A live event arrives while the field is still being edited (it re-renders the page): the typing must survive it.
+    await cp.audit.append({ type: 'dashboard.test-marker', actor: 'system', data: {} });
+    await page.locator('#audit-table tbody tr td:nth-child(3)', { hasText: 'dashboard.test-marker' }).waitFor();
+    assert.equal(await page.inputValue('#filter-type'), 'approval.decided', 'a live event while typing does not reset the field');
     await page.locator('#filter-type').blur();
     await eventually(async () => {
       const types = await page.locator('#audit-table tbody tr td:nth-child(3)').allTextContents();

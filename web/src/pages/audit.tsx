@@ -36,6 +36,9 @@ function matches(e: WireAuditEvent, f: Filter): boolean {
 export function AuditPage() {
   const { api, report, live } = useApp();
   const [filter, setFilter] = useState<Filter>({ type: '', agent: '', sandbox: '', decision: '' });
+  // What is typed in the text fields, applied on change (leaving the field, Enter): a re-render while typing
+  // (a live event) must not reset the field to the applied filter and lose the typing.
+  const [draft, setDraft] = useState<Filter>({ type: '', agent: '', sandbox: '', decision: '' });
   const [events, setEvents] = useState<WireAuditEvent[] | undefined>();
   const [more, setMore] = useState(false);
   const [verify, setVerify] = useState<WireVerifyReport | 'checking' | undefined>();
@@ -107,7 +110,15 @@ export function AuditPage() {
     }
   };
 
-  const field = (k: keyof Filter) => (e: Event) => setFilter({ ...filter, [k]: (e.target as HTMLInputElement).value.trim() });
+  const typed = (k: keyof Filter) => (e: Event) => {
+    const v = (e.target as HTMLInputElement).value;
+    setDraft((d) => ({ ...d, [k]: v }));
+  };
+  const field = (k: keyof Filter) => (e: Event) => {
+    const v = (e.target as HTMLInputElement).value.trim();
+    setDraft((d) => ({ ...d, [k]: v }));
+    setFilter((f) => ({ ...f, [k]: v }));
+  };
   return (
     <section id="audit-page">
       <h2>Audit log</h2>
@@ -120,10 +131,10 @@ export function AuditPage() {
         <button onClick={() => void runVerify()} disabled={verify === 'checking'}>Verify again</button>
       </div>
       <form class="filters" onSubmit={(e) => e.preventDefault()}>
-        <label>type <input list="audit-types" value={filter.type} onChange={field('type')} placeholder="any" id="filter-type" /></label>
+        <label>type <input list="audit-types" value={draft.type} onInput={typed('type')} onChange={field('type')} placeholder="any" id="filter-type" /></label>
         <datalist id="audit-types">{TYPES.map((t) => <option key={t} value={t} />)}</datalist>
-        <label>agent <input value={filter.agent} onChange={field('agent')} placeholder="any" id="filter-agent" /></label>
-        <label>sandbox <input value={filter.sandbox} onChange={field('sandbox')} placeholder="any" id="filter-sandbox" /></label>
+        <label>agent <input value={draft.agent} onInput={typed('agent')} onChange={field('agent')} placeholder="any" id="filter-agent" /></label>
+        <label>sandbox <input value={draft.sandbox} onInput={typed('sandbox')} onChange={field('sandbox')} placeholder="any" id="filter-sandbox" /></label>
         <label>decision <select value={filter.decision} onChange={field('decision')} id="filter-decision">
           <option value="">any</option>{DECISIONS.map((d) => <option key={d} value={d}>{d}</option>)}
         </select></label>
