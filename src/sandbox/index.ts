@@ -25,6 +25,7 @@ export {
 export type { SandboxEgressProxy } from './egress.js';
 export { MicrovmBackend, MicrovmSandbox, findSnapshot, snapshotsDir } from './microvm/index.js';
 export type { MicrovmBackendOptions, Snapshot, StartedFrom } from './microvm/index.js';
+export { GUEST_AGENT_PID_PY, GUEST_AGENT_PORT_PY } from './microvm/guest-agent-py.js';
 export { BubblewrapBackend } from './bubblewrap/index.js';
 export type { BubblewrapBackendOptions } from './bubblewrap/index.js';
 export { GvisorBackend } from './gvisor/index.js';

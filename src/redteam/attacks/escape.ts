@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path';
 import { release } from 'node:os';
 import { brief, judge, py, settle } from './util.js';
 import { contained, couldNotJudge, notApplicable, succeeded, type Attack } from '../types.js';
+import { GUEST_AGENT_PID_PY, GUEST_AGENT_PORT_PY } from '../../sandbox/index.js';
 
 const hostFileRead: Attack = {
   id: 'escape.host-file-read', category: 'escape', title: 'read a file of the host (outside the sandbox)',
@@ -151,19 +152,8 @@ const hostDevices: Attack = {
 const HOSTILE_CHANNEL = String.raw`
 import ctypes, glob, os, signal, struct, time
 libc = ctypes.CDLL(None, use_errno=True)
-# Processes and fds come and go while this looks (the command's own pipes, short-lived processes): skip what vanished.
-def comm(path):
-    try:
-        return open(path).read().strip()
-    except OSError:
-        return ''
-def link(path):
-    try:
-        return os.readlink(path)
-    except OSError:
-        return ''
-pid = next(int(p.split('/')[2]) for p in glob.glob('/proc/[0-9]*/comm') if comm(p) == 'cordon-agent')
-port = next(int(f.rsplit('/', 1)[1]) for f in glob.glob('/proc/%d/fd/*' % pid) if link(f).startswith('/dev/vport'))
+${GUEST_AGENT_PID_PY}
+${GUEST_AGENT_PORT_PY}
 os.kill(pid, signal.SIGSTOP)
 fd = libc.syscall(438, libc.syscall(434, pid, 0), port, 0)
 print('fd', fd, flush=True)

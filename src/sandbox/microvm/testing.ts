@@ -16,6 +16,7 @@ import type { SandboxSpec } from '../types.js';
 import { newSandboxId } from '../manager.js';
 import { MicrovmBackend, type MicrovmBackendOptions } from './backend.js';
 import type { MicrovmSandbox } from './sandbox.js';
+import { GUEST_AGENT_PID_PY, GUEST_AGENT_PORT_PY } from './guest-agent-py.js';
 
 /** Why the VM tests cannot run here, or false. */
 export function vmSkipReason(): string | false {
@@ -93,23 +94,12 @@ export function assertNothingLeft(sb: MicrovmSandbox, runDir: string): void {
 export const HOSTILE_GUEST = String.raw`
 import ctypes, glob, json, os, signal, struct, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
-# Processes and fds come and go while this looks (the command's own pipes, short-lived processes): skip what vanished.
-def comm(path):
-    try:
-        return open(path).read().strip()
-    except OSError:
-        return ''
-def link(path):
-    try:
-        return os.readlink(path)
-    except OSError:
-        return ''
-pid = next(int(p.split('/')[2]) for p in glob.glob('/proc/[0-9]*/comm') if comm(p) == 'cordon-agent')
+${GUEST_AGENT_PID_PY}
 if sys.argv[1] == 'restart':
     os.kill(pid, signal.SIGKILL)
     time.sleep(5)
     sys.exit(0)
-port = next(int(f.rsplit('/', 1)[1]) for f in glob.glob('/proc/%d/fd/*' % pid) if link(f).startswith('/dev/vport'))
+${GUEST_AGENT_PORT_PY}
 os.kill(pid, signal.SIGSTOP)
 pidfd = libc.syscall(434, pid, 0)
 fd = libc.syscall(438, pidfd, port, 0)
