@@ -13,7 +13,7 @@ import { SECRET_NAME } from './templates.js';
 import { detectOptionsSchema } from '../detect/index.js';
 import { telemetryOptionsSchema } from '../otel/index.js';
 // The leaf module, not egress/index.ts: that pulls in policy/, which imports config/ (a cycle).
-import { egressLimitsSchema } from '../egress/limits.js';
+import { egressLimitsOverrideSchema, egressLimitsSchema } from '../egress/limits.js';
 
 export const MiB = 1024 * 1024;
 /** Name of the agent that always exists; a file may redefine it. */
@@ -179,6 +179,8 @@ export const AgentSchema = z
     resources: ResourcesSchema.default({}),
     egress: z.array(EgressRuleSchema).default([]).describe('Destinations the agent may reach; nothing else is reachable'),
     egressMode: z.enum(['enforce', 'report']).default('enforce').describe('enforce blocks what the rules do not allow; report only logs what would be blocked'),
+    egressLimits: egressLimitsOverrideSchema.optional()
+      .describe('This agent\'s own egress limits, e.g. { maxRequestsPerSecond: 500 }: the fields given replace those of egress.limits for every door of its sandboxes, field by field; the others stay as egress.limits sets them'),
     llm: LlmSchema.optional(),
     tools: z.record(simpleName('MCP server name'), ToolPolicySchema).default({}).describe('MCP servers and the tools the agent may call on each'),
     env: z.record(envName, z.string()).default({}).describe('Environment variables in the guest; {{secret.NAME}} becomes a placeholder'),

@@ -100,23 +100,22 @@ test('a port already in use gives a clear error and releases the lock', async ()
   }
 });
 
-test('cordon.yaml egress.limits reach every door: a request rate of 1 in a burst of 1 lets one request through and refuses the next with 429', async () => {
+test('cordon.yaml egress.limits reach every door: a request rate of 1 in a burst of 1 lets one request through and refuses the next with 429; an agent\'s egressLimits are laid over them field by field', async () => {
   const d = tempDir();
   const { createServer } = await import('node:http');
   const upstream = createServer((_req, res) => { res.end('ok'); }).listen(0, '127.0.0.1');
   await new Promise((r) => upstream.once('listening', r));
   const port = (upstream.address() as import('node:net').AddressInfo).port;
   try {
+    const egress = [{ host: 'ok.example', ports: [port] }, { cidr: '127.0.0.1/32', ports: [port] }];
     const config = parseConfig(JSON.stringify({
       version: 1,
-      agents: { dev: { egress: [{ host: 'ok.example', ports: [port] }, { cidr: '127.0.0.1/32', ports: [port] }] } },
+      agents: { dev: { egress }, crawler: { egress, egressLimits: { requestBurst: 3 } } },
       egress: { limits: { maxRequestsPerSecond: 0.001, requestBurst: 1 } },
     }));
     const cp = await startControlPlane({ home: d.path, config, port: 0, egressLookup: async () => [{ address: '127.0.0.1', family: 4 }] });
     try {
-      const door = cp.egress.openDoor({ sandboxId: 'sb-limits', agent: 'dev', agentConfig: config.agents.dev!, audit: cp.audit });
-      const { port: doorPort } = await door.listen(0, '127.0.0.1');
-      const get = (): Promise<{ status: number; reason: string | undefined }> => new Promise((resolve, reject) => {
+      const get = (doorPort: number): Promise<{ status: number; reason: string | undefined }> => new Promise((resolve, reject) => {
         const req = request({ host: '127.0.0.1', port: doorPort, path: `http://ok.example:${port}/`, headers: { host: `ok.example:${port}` } }, (res) => {
           res.resume();
           res.on('end', () => resolve({ status: res.statusCode ?? 0, reason: res.headers['x-cordon-error'] as string | undefined }));
@@ -124,8 +123,16 @@ test('cordon.yaml egress.limits reach every door: a request rate of 1 in a burst
         req.on('error', reject);
         req.end();
       });
-      assert.deepEqual(await get(), { status: 200, reason: undefined });
-      assert.deepEqual(await get(), { status: 429, reason: 'request-rate-limit' }, 'the second request is over the configured rate');
+      const door = cp.egress.openDoor({ sandboxId: 'sb-limits', agent: 'dev', agentConfig: config.agents.dev!, audit: cp.audit });
+      const { port: doorPort } = await door.listen(0, '127.0.0.1');
+      assert.deepEqual(await get(doorPort), { status: 200, reason: undefined });
+      assert.deepEqual(await get(doorPort), { status: 429, reason: 'request-rate-limit' }, 'the second request is over the configured rate');
+      // The crawler's door, opened as the sandbox manager opens it: its burst of 3, egress.limits' rate (not the default 100 a second).
+      const crawler = cp.egress.openDoor({ sandboxId: 'sb-crawler', agent: 'crawler', agentConfig: config.agents.crawler!, audit: cp.audit, limits: config.agents.crawler!.egressLimits });
+      const { port: crawlerPort } = await crawler.listen(0, '127.0.0.1');
+      const answers: string[] = [];
+      for (let i = 0; i < 4; i++) answers.push(Object.values(await get(crawlerPort)).join(' '));
+      assert.deepEqual(answers, ['200 ', '200 ', '200 ', '429 request-rate-limit']);
     } finally {
       await cp.stop();
     }

@@ -17,8 +17,8 @@ export {
 } from './proxy.js';
 export type { EgressAuditSink, EgressDial, EgressEventData } from './context.js';
 export {
-  egressLimitsSchema, resolveLimits, statusForReason, retryAfterForReason, PROXY_REASONS,
-  type EgressLimits, type EgressLimitsInput, type ProxyReason,
+  egressLimitsSchema, egressLimitsOverrideSchema, resolveLimits, mergeLimits, statusForReason, retryAfterForReason, PROXY_REASONS,
+  type EgressLimits, type EgressLimitsInput, type EgressLimitsOverride, type ProxyReason,
 } from './limits.js';
 export {
   createEgressCa, egressCaFrom, issueCertificate, type EgressCa, type EgressCaOptions, type EgressCaMaterial,

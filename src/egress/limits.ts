@@ -46,6 +46,37 @@ export const egressLimitsSchema = z
 export type EgressLimitsInput = z.input<typeof egressLimitsSchema>;
 export type EgressLimits = z.output<typeof egressLimitsSchema>;
 
+/** The fields of a schema, each optional and without its default. */
+type WithoutDefaults<T extends z.ZodRawShape> = { [K in keyof T]: z.ZodOptional<T[K] extends z.ZodDefault<infer I> ? I : T[K]> };
+
+/** Each field of `shape` made optional, its default removed and its description kept, naming `fallback`. */
+function withoutDefaults<T extends z.ZodRawShape>(shape: T, fallback: string): WithoutDefaults<T> {
+  const out: Record<string, z.ZodTypeAny> = {};
+  for (const [key, field] of Object.entries(shape)) {
+    const inner = field instanceof z.ZodDefault ? (field.removeDefault() as z.ZodTypeAny) : field;
+    out[key] = inner.optional().describe(`${field.description ?? key}; left out: ${fallback}.${key}`);
+  }
+  return out as WithoutDefaults<T>;
+}
+
+/**
+ * One agent's override of the deployment's limits (`agents.<name>.egressLimits`):
+ * the fields of {@link egressLimitsSchema} with the same ranges, every one
+ * optional and none defaulted, so that a field left out falls through to
+ * `egress.limits`. Strict, like the limits themselves.
+ */
+export const egressLimitsOverrideSchema = z.object(withoutDefaults(egressLimitsSchema.shape, 'egress.limits')).strict();
+/** An override as written (and as loaded: parsing fills nothing in). */
+export type EgressLimitsOverride = z.input<typeof egressLimitsOverrideSchema>;
+
+function invalidLimits(error: z.ZodError, prefix: string, fix: string): InvalidInputError {
+  const issue = error.issues[0];
+  const unknown = issue?.code === z.ZodIssueCode.unrecognized_keys ? issue.keys.join(', ') : undefined;
+  const at = unknown ?? issue?.path.join('.') ?? '';
+  const where = at ? `${prefix}${at}` : prefix.replace(/[. ]$/, '') || '(limits)';
+  return new InvalidInputError(`invalid egress limit ${where}: ${unknown ? 'not a limit' : issue?.message ?? 'invalid'}`, { fix });
+}
+
 /**
  * Validate limits and fill in defaults.
  * @throws InvalidInputError naming the field and the allowed range
@@ -53,10 +84,28 @@ export type EgressLimits = z.output<typeof egressLimitsSchema>;
 export function resolveLimits(input: EgressLimitsInput = {}): EgressLimits {
   const parsed = egressLimitsSchema.safeParse(input);
   if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0];
-  throw new InvalidInputError(`invalid egress limit ${issue?.path.join('.') || '(limits)'}: ${issue?.message ?? 'invalid'}`, {
-    fix: 'give limits as positive integers (milliseconds, bytes, connections; maxRequestsPerSecond may be a fraction) within the ranges in egressLimitsSchema, or leave them out for the defaults',
-  });
+  throw invalidLimits(parsed.error, '',
+    'give limits as positive integers (milliseconds, bytes, connections; maxRequestsPerSecond may be a fraction) within the ranges in egressLimitsSchema, or leave them out for the defaults');
+}
+
+/**
+ * Limits with one agent's override laid over them, field by field: a field
+ * the override gives wins, every other one (and one given as `undefined`)
+ * keeps its value in `base`. An invalid override is an error, never ignored.
+ * @param base limits already resolved (the proxy's, from `egress.limits`)
+ * @param override the agent's fields (`agents.<name>.egressLimits`) @default none: `base` as it is
+ * @param agent named in the error, as the config path `agents.<agent>.egressLimits.<field>` @default none
+ * @throws InvalidInputError naming the field (an unknown one included) and the allowed range
+ */
+export function mergeLimits(base: EgressLimits, override: EgressLimitsOverride | undefined, agent?: string): EgressLimits {
+  if (override === undefined) return base;
+  const parsed = egressLimitsOverrideSchema.safeParse(override);
+  if (!parsed.success) {
+    throw invalidLimits(parsed.error, agent === undefined ? 'override ' : `agents.${agent}.egressLimits.`,
+      `give only fields of egress.limits (${Object.keys(egressLimitsSchema.shape).join(', ')}), each within its range in egressLimitsSchema, or leave the override out`);
+  }
+  const given = Object.fromEntries(Object.entries(parsed.data).filter(([, v]) => v !== undefined));
+  return resolveLimits({ ...base, ...given });
 }
 
 /** Reasons given by the proxy itself, in addition to the policy's `EGRESS_REASONS`. */
@@ -152,6 +201,7 @@ export function createTokenBucket(perSecond: number, burst: number, now: () => n
 /** What the request-rate check needs of a door (its `DoorContext` has it: `proxy.ts` puts `takeRequest` beside `takeInternalRequest`). */
 export interface RequestRate {
   sandboxId: string;
+  agent: string;
   limits: EgressLimits;
   /** Spend one of the door's audited requests to the internet; false when over `maxRequestsPerSecond`. */
   takeRequest: () => boolean;
@@ -168,7 +218,8 @@ export interface RequestRate {
 export function requestRateRefusal(door: RequestRate): string | undefined {
   if (door.takeRequest()) return undefined;
   return `sandbox ${door.sandboxId} made more than ${door.limits.maxRequestsPerSecond} requests a second to the internet `
-    + `(bursts of ${door.limits.requestBurst}); slow down and retry, or raise egress.limits.maxRequestsPerSecond in cordon.yaml`;
+    + `(bursts of ${door.limits.requestBurst}); slow down and retry, or raise egress.limits.maxRequestsPerSecond `
+    + `(or agents.${door.agent}.egressLimits.maxRequestsPerSecond) in cordon.yaml`;
 }
 
 /**

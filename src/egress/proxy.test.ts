@@ -19,7 +19,7 @@ import { openStore, type Store } from '../store/index.js';
 import { tempDir } from '../testkit/index.js';
 import { sleep } from '../util/index.js';
 import { InvalidInputError } from '../errors/index.js';
-import { createEgressProxy, egressLimitsSchema, retryAfterForReason, type EgressAuditSink, type EgressProxy, type EgressProxyOptions } from './index.js';
+import { createEgressProxy, egressLimitsSchema, mergeLimits, resolveLimits, retryAfterForReason, type EgressAuditSink, type EgressProxy, type EgressProxyOptions } from './index.js';
 import type { EgressRuleInput } from '../policy/index.js';
 
 const NAMES: Record<string, string> = {
@@ -576,6 +576,94 @@ test('request rate: the defaults are 100 a second, bursts of 1000; zero, a negat
   for (const [name, limits, field] of bad) {
     assert.throws(() => createEgressProxy({ limits }), (err: Error) => err instanceof InvalidInputError && err.message.includes(field), name);
   }
+});
+
+/** One proxy (the deployment's limits) and a loopback door on it for `agent`, with that agent's override when given. */
+async function doorOn(proxy: EgressProxy, sandboxId: string, agent: string, limits?: Record<string, number>) {
+  const door = proxy.openDoor({ sandboxId, agent, agentConfig: { egress: rules() }, audit, ...(limits ? { limits } : {}) });
+  const { port } = await door.listen(0, '127.0.0.1');
+  return { door, port };
+}
+
+/** `count` plain-HTTP requests to the upstream through `port`, one after the other: status, X-Cordon-Error and Retry-After of each. */
+async function plainRequests(port: number, count: number): Promise<string[]> {
+  const answers: string[] = [];
+  for (let i = 1; i <= count; i++) {
+    const r = await rawRequest(port, `GET http://upstream.example.com:${httpPort}/r${i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    answers.push([r.status, /^X-Cordon-Error: (.+)$/mi.exec(r.head)?.[1] ?? '-', /^Retry-After: (.+)$/mi.exec(r.head)?.[1] ?? '-'].join(' '));
+    r.socket.destroy();
+  }
+  return answers;
+}
+
+test('an agent\'s own request rate (openDoor limits): its door refuses past a burst of 2 with 429 request-rate-limit, another door on the same proxy keeps the proxy\'s rate', async () => {
+  const proxy = createEgressProxy({ lookup: async (h) => (NAMES[h] ? [{ address: NAMES[h]!, family: 4 }] : []), limits: { maxRequestsPerSecond: 100, requestBurst: 1000 } });
+  proxies.push(proxy);
+  const crawler = await doorOn(proxy, 'sb-own-rate', 'slow', { maxRequestsPerSecond: 0.001, requestBurst: 2 });
+  const other = await doorOn(proxy, 'sb-deployment-rate', 'tester');
+  assert.deepEqual(await plainRequests(crawler.port, 4), ['200 - -', '200 - -', '429 request-rate-limit 1000', '429 request-rate-limit 1000'],
+    'the override\'s burst of 2, then its rate (Retry-After from the override: one token every 1,000 s)');
+  assert.deepEqual(await plainRequests(other.port, 6), Array(6).fill('200 - -'), 'the deployment\'s burst of 1000: nothing refused');
+  const refused = await eventOf('sb-own-rate', 'egress.request', 3);
+  assert.deepEqual([refused.decision, refused.reason], ['deny', 'request-rate-limit']);
+  assert.match(String(refused.data.problem), /more than 0\.001 requests a second to the internet \(bursts of 2\).*agents\.slow\.egressLimits\.maxRequestsPerSecond/);
+  await eventOf('sb-deployment-rate', 'egress.request', 6);
+  const events = await queryEvents(store, { sandbox: 'sb-deployment-rate', type: 'egress.request' });
+  assert.deepEqual(events.map((e) => e.reason), Array(6).fill('host-allowed'));
+});
+
+test('an agent\'s own connection cap (openDoor limits): its door refuses the 2nd connection with 429, another door on the same proxy holds 3', async () => {
+  const proxy = createEgressProxy({ lookup: async (h) => (NAMES[h] ? [{ address: NAMES[h]!, family: 4 }] : []), limits: { maxConnections: 4 } });
+  proxies.push(proxy);
+  const capped = await doorOn(proxy, 'sb-own-cap', 'tester', { maxConnections: 1 });
+  const other = await doorOn(proxy, 'sb-deployment-cap', 'tester');
+  const held = [netConnect({ port: capped.port, host: '127.0.0.1' }), ...[0, 1, 2].map(() => netConnect({ port: other.port, host: '127.0.0.1' }))];
+  await Promise.all(held.map((s) => once(s, 'connect')));
+  for (let i = 0; i < 200 && (capped.door.activeConnections < 1 || other.door.activeConnections < 3); i++) await sleep(5);
+  assert.deepEqual([capped.door.activeConnections, other.door.activeConnections], [1, 3]);
+  const over = await rawRequest(capped.port, connectReq(`upstream.example.com:${tlsPort}`));
+  assert.equal(over.status, 429, over.head);
+  assert.match(over.head, /^X-Cordon-Error: too-many-connections$/mi);
+  over.socket.destroy();
+  assert.equal((await eventOf('sb-own-cap')).reason, 'too-many-connections');
+  // The other door, 3 connections in, still takes a 4th (the proxy's cap) and serves it.
+  const fourth = await rawRequest(other.port, connectReq(`upstream.example.com:${tlsPort}`));
+  assert.equal(fourth.status, 200, fourth.head);
+  assert.equal(await tlsPing(fourth.socket, 'upstream.example.com'), 'pong:ping');
+  for (const s of held) s.destroy();
+});
+
+test('an invalid override opens no door: openDoor throws, naming the agent\'s field; none falls back to the proxy\'s limits', async () => {
+  const proxy = createEgressProxy({ lookup: async () => [] });
+  proxies.push(proxy);
+  const bad: Array<[name: string, limits: unknown, message: RegExp]> = [
+    ['an unknown key', { maxRequestsPerSecnd: 500 }, /agents\.crawler\.egressLimits\.maxRequestsPerSecnd: not a limit/],
+    ['a rate of 0', { maxRequestsPerSecond: 0 }, /agents\.crawler\.egressLimits\.maxRequestsPerSecond:/],
+    ['a connection cap of 0', { maxConnections: 0 }, /agents\.crawler\.egressLimits\.maxConnections:/],
+    ['a fractional burst', { requestBurst: 1.5 }, /agents\.crawler\.egressLimits\.requestBurst:/],
+    ['a string', { maxBytesOutPerMinute: '10485760' }, /agents\.crawler\.egressLimits\.maxBytesOutPerMinute:/],
+    ['not an object', 5, /invalid egress limit agents\.crawler\.egressLimits: Expected object, received number/],
+    ['null', null, /invalid egress limit agents\.crawler\.egressLimits: Expected object, received null/],
+  ];
+  for (const [name, limits, message] of bad) {
+    assert.throws(
+      () => proxy.openDoor({ sandboxId: 'sb-bad-override', agent: 'crawler', agentConfig: { egress: rules() }, audit, limits: limits as Record<string, number> }),
+      (err: Error) => err instanceof InvalidInputError && message.test(err.message) && /egressLimitsSchema/.test(err.fix ?? ''),
+      name,
+    );
+  }
+  const events = await queryEvents(store, { sandbox: 'sb-bad-override' });
+  assert.equal(events.length, 0, 'nothing was served');
+});
+
+test('mergeLimits: the override\'s fields win one by one, the rest (and fields given as undefined) stay; no override is the base itself', () => {
+  const base = resolveLimits({ maxConnections: 8, maxRequestsPerSecond: 50 });
+  assert.deepEqual(mergeLimits(base, { maxRequestsPerSecond: 500 }), { ...base, maxRequestsPerSecond: 500 });
+  assert.deepEqual(mergeLimits(base, { maxBytesOutPerMinute: 10485760, requestBurst: 3 }), { ...base, maxBytesOutPerMinute: 10485760, requestBurst: 3 });
+  assert.deepEqual(mergeLimits(base, { maxConnections: undefined }), base);
+  assert.deepEqual(mergeLimits(base, {}), base);
+  assert.equal(mergeLimits(base, undefined), base);
+  assert.throws(() => mergeLimits(base, { maxHeaderBytes: 100 }), /invalid egress limit override maxHeaderBytes: Number must be greater than or equal to 1024/);
 });
 
 test('Retry-After of a rate refusal: the time one token takes to come back, rounded up, at least 1 s; none for other refusals', () => {

@@ -10,11 +10,12 @@
  * tunnels whose TLS the door terminates to `intercept.ts`. Each door also
  * meters the bytes its sandbox sends out per minute (`maxBytesOutPerMinute`)
  * and bounds the rate of its audited requests to the internet
- * (`maxRequestsPerSecond`, `requestBurst`).
+ * (`maxRequestsPerSecond`, `requestBurst`). The limits are the proxy's,
+ * with the agent's override (`openDoor({ limits })`) laid over them per door.
  *
  * @example
  * const proxy = createEgressProxy({});
- * const door = proxy.openDoor({ sandboxId: 'sb-1', agent: 'reviewer', agentConfig: config.agents.reviewer, audit });
+ * const door = proxy.openDoor({ sandboxId: 'sb-1', agent: 'reviewer', agentConfig: config.agents.reviewer, limits: config.agents.reviewer.egressLimits, audit });
  * guestStreams.on('stream', (s) => door.handle(s));
  */
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
@@ -33,7 +34,9 @@ import { handleHttp } from './http.js';
 import { createTunnelServer } from './intercept.js';
 import { checkInternalServices, type InternalService } from './internal.js';
 import { createRefusalBudget } from './refusals.js';
-import { createByteWindow, createConnectionSlots, createTokenBucket, resolveLimits, type EgressLimits, type EgressLimitsInput } from './limits.js';
+import {
+  createByteWindow, createConnectionSlots, createTokenBucket, mergeLimits, resolveLimits, type EgressLimits, type EgressLimitsInput, type EgressLimitsOverride,
+} from './limits.js';
 import { systemLookup, type EgressLookup } from './resolve.js';
 
 export interface EgressProxyOptions {
@@ -91,6 +94,12 @@ export interface OpenDoorOptions {
   agentConfig: Omit<EgressPolicy, 'agent'>;
   /** Where events go; an append that rejects makes the request refused. */
   audit: EgressAuditSink;
+  /**
+   * The agent's override of the proxy's limits (`agents.<name>.egressLimits`):
+   * the fields it gives replace the proxy's for this door, the others stay.
+   * Validated here; an invalid one opens no door. @default none: the proxy's limits
+   */
+  limits?: EgressLimitsOverride;
 }
 
 export interface EgressDoor {
@@ -109,6 +118,10 @@ export interface EgressDoor {
 export interface EgressProxy {
   /** The CA certificate guests must trust for intercepted hosts; undefined without a CA. */
   readonly caCertPem: string | undefined;
+  /**
+   * Open the door of one sandbox.
+   * @throws InvalidInputError when `options.limits` is not a valid override (no door is opened)
+   */
   openDoor(options: OpenDoorOptions): EgressDoor;
   /** Close every door. */
   close(): Promise<void>;
@@ -139,7 +152,7 @@ export function createEgressProxy(options: EgressProxyOptions = {}): EgressProxy
     caCertPem: options.ca?.certPem,
     openDoor: function openDoor(o: OpenDoorOptions): EgressDoor {
       const door = createDoor(o, {
-        limits, lookup, dial, selfAddresses: options.selfAddresses ?? [], nextConnId, internal, leafContext,
+        limits: mergeLimits(limits, o.limits, o.agent), lookup, dial, selfAddresses: options.selfAddresses ?? [], nextConnId, internal, leafContext,
         ...(options.ca ? { ca: options.ca } : {}), ...(options.upstreamCa ? { upstreamCa: options.upstreamCa } : {}),
         ...(options.requestHook ? { requestHook: options.requestHook } : {}),
         ...(options.connectHook ? { connectHook: options.connectHook } : {}),

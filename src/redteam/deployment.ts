@@ -7,10 +7,10 @@
  * gateway, the LLM gateway behind `llm.cordon.internal`, the tools gateway
  * behind `mcp.cordon.internal`, ingress tunnels, live anomaly detection and
  * the operator API on loopback. The operator's settings for identity,
- * approvals, audit and detection, and the reference agent's isolation, egress
- * mode and resources are copied. It never reads or writes the operator's
- * store, keys or audit log; only the image cache is read from the operator's
- * home.
+ * approvals, audit, detection and egress limits, and the reference agent's
+ * isolation, egress mode, own egress limits and resources are copied. It
+ * never reads or writes the operator's store, keys or audit log; only the
+ * image cache is read from the operator's home.
  *
  * Two options differ from `cordon up`: the egress proxy (and the tools
  * gateway's remote client) resolve names through a red-team resolver
@@ -34,6 +34,7 @@ import type { Approvals } from '../approvals/index.js';
 import { verifyAudit, type AuditLog } from '../audit/index.js';
 import { parseConfig, type CordonConfig } from '../config/index.js';
 import { keyDir, startControlPlane, type ControlPlane } from '../controlplane/index.js';
+import type { EgressLimitsOverride } from '../egress/index.js';
 import type { IdentityService } from '../identity/index.js';
 import type { TunnelManager } from '../ingress/index.js';
 import type { Isolation, SandboxBackend, SandboxInfo, SandboxManager } from '../sandbox/index.js';
@@ -51,6 +52,8 @@ export interface ReferenceAgent {
   egressMode: 'enforce' | 'report';
   vcpus: number;
   memoryMiB: number;
+  /** The agent's own egress limits (`agents.<name>.egressLimits`), laid over the operator's egress.limits. @default none */
+  egressLimits?: EgressLimitsOverride;
 }
 
 export interface ProtectedDeploymentOptions {
@@ -109,6 +112,7 @@ export function redteamConfig(o: { operatorConfig: CordonConfig; reference: Refe
       [REDTEAM_AGENT]: {
         isolation: o.reference.isolation,
         egressMode: o.reference.egressMode,
+        ...(o.reference.egressLimits ? { egressLimits: o.reference.egressLimits } : {}),
         resources: { vcpus: o.reference.vcpus, memoryMiB: o.reference.memoryMiB, timeout: `${Math.ceil(o.sandboxTimeoutMs / 1000)}s` },
         env: { [SECRET_ENV]: '{{secret.redteam_token}}' },
         egress: [

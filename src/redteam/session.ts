@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { CordonConfig } from '../config/index.js';
+import type { EgressLimitsOverride } from '../egress/index.js';
 import type { Isolation, SandboxBackend } from '../sandbox/index.js';
 import { startCanaries } from './canary.js';
 import { startProtectedDeployment, type ReferenceAgent } from './deployment.js';
@@ -36,12 +37,13 @@ export function referenceAgent(config: CordonConfig, name?: string): ReferenceAg
   const entries = Object.entries(config.agents);
   const found = (name ? entries.find(([n]) => n === name) : entries[0])?.[1];
   if (name && !found) throw new Error(`agent ${name} is not in cordon.yaml`);
-  const a = found as undefined | { isolation?: Isolation; egressMode?: 'enforce' | 'report'; resources?: { vcpus?: number; memoryMiB?: number } };
+  const a = found as undefined | { isolation?: Isolation; egressMode?: 'enforce' | 'report'; egressLimits?: EgressLimitsOverride; resources?: { vcpus?: number; memoryMiB?: number } };
   return {
     isolation: a?.isolation ?? 'microvm',
     egressMode: a?.egressMode ?? 'enforce',
     vcpus: a?.resources?.vcpus ?? 1,
     memoryMiB: Math.max(512, a?.resources?.memoryMiB ?? 512),
+    ...(a?.egressLimits ? { egressLimits: a.egressLimits } : {}),
   };
 }
 

@@ -474,6 +474,10 @@ version: 1
 agents:
   net: { isolation: microvm, egress: [ { host: allowed.test, ports: [${upstreamPort}] }, { cidr: 127.0.0.1/32, ports: [${upstreamPort}] } ] }
   closed: { isolation: microvm }
+  crawler:
+    isolation: microvm
+    egress: [ { host: allowed.test, ports: [${upstreamPort}] }, { cidr: 127.0.0.1/32, ports: [${upstreamPort}] } ]
+    egressLimits: { maxRequestsPerSecond: 0.001, requestBurst: 2 }
 `);
     const proxy = createEgressProxy({ lookup: async (h) => (h === 'allowed.test' ? [{ address: '127.0.0.1', family: 4 }] : []), ...(o.limits ? { limits: o.limits } : {}) });
     proxies.push(proxy);
@@ -503,7 +507,7 @@ agents:
       await store.close();
     });
     const guestPort = (id: string) => microvm.sandboxes.find((s) => s.id === id)!.proxyPort!;
-    return { manager, microvm, doors, log, guestPort, failing };
+    return { manager, microvm, doors, log, guestPort, failing, config };
   }
 
   /** What a guest's curl does with http_proxy set: an absolute-URI request to the listener. */
@@ -548,6 +552,40 @@ agents:
     assert.deepEqual(f.doors.map((d) => d.sandboxId), [open.id, shut.id], 'one door per sandbox');
     const ready = (await f.log.query({ limit: 1000 })).find((e) => e.type === 'sandbox.ready' && e.sandbox === open.id);
     assert.deepEqual(ready?.data.egress, { door: true, proxyPort: f.guestPort(open.id), ca: null });
+  });
+
+  test('cordon.yaml agents.<name>.egressLimits reach that agent\'s doors: the crawler\'s 3rd request gets 429 request-rate-limit, the net agent\'s do not', async () => {
+    const f = await egressFixture({ proxy: true });
+    const crawler = await f.manager.create({ agent: 'crawler', caller });
+    const net = await f.manager.create({ agent: 'net', caller });
+    const url = `http://allowed.test:${upstreamPort}/page`;
+    const answers = async (id: string) => {
+      const out: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await viaGuestListener(f.guestPort(id), url);
+        out.push(`${r.status} ${String(r.headers['x-cordon-error'] ?? '-')}`);
+      }
+      return out;
+    };
+    assert.deepEqual(await answers(crawler.id), ['200 -', '200 -', '429 request-rate-limit', '429 request-rate-limit'], 'the crawler\'s burst of 2, from its own egressLimits');
+    assert.deepEqual(await answers(net.id), ['200 -', '200 -', '200 -', '200 -'], 'the net agent keeps the deployment\'s limits (the defaults here)');
+    const refused = (await egressEvents(f.log, crawler.id)).find((e) => e.reason === 'request-rate-limit');
+    assert.deepEqual([refused?.decision, refused?.agent], ['deny', 'crawler']);
+  });
+
+  test('an agent whose egressLimits the door refuses gets no sandbox: create fails, the sandbox is destroyed, no door was opened', async () => {
+    const f = await egressFixture({ proxy: true });
+    // Past the config loader (a config built in code): the door still checks the override and opens nothing.
+    Object.assign(f.config.agents.crawler!, { egressLimits: { maxConnections: 0 } });
+    await assert.rejects(f.manager.create({ agent: 'crawler', caller }), (err: unknown) => {
+      assert.equal((err as InvalidInputError).name, 'InvalidInputError');
+      assert.match((err as Error).message, /agents\.crawler\.egressLimits\.maxConnections/);
+      return true;
+    });
+    const [s] = f.microvm.sandboxes;
+    assert.deepEqual(s?.destroyReasons, ['setup-failed']);
+    assert.deepEqual([f.manager.get(s!.id).state, f.manager.get(s!.id).endReason], ['destroyed', 'setup-failed']);
+    assert.equal(f.doors.length, 0, 'no door');
   });
 
   test('commands get the proxy variables; the agent cannot override them', async () => {

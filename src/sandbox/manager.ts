@@ -332,7 +332,11 @@ export function createSandboxManager(o: SandboxManagerOptions): SandboxManager {
       });
     }
     // An agent holding secrets has every TLS host intercepted: nothing it sends is out of the scanner's sight.
-    const door = o.egress.openDoor({ sandboxId: entry.spec.id, agent: entry.spec.agent, agentConfig: { ...agent, interceptAll: entry.secrets !== undefined }, audit: o.audit });
+    // Its own egress limits (agents.<name>.egressLimits) are laid over the proxy's (egress.limits) for this door.
+    const door = o.egress.openDoor({
+      sandboxId: entry.spec.id, agent: entry.spec.agent, agentConfig: { ...agent, interceptAll: entry.secrets !== undefined }, audit: o.audit,
+      limits: agent.egressLimits,
+    });
     entry.door = door;
     channel.on('stream', (stream) => {
       // A guest that resets a connection ends its stream with an error. The door sees the close, but
