@@ -46,6 +46,7 @@ export {
   createSandboxSecrets, newPlaceholder, PLACEHOLDER_PREFIX, PLACEHOLDER_PATTERN,
   type SandboxSecrets, type SandboxSecretsOptions, type PlaceholderInfo,
 } from './placeholders.js';
+export type { MatcherFactory } from './patterns.js';
 export { substitute, type SubstituteRequest, type SubstituteResult, type SubstituteContext } from './substitute.js';
 export {
   createExfiltrationScanner, scanForExfiltration,

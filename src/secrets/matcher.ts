@@ -163,7 +163,7 @@ function buildAutomaton(pats: readonly Buffer[], denseEntries: number): Automato
   const order: number[] = [0];
   for (let i = 0; i < order.length; i++) for (const [, c] of kids[order[i]!]!) order.push(c);
   const idOf = new Int32Array(states);
-  order.forEach((node, s) => { idOf[node] = s; });
+  for (let s = 0; s < states; s++) idOf[order[s]!] = s; // a loop, not a callback: a closure would keep idOf alive with the matcher
   const childStart = new Int32Array(states + 1);
   const childByte = new Uint8Array(states - 1);
   const childTarget = new Int32Array(states - 1);
@@ -182,6 +182,8 @@ function buildAutomaton(pats: readonly Buffer[], denseEntries: number): Automato
 
   // 3. Failure links; per state the nearest state on its suffix chain (itself included) that ends a pattern.
   const ownIds: Array<readonly number[]> = order.map((node) => (ends[node]!.length > 0 ? ends[node]! : EMPTY));
+  // Build-only: the closures of this function share one context, which holds `ends` for the matcher's lifetime.
+  ends.length = 0;
   const fail = new Int32Array(states);
   const outState = new Int32Array(states).fill(NONE);
   const dictLink = new Int32Array(states).fill(NONE);

@@ -6,15 +6,18 @@
  * placeholders (the guest never sees a real value); and the mapping from each
  * placeholder to its secret and bound host/header positions is kept with the
  * real values, outside the guest, for the egress proxy's substitution and
- * exfiltration scanning.
+ * exfiltration scanning. Each of its two pattern sets is compiled once per
+ * sandbox (patterns.ts): values and placeholders for its scanner; values
+ * alone, shared by `valueIn` and its reflection scrubber.
  */
 import { randomBytes } from 'node:crypto';
 import { renderTemplate, type AgentConfig } from '../config/index.js';
 import { compileSecretRules, isBound, type RequestTarget, type SecretRule } from './bindings.js';
 import { SecretError } from './errors.js';
 import { agentSecretNames } from './resolve.js';
-import { createReflectionScrubber, type ReflectionScrubber } from './reflect.js';
-import { createExfiltrationScanner, type ExfiltrationFinding, type ExfiltrationScanner, type ScanRequest } from './scan.js';
+import { compileSecretPatterns, type MatcherFactory } from './patterns.js';
+import { createReflectionScrubberOver, type ReflectionScrubber } from './reflect.js';
+import { createExfiltrationScannerOver, type ExfiltrationFinding, type ExfiltrationScanner, type ScanRequest } from './scan.js';
 import { substitute, type SubstituteRequest, type SubstituteResult } from './substitute.js';
 import type { SecretValue } from './value.js';
 
@@ -54,6 +57,13 @@ export interface SandboxSecretsOptions {
   values: ReadonlyMap<string, SecretValue>;
   /** Further values to block in this sandbox's traffic, e.g. provider API keys the gateway holds. */
   alsoBlock?: ReadonlyMap<string, SecretValue>;
+  /**
+   * Builds the sandbox's multi-pattern matchers (patterns.ts): one over
+   * its values and placeholders for its scanner, one over its values that
+   * `valueIn` and its reflection scrubber share. For tests and measurements.
+   * @default createMultiPatternMatcher
+   */
+  createMatcher?: MatcherFactory;
 }
 
 export interface SandboxSecrets {
@@ -119,12 +129,13 @@ export function createSandboxSecrets(opts: SandboxSecretsOptions): SandboxSecret
   }
   const bound = (secret: string, target: RequestTarget): boolean => isBound(rules, secret, target);
   const values = new Map<string, SecretValue>([...(opts.alsoBlock ?? []), ...opts.values]);
-  const scanner = createExfiltrationScanner({
-    values,
-    placeholders: new Map([...placeholders].map(([ph, info]) => [ph, info.secret])),
-    isBound: bound,
-  });
-  const valuesOnly = createExfiltrationScanner({ values, placeholders: new Map(), isBound: () => false });
+  // Two pattern sets, each compiled (its matcher built) once: the scanner's (values, then placeholders), and
+  // the values alone, which valueIn and the reflection scrubber share. The scrubber does not take the
+  // scanner's set: its placeholders would widen the matcher's gram filter and slow every response scan.
+  const compiled = compileSecretPatterns(values, new Map([...placeholders].map(([ph, info]) => [ph, info.secret])), opts.createMatcher);
+  const valuesCompiled = compileSecretPatterns(values, new Map(), opts.createMatcher);
+  const scanner = createExfiltrationScannerOver(compiled, bound);
+  const valuesOnly = createExfiltrationScannerOver(valuesCompiled, () => false);
   const valueIn = (text: string): string | undefined => {
     const f = valuesOnly.scanHead({ host: text, port: 0 });
     return f.found ? f.secret : undefined;
@@ -140,7 +151,7 @@ export function createSandboxSecrets(opts: SandboxSecretsOptions): SandboxSecret
     isBound: bound,
     scanner,
     scan: (request) => scanner.scan(request),
-    reflection: values.size > 0 ? createReflectionScrubber(values) : undefined,
+    reflection: values.size > 0 ? createReflectionScrubberOver(valuesCompiled) : undefined,
     substitute: (request) => substitute(request, { rules, values: opts.values, placeholderOf }),
   };
 }

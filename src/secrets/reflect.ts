@@ -25,7 +25,9 @@
  * multi-pattern matcher (matcher.ts) built once per sandbox first says
  * which patterns occur at all, in one pass; only those are searched and
  * masked (and, once something is, the patterns that contain the mask byte
- * itself, which a mask could complete). A pattern that occurs nowhere and
+ * itself, which a mask could complete). In a sandbox that matcher is the
+ * one its `valueIn` uses (patterns.ts); placeholders, in a pattern set that
+ * has them, are ignored here. A pattern that occurs nowhere and
  * holds no mask byte cannot occur after any masking, so the result is the
  * same as searching for every pattern, at a cost that does not grow with
  * the number of secrets when nothing is reflected.
@@ -38,8 +40,8 @@
  * identity encoding and decodes or refuses a compressed response
  * (response-hook.ts).
  */
-import { valuePatterns, type SecretEncoding } from './encodings.js';
-import { createMultiPatternMatcher } from './matcher.js';
+import type { SecretEncoding } from './encodings.js';
+import { compileSecretPatterns, type CompiledSecretPatterns } from './patterns.js';
 import type { SecretValue } from './value.js';
 
 /** One kind of occurrence in one response: secret name, form, how many. Never the value. */
@@ -68,12 +70,6 @@ export interface ReflectionScrubber {
   body(): ReflectionBodyScrubber;
   /** Most bytes a body scrubber holds back. */
   readonly holdBackBytes: number;
-}
-
-interface Pattern {
-  bytes: Buffer;
-  secret: string;
-  encoding: SecretEncoding;
 }
 
 /** The byte every masked byte becomes. */
@@ -120,19 +116,30 @@ function percentDecodeMapped(input: Buffer): { decoded: Buffer; origin: Uint32Ar
  * @param values secret name → value
  */
 export function createReflectionScrubber(values: ReadonlyMap<string, SecretValue>): ReflectionScrubber {
-  const patterns: Pattern[] = [];
-  for (const [secret, value] of values) {
-    for (const p of valuePatterns(value.revealBytes())) patterns.push({ ...p, secret });
-  }
-  // Longest first: a longer form (the raw value) is masked before a shorter one inside it could be counted.
-  patterns.sort((a, b) => b.bytes.length - a.bytes.length);
-  const matcher = createMultiPatternMatcher(patterns.map((p) => p.bytes));
-  const holdBackBytes = Math.max(0, 3 * matcher.longestBytes - 1);
-  const withMaskByte = patterns.flatMap((p, id) => (p.bytes.includes(REFLECTION_MASK_BYTE) ? [id] : []));
+  return createReflectionScrubberOver(compileSecretPatterns(values));
+}
+
+/**
+ * The scrubber over patterns already compiled for the sandbox (patterns.ts):
+ * it asks their matcher and builds none of its own. Their value patterns are
+ * masked, longest first; placeholders, if the set has any, are ignored.
+ */
+export function createReflectionScrubberOver(compiled: CompiledSecretPatterns): ReflectionScrubber {
+  const { matcher, valueCount } = compiled;
+  // Longest first (a stable sort): a longer form (the raw value) is masked before a shorter one inside it could be counted.
+  const order = Array.from({ length: valueCount }, (_, id) => id).sort((a, b) => compiled.patterns[b]!.bytes.length - compiled.patterns[a]!.bytes.length);
+  const patterns = order.map((id) => compiled.patterns[id]!);
+  /** A matcher id (value pattern) → its place in `patterns`. */
+  const rankOf = new Int32Array(valueCount);
+  order.forEach((id, rank) => { rankOf[id] = rank; });
+  const holdBackBytes = Math.max(0, 3 * compiled.longestValueBytes - 1);
+  const withMaskByte = patterns.flatMap((p, rank) => (p.bytes.includes(REFLECTION_MASK_BYTE) ? [rank] : []));
 
   /** The patterns to search in `text`, in pattern order: those that occur, and once any does, those a mask could complete. */
   const toSearch = (text: Buffer): number[] => {
-    const occurring = matcher.occurring(text);
+    const occurring: number[] = [];
+    for (const id of matcher.occurring(text)) if (id < valueCount) occurring.push(rankOf[id]!);
+    occurring.sort((a, b) => a - b);
     if (occurring.length === 0 || withMaskByte.length === 0) return occurring;
     return [...new Set([...occurring, ...withMaskByte])].sort((a, b) => a - b);
   };

@@ -7,9 +7,9 @@
  * it was found, never the value.
  *
  * Patterns: about ten per secret (encodings.ts) plus one per placeholder,
- * compiled once per sandbox into one multi-pattern matcher (matcher.ts), so
- * a field or body window costs at most about one pass over its bytes,
- * however many secrets the sandbox holds. Each field and window is searched as bytes and, when it contains a
+ * compiled once per sandbox into one multi-pattern matcher (patterns.ts,
+ * matcher.ts), so a field or body window costs at most about one pass over
+ * its bytes, however many secrets the sandbox holds. Each field and window is searched as bytes and, when it contains a
  * `%`, again as its percent-decoded form. What is reported is what a search
  * pattern by pattern, in the order values then placeholders, would report
  * first: of the patterns that occur, the first in that order. Whether a
@@ -21,8 +21,8 @@
  * (forward those; `end` releases the rest), so not even a prefix of a split
  * value leaves before the decision.
  */
-import { percentDecode, valuePatterns, type SecretEncoding } from './encodings.js';
-import { createMultiPatternMatcher } from './matcher.js';
+import { percentDecode, type SecretEncoding } from './encodings.js';
+import { compileSecretPatterns, type CompiledSecretPatterns, type SecretPattern } from './patterns.js';
 import type { RequestTarget } from './bindings.js';
 import type { SecretValue } from './value.js';
 
@@ -79,25 +79,21 @@ export interface ScannerInput {
   isBound(secret: string, target: RequestTarget): boolean;
 }
 
-interface Pattern {
-  bytes: Buffer;
-  secret: string;
-  kind: ExfiltrationKind;
-  encoding: SecretEncoding;
-}
-
 const NOT_FOUND: ExfiltrationFinding = Object.freeze({ found: false });
 const PERCENT = 0x25;
 
 /** Compile the patterns of a sandbox's secrets and placeholders once. */
 export function createExfiltrationScanner(input: ScannerInput): ExfiltrationScanner {
-  const patterns: Pattern[] = [];
-  for (const [secret, value] of input.values) {
-    for (const p of valuePatterns(value.revealBytes())) patterns.push({ ...p, secret, kind: 'secret-value' });
-  }
-  const valueCount = patterns.length;
-  for (const [ph, secret] of input.placeholders) patterns.push({ bytes: Buffer.from(ph, 'latin1'), secret, kind: 'placeholder-wrong-host', encoding: 'raw' });
-  const matcher = createMultiPatternMatcher(patterns.map((p) => p.bytes));
+  return createExfiltrationScannerOver(compileSecretPatterns(input.values, input.placeholders), input.isBound);
+}
+
+/**
+ * A scanner over patterns already compiled for the sandbox (patterns.ts):
+ * it asks their matcher and builds none of its own.
+ * @param isBound whether `secret`'s placeholder may go to `target`
+ */
+export function createExfiltrationScannerOver(compiled: CompiledSecretPatterns, isBound: ScannerInput['isBound']): ExfiltrationScanner {
+  const { patterns, valueCount, matcher } = compiled;
   // a pattern of L bytes spans at most 3L bytes when every byte is percent-encoded
   const holdBackBytes = Math.max(0, 3 * matcher.longestBytes - 1);
 
@@ -115,7 +111,7 @@ export function createExfiltrationScanner(input: ScannerInput): ExfiltrationScan
       let yes = bound.get(secret);
       if (yes === undefined) {
         try {
-          yes = input.isBound(secret, target) === true;
+          yes = isBound(secret, target) === true;
         } catch {
           yes = false;
         }
@@ -128,12 +124,12 @@ export function createExfiltrationScanner(input: ScannerInput): ExfiltrationScan
   /** The first counting pattern (in pattern order) that occurs in `window`, searched raw, then percent-decoded. */
   function search(window: Buffer, counts: (id: number) => boolean, where: ExfiltrationWhere): ExfiltrationFinding {
     const raw = firstCounting(matcher.occurring(window), counts);
-    if (raw !== undefined) return finding(patterns[raw]!, where, patterns[raw]!.encoding);
+    if (raw !== undefined) return finding(patterns[raw]!, raw < valueCount, where, patterns[raw]!.encoding);
     if (window.indexOf(PERCENT) < 0) return NOT_FOUND;
     const decoded = firstCounting(matcher.occurring(percentDecode(window)), counts);
     if (decoded === undefined) return NOT_FOUND;
     const p = patterns[decoded]!;
-    return finding(p, where, p.encoding === 'raw' || p.encoding === 'json' ? 'url' : p.encoding);
+    return finding(p, decoded < valueCount, where, p.encoding === 'raw' || p.encoding === 'json' ? 'url' : p.encoding);
   }
 
   function scanHead(head: ScanHead): ExfiltrationFinding {
@@ -219,6 +215,6 @@ function firstCounting(ids: readonly number[], counts: (id: number) => boolean):
   return undefined;
 }
 
-function finding(p: Pattern, where: ExfiltrationWhere, encoding: SecretEncoding): ExfiltrationFinding {
-  return { found: true, kind: p.kind, secret: p.secret, where, encoding };
+function finding(p: SecretPattern, isValue: boolean, where: ExfiltrationWhere, encoding: SecretEncoding): ExfiltrationFinding {
+  return { found: true, kind: isValue ? 'secret-value' : 'placeholder-wrong-host', secret: p.secret, where, encoding };
 }
