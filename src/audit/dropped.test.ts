@@ -4,16 +4,17 @@
  * its data) before its appends reject, refusals up front are reported with
  * their code, a failing hook changes nothing for callers (it becomes a
  * process warning), and `droppedEventLines` writes one line per code per
- * interval with the count since the last line.
+ * interval with the count since the last line. What reaches the store (a
+ * failed batch and the chain after it, refusals up front) runs on SQLite and
+ * on PostgreSQL (`[sqlite] …`, `[postgres] …`); the hooks' own failures and
+ * the line writer do not depend on the store and run once.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { AuditError } from '../errors/index.js';
-import { openStore, type AuditRow, type Store } from '../store/index.js';
+import type { AuditRow, Store } from '../store/index.js';
+import { eachStore, type StoreUnderTest } from '../store/testing/each-store.js';
 import {
   AuditLog,
   droppedEventLines,
@@ -30,31 +31,30 @@ interface Fixture {
   failNextWrite(message: string): void;
 }
 
-/** A real SQLite store whose insertEvents can be made to fail for one batch. */
-async function withFixture(fn: (f: Fixture) => Promise<void>): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'cordon-dropped-'));
-  const real = await openStore({ kind: 'sqlite', path: join(dir, 'cordon.db') });
-  let failure: string | undefined;
-  const store: Store = {
-    ...real,
-    audit: {
-      ...real.audit,
-      insertEvents(rows: readonly AuditRow[]) {
-        if (failure !== undefined) {
-          const message = failure;
-          failure = undefined;
-          return Promise.reject(new Error(message));
-        }
-        return real.audit.insertEvents(rows);
+const stores = eachStore('cordon_dropped');
+/** For the tests that do not depend on the store. */
+const sqlite = stores[0]!;
+
+/** A real store of this kind whose insertEvents can be made to fail for one batch. */
+async function withFixture(s: StoreUnderTest, fn: (f: Fixture) => Promise<void>): Promise<void> {
+  await s.withStore(async ({ store: real, keyDir }) => {
+    let failure: string | undefined;
+    const store: Store = {
+      ...real,
+      audit: {
+        ...real.audit,
+        insertEvents(rows: readonly AuditRow[]) {
+          if (failure !== undefined) {
+            const message = failure;
+            failure = undefined;
+            return Promise.reject(new Error(message));
+          }
+          return real.audit.insertEvents(rows);
+        },
       },
-    },
-  };
-  try {
-    await fn({ store, keyDir: join(dir, 'keys'), failNextWrite: (m) => void (failure = m) });
-  } finally {
-    await real.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+    };
+    await fn({ store, keyDir, failNextWrite: (m) => void (failure = m) });
+  });
 }
 
 /** The next process warning with this code (others, e.g. from the test runner, are passed over). */
@@ -75,60 +75,6 @@ function nextWarning(code: string, timeoutMs = 5000): Promise<Error & { code?: s
 }
 
 const SECRET = 'hunter2-must-not-appear';
-
-test('a failed batch reaches onDropped with exactly its types, sandboxes and agents; later appends chain on', async () => {
-  await withFixture(async ({ store, keyDir, failNextWrite }) => {
-    const reports: DroppedReport[] = [];
-    const log = await AuditLog.open({ store, keyDir, checkpointIntervalMs: 60_000, onDropped: (r) => void reports.push(r) });
-    const ok = await Promise.all([1, 2].map((n) => log.append({ type: 'sandbox.create', actor: 'system', data: { n } })));
-    assert.equal(reports.length, 0, 'nothing is reported while appends succeed');
-    assert.equal(log.droppedEvents, 0);
-
-    failNextWrite('disk full (injected)');
-    const batch: AuditEventInput[] = [
-      { type: 'tunnel.refused', actor: 'system', sandbox: 'sb-2', agent: 'bob', data: { token: SECRET } },
-      { type: 'egress.close', actor: 'agent:alice', sandbox: 'sb-1', agent: 'alice', data: { host: SECRET } },
-      { type: 'egress.close', actor: 'agent:alice', sandbox: 'sb-1', agent: 'alice', data: {} },
-      { type: 'tool.refused', actor: 'system', data: { why: SECRET } },
-    ];
-    const seenAtRejection: number[] = [];
-    const results = await Promise.allSettled(
-      batch.map((e) =>
-        log.append(e).catch((err: unknown) => {
-          seenAtRejection.push(reports.length);
-          throw err;
-        }),
-      ),
-    );
-    for (const [i, r] of results.entries()) {
-      assert.equal(r.status, 'rejected', `append ${i} of the failed batch`);
-      const err = (r as PromiseRejectedResult).reason;
-      assert.ok(err instanceof AuditError);
-      assert.equal(err.code, 'audit-write-failed', 'callers get the same rejection as without a hook');
-    }
-    assert.deepEqual(seenAtRejection, [1, 1, 1, 1], 'the hook ran before the appends rejected');
-    assert.equal(reports.length, 1, 'one report for the batch');
-    const [report] = reports;
-    assert.deepEqual(
-      { code: report!.code, count: report!.count, types: report!.types, sandboxes: report!.sandboxes, agents: report!.agents },
-      { code: 'audit-write-failed', count: 4, types: ['egress.close', 'tool.refused', 'tunnel.refused'], sandboxes: ['sb-1', 'sb-2'], agents: ['alice', 'bob'] },
-    );
-    assert.match(report!.message, /could not write 4 audit event\(s\): disk full \(injected\)/);
-    assert.match(report!.fix, /check the store/);
-    assert.ok(!JSON.stringify(report).includes(SECRET), 'the report never carries event data');
-    assert.equal(log.droppedEvents, 4);
-
-    const after = await Promise.all([3, 4].map((n) => log.append({ type: 'sandbox.destroy', actor: 'system', data: { n } })));
-    assert.deepEqual(after.map((e) => e.seq), [3, 4], 'the failed batch left no gap');
-    assert.equal(after[0]!.prevHash, ok[1]!.hash, 'no fork: the next batch chains on the last committed event');
-    assert.equal(reports.length, 1);
-    assert.equal(log.droppedEvents, 4, 'successful appends add nothing');
-    await log.close();
-    const verified = await verifyAudit(store, { keyDir });
-    assert.equal(verified.ok, true, verified.message);
-    assert.equal(verified.events, 4);
-  });
-});
 
 interface RefusalCase {
   name: string;
@@ -173,34 +119,91 @@ const refusals: RefusalCase[] = [
   { name: 'the event is not an object', code: 'audit-invalid-event', types: ['(invalid)'], refuse: (log) => log.append(null as unknown as AuditEventInput) },
 ];
 
-for (const c of refusals) {
-  test(`a refused append is reported with its code: ${c.name}`, async () => {
-    await withFixture(async ({ store, keyDir }) => {
+for (const s of stores) {
+  s.test('a failed batch reaches onDropped with exactly its types, sandboxes and agents; later appends chain on', async () => {
+    await withFixture(s, async ({ store, keyDir, failNextWrite }) => {
       const reports: DroppedReport[] = [];
-      const log = await AuditLog.open({
-        store, keyDir, checkpointIntervalMs: 60_000, onDropped: (r) => void reports.push(r),
-        ...(c.maxQueued !== undefined ? { maxQueued: c.maxQueued } : {}),
-      });
-      if (c.closeFirst) await log.close();
-      let rejected: unknown;
-      await assert.rejects(c.refuse(log), (err: unknown) => {
-        rejected = err;
-        return err instanceof AuditError && err.code === c.code;
-      });
+      const log = await AuditLog.open({ store, keyDir, checkpointIntervalMs: 60_000, onDropped: (r) => void reports.push(r) });
+      const ok = await Promise.all([1, 2].map((n) => log.append({ type: 'sandbox.create', actor: 'system', data: { n } })));
+      assert.equal(reports.length, 0, 'nothing is reported while appends succeed');
+      assert.equal(log.droppedEvents, 0);
+
+      failNextWrite('disk full (injected)');
+      const batch: AuditEventInput[] = [
+        { type: 'tunnel.refused', actor: 'system', sandbox: 'sb-2', agent: 'bob', data: { token: SECRET } },
+        { type: 'egress.close', actor: 'agent:alice', sandbox: 'sb-1', agent: 'alice', data: { host: SECRET } },
+        { type: 'egress.close', actor: 'agent:alice', sandbox: 'sb-1', agent: 'alice', data: {} },
+        { type: 'tool.refused', actor: 'system', data: { why: SECRET } },
+      ];
+      const seenAtRejection: number[] = [];
+      const results = await Promise.allSettled(
+        batch.map((e) =>
+          log.append(e).catch((err: unknown) => {
+            seenAtRejection.push(reports.length);
+            throw err;
+          }),
+        ),
+      );
+      for (const [i, r] of results.entries()) {
+        assert.equal(r.status, 'rejected', `append ${i} of the failed batch`);
+        const err = (r as PromiseRejectedResult).reason;
+        assert.ok(err instanceof AuditError);
+        assert.equal(err.code, 'audit-write-failed', 'callers get the same rejection as without a hook');
+      }
+      assert.deepEqual(seenAtRejection, [1, 1, 1, 1], 'the hook ran before the appends rejected');
+      assert.equal(reports.length, 1, 'one report for the batch');
+      const [report] = reports;
+      assert.deepEqual(
+        { code: report!.code, count: report!.count, types: report!.types, sandboxes: report!.sandboxes, agents: report!.agents },
+        { code: 'audit-write-failed', count: 4, types: ['egress.close', 'tool.refused', 'tunnel.refused'], sandboxes: ['sb-1', 'sb-2'], agents: ['alice', 'bob'] },
+      );
+      assert.match(report!.message, /could not write 4 audit event\(s\): disk full \(injected\)/);
+      assert.match(report!.fix, /check the store/);
+      assert.ok(!JSON.stringify(report).includes(SECRET), 'the report never carries event data');
+      assert.equal(log.droppedEvents, 4);
+
+      const after = await Promise.all([3, 4].map((n) => log.append({ type: 'sandbox.destroy', actor: 'system', data: { n } })));
+      assert.deepEqual(after.map((e) => e.seq), [3, 4], 'the failed batch left no gap');
+      assert.equal(after[0]!.prevHash, ok[1]!.hash, 'no fork: the next batch chains on the last committed event');
       assert.equal(reports.length, 1);
-      assert.equal(reports[0]!.code, c.code);
-      assert.equal(reports[0]!.count, 1);
-      assert.deepEqual(reports[0]!.types, c.types);
-      assert.equal(reports[0]!.message, (rejected as AuditError).message);
-      assert.equal(reports[0]!.fix, (rejected as AuditError).fix);
-      assert.equal(log.droppedEvents, 1);
+      assert.equal(log.droppedEvents, 4, 'successful appends add nothing');
       await log.close();
+      const verified = await verifyAudit(store, { keyDir });
+      assert.equal(verified.ok, true, verified.message);
+      assert.equal(verified.events, 4);
     });
   });
+
+  for (const c of refusals) {
+    s.test(`a refused append is reported with its code: ${c.name}`, async () => {
+      await withFixture(s, async ({ store, keyDir }) => {
+        const reports: DroppedReport[] = [];
+        const log = await AuditLog.open({
+          store, keyDir, checkpointIntervalMs: 60_000, onDropped: (r) => void reports.push(r),
+          ...(c.maxQueued !== undefined ? { maxQueued: c.maxQueued } : {}),
+        });
+        if (c.closeFirst) await log.close();
+        let rejected: unknown;
+        await assert.rejects(c.refuse(log), (err: unknown) => {
+          rejected = err;
+          return err instanceof AuditError && err.code === c.code;
+        });
+        assert.equal(reports.length, 1);
+        assert.equal(reports[0]!.code, c.code);
+        assert.equal(reports[0]!.count, 1);
+        assert.deepEqual(reports[0]!.types, c.types);
+        assert.equal(reports[0]!.message, (rejected as AuditError).message);
+        assert.equal(reports[0]!.fix, (rejected as AuditError).fix);
+        assert.equal(log.droppedEvents, 1);
+        await log.close();
+      });
+    });
+  }
 }
 
+// The hooks' failures below are the log's own handling, whatever the store: run once, on SQLite.
 test('a hook that throws: the append rejects with the original error and a warning names the hook failure', async () => {
-  await withFixture(async ({ store, keyDir, failNextWrite }) => {
+  await withFixture(sqlite, async ({ store, keyDir, failNextWrite }) => {
     const log = await AuditLog.open({
       store, keyDir, checkpointIntervalMs: 60_000,
       onDropped: () => {
@@ -226,7 +229,7 @@ test('a hook that throws: the append rejects with the original error and a warni
 });
 
 test('a hook that throws a value with no string form: appends still settle (never hang, never throw synchronously)', async () => {
-  await withFixture(async ({ store, keyDir, failNextWrite }) => {
+  await withFixture(sqlite, async ({ store, keyDir, failNextWrite }) => {
     const log = await AuditLog.open({
       store, keyDir, checkpointIntervalMs: 60_000,
       onDropped: () => {
@@ -252,7 +255,7 @@ test('a hook that throws a value with no string form: appends still settle (neve
 });
 
 test('a hook whose promise rejects becomes a warning, not an unhandled rejection', async () => {
-  await withFixture(async ({ store, keyDir }) => {
+  await withFixture(sqlite, async ({ store, keyDir }) => {
     const log = await AuditLog.open({
       store, keyDir, checkpointIntervalMs: 60_000,
       onDropped: (() => Promise.reject(new Error('async hook failed'))) as unknown as (r: DroppedReport) => void,
@@ -302,7 +305,7 @@ test('droppedEventLines: one line per code per interval, later drops summed into
 });
 
 test('a hook that appends to a closed log is not called again for its own refused append (no recursion)', async () => {
-  await withFixture(async ({ store, keyDir }) => {
+  await withFixture(sqlite, async ({ store, keyDir }) => {
     const reports: DroppedReport[] = [];
     const hookAppends: Promise<unknown>[] = [];
     const log: AuditLog = await AuditLog.open({

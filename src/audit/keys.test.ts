@@ -1,7 +1,8 @@
 /**
  * Signing key tests: creation with private modes, refusal of corrupt or
  * too-open key files (never overwritten), public key re-derivation, and the
- * key that a store's checkpoints depend on.
+ * key that a store's checkpoints depend on (on SQLite and on PostgreSQL:
+ * `[sqlite] …`, `[postgres] …`; the key files alone run once).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +10,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KeyError } from '../errors/index.js';
-import { openStore } from '../store/index.js';
+import { eachStore } from '../store/testing/each-store.js';
 import { AuditLog, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, loadOrCreateSigningKey, loadPublicKeys, verifyAudit } from './index.js';
 
 function tempDir(): string {
@@ -99,52 +100,42 @@ test('a key of another type is corrupt for this purpose', async () => {
   }
 });
 
-test('a corrupt key stops AuditLog.open and the stored events stay intact', async () => {
-  const dir = tempDir();
-  const keyDir = join(dir, 'keys');
-  const store = await openStore({ kind: 'sqlite', path: join(dir, 'cordon.db') });
-  try {
-    const log = await AuditLog.open({ store, keyDir });
-    await log.append({ type: 'x', actor: 'a' });
-    await log.close();
-    writeFileSync(join(keyDir, PRIVATE_KEY_FILE), 'corrupted');
-    await assert.rejects(AuditLog.open({ store, keyDir }), (err: unknown) => err instanceof KeyError && err.code === 'key-corrupt');
-    assert.equal(await store.audit.count(), 1);
-    assert.equal(readFileSync(join(keyDir, PRIVATE_KEY_FILE), 'utf8'), 'corrupted');
-  } finally {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test('a missing key is not silently replaced while checkpoints depend on it', async () => {
-  const dir = tempDir();
-  const keyDir = join(dir, 'keys');
-  const store = await openStore({ kind: 'sqlite', path: join(dir, 'cordon.db') });
-  try {
-    const a = await AuditLog.open({ store, keyDir });
-    await a.append({ type: 'x', actor: 'a' });
-    await a.close();
-    const oldId = a.keyId;
-    unlinkSync(join(keyDir, PRIVATE_KEY_FILE));
-    await assert.rejects(AuditLog.open({ store, keyDir }), (err: unknown) => {
-      assert.ok(err instanceof KeyError);
-      assert.equal(err.code, 'key-missing');
-      assert.match(err.message, new RegExp(`signed by key ${oldId}`));
-      assert.match(err.fix ?? '', /restore .* from backup/);
-      return true;
+for (const s of eachStore('cordon_keys')) {
+  s.test('a corrupt key stops AuditLog.open and the stored events stay intact', async () => {
+    await s.withStore(async ({ store, keyDir }) => {
+      const log = await AuditLog.open({ store, keyDir });
+      await log.append({ type: 'x', actor: 'a' });
+      await log.close();
+      writeFileSync(join(keyDir, PRIVATE_KEY_FILE), 'corrupted');
+      await assert.rejects(AuditLog.open({ store, keyDir }), (err: unknown) => err instanceof KeyError && err.code === 'key-corrupt');
+      assert.equal(await store.audit.count(), 1);
+      assert.equal(readFileSync(join(keyDir, PRIVATE_KEY_FILE), 'utf8'), 'corrupted');
     });
+  });
 
-    const b = await AuditLog.open({ store, keyDir, allowNewKey: true });
-    assert.notEqual(b.keyId, oldId);
-    await b.append({ type: 'x', actor: 'a' });
-    await b.close();
-    assert.ok(readdirSync(keyDir).includes(`audit-ed25519.${oldId}.pub`), 'the retired public key is kept');
-    const report = await verifyAudit(store, { keyDir });
-    assert.equal(report.ok, true, report.message);
-    assert.equal(report.checkpoints, 2, 'checkpoints of both keys verify');
-  } finally {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  s.test('a missing key is not silently replaced while checkpoints depend on it', async () => {
+    await s.withStore(async ({ store, keyDir }) => {
+      const a = await AuditLog.open({ store, keyDir });
+      await a.append({ type: 'x', actor: 'a' });
+      await a.close();
+      const oldId = a.keyId;
+      unlinkSync(join(keyDir, PRIVATE_KEY_FILE));
+      await assert.rejects(AuditLog.open({ store, keyDir }), (err: unknown) => {
+        assert.ok(err instanceof KeyError);
+        assert.equal(err.code, 'key-missing');
+        assert.match(err.message, new RegExp(`signed by key ${oldId}`));
+        assert.match(err.fix ?? '', /restore .* from backup/);
+        return true;
+      });
+
+      const b = await AuditLog.open({ store, keyDir, allowNewKey: true });
+      assert.notEqual(b.keyId, oldId);
+      await b.append({ type: 'x', actor: 'a' });
+      await b.close();
+      assert.ok(readdirSync(keyDir).includes(`audit-ed25519.${oldId}.pub`), 'the retired public key is kept');
+      const report = await verifyAudit(store, { keyDir });
+      assert.equal(report.ok, true, report.message);
+      assert.equal(report.checkpoints, 2, 'checkpoints of both keys verify');
+    });
+  });
+}

@@ -1,5 +1,6 @@
 /**
- * Read-side tests: JSONL export and following new events.
+ * Read-side tests: filters and order, JSONL export and following new events,
+ * on SQLite and on PostgreSQL (`[sqlite] …`, `[postgres] …`).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -7,80 +8,121 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
-import { openStore } from '../store/index.js';
+import { openStore, type Store } from '../store/index.js';
+import { eachStore, type StoreUnderTest } from '../store/testing/each-store.js';
 import { canonicalJson } from '../util/index.js';
-import { AuditLog, exportJsonl, followAudit, queryEvents, type AuditEvent } from './index.js';
+import { AuditLog, exportJsonl, followAudit, queryEvents, type AuditEvent, type AuditEventInput } from './index.js';
 import { sha256Hex } from './event.js';
 
-async function fixture() {
-  const dir = mkdtempSync(join(tmpdir(), 'cordon-query-'));
-  const store = await openStore({ kind: 'sqlite', path: join(dir, 'cordon.db') });
-  const log = await AuditLog.open({ store, keyDir: join(dir, 'keys') });
+/** An open log on a fresh store of this kind; `cleanup` closes and removes both. */
+async function fixture(s: StoreUnderTest): Promise<{ store: Store; log: AuditLog; cleanup(): Promise<void> }> {
+  const loc = await s.fresh();
+  const store = await loc.open();
+  const log = await AuditLog.open({ store, keyDir: join(loc.dir, 'keys') });
   const cleanup = async () => {
     await log.close();
     await store.close();
-    rmSync(dir, { recursive: true, force: true });
+    await loc.cleanup();
   };
   return { store, log, cleanup };
 }
 
-test('exportJsonl writes one event per line, each with its hash, honouring back-pressure', async () => {
-  const { store, log, cleanup } = await fixture();
-  try {
-    const appended = await Promise.all(
-      Array.from({ length: 25 }, (_, i) => log.append({ type: 'tool.call', actor: 'agent:r', data: { i, note: 'a\nb' } })),
-    );
-    let text = '';
-    const out = new Writable({
-      highWaterMark: 64,
-      write(chunk, _enc, cb) {
-        text += String(chunk);
-        setImmediate(cb); // slow consumer
-      },
-    });
-    const lines = await exportJsonl(store, out, { pageSize: 10 });
-    assert.equal(lines, 25);
-    const parsed = text.trimEnd().split('\n').map((l) => JSON.parse(l) as AuditEvent);
-    assert.deepEqual(parsed, appended);
-    for (const e of parsed) {
-      const { hash, ...body } = e;
-      assert.equal(hash, sha256Hex(canonicalJson(body)), 'each line can be checked on its own');
-    }
-    const tail = new PassThrough();
-    let tailText = '';
-    tail.on('data', (d) => (tailText += String(d)));
-    assert.equal(await exportJsonl(store, tail, { afterSeq: 23 }), 2);
-    assert.deepEqual(tailText.trimEnd().split('\n').map((l) => (JSON.parse(l) as AuditEvent).seq), [24, 25]);
-  } finally {
-    await cleanup();
-  }
+const event = (i: number): AuditEventInput => ({
+  type: i % 2 === 0 ? 'egress.request' : 'tool.call',
+  actor: `agent:a${i % 3}`,
+  agent: `a${i % 3}`,
+  sandbox: `sb-${i % 5}`,
+  decision: i % 4 === 0 ? 'deny' : 'allow',
+  data: { n: i, text: 'quote " backslash \\ brace { é' },
 });
 
-test('followAudit yields new events in order and stops on abort', async () => {
-  const { store, log, cleanup } = await fixture();
-  try {
-    await log.append({ type: 'old', actor: 'a' });
-    const ac = new AbortController();
-    const seen: number[] = [];
-    const follower = (async () => {
-      for await (const e of followAudit(store, { pollIntervalMs: 10, signal: ac.signal, filter: { type: 'new' } })) {
-        seen.push(e.seq);
-        if (seen.length === 3) ac.abort();
+for (const s of eachStore('cordon_query')) {
+  s.test('queryEvents filters and orders', async () => {
+    const { store, log, cleanup } = await fixture(s);
+    try {
+      await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(event(i + 1))));
+      const cases: { name: string; filter: Parameters<typeof queryEvents>[1]; seqs: number[] }[] = [
+        { name: 'agent, limited', filter: { agent: 'a0', limit: 4 }, seqs: [3, 6, 9, 12] },
+        { name: 'decision, descending', filter: { decision: 'deny', order: 'desc', limit: 3 }, seqs: [40, 36, 32] },
+        { name: 'type in a seq window', filter: { type: 'tool.call', afterSeq: 10, beforeSeq: 16 }, seqs: [11, 13, 15] },
+        { name: 'sandbox and decision together', filter: { sandbox: 'sb-0', decision: 'deny' }, seqs: [20, 40] },
+        { name: 'no match', filter: { sandbox: 'sb-none' }, seqs: [] },
+      ];
+      for (const c of cases) {
+        const events = await queryEvents(store, c.filter);
+        assert.deepEqual(events.map((e) => e.seq), c.seqs, c.name);
       }
-    })();
-    await new Promise((r) => setTimeout(r, 30));
-    await log.append({ type: 'new', actor: 'a' });
-    await log.append({ type: 'other', actor: 'a' });
-    await Promise.all([log.append({ type: 'new', actor: 'a' }), log.append({ type: 'new', actor: 'a' })]);
-    await follower;
-    assert.deepEqual(seen, [2, 4, 5], 'only events after the head at start, matching the filter');
-  } finally {
-    await cleanup();
-  }
-});
+      const [one] = await queryEvents(store, { afterSeq: 6, limit: 1 });
+      assert.deepEqual(one?.data, event(7).data, 'the event body round-trips');
+    } finally {
+      await cleanup();
+    }
+  });
 
+  s.test('exportJsonl writes one event per line, each with its hash, honouring back-pressure', async () => {
+    const { store, log, cleanup } = await fixture(s);
+    try {
+      const appended = await Promise.all(
+        Array.from({ length: 25 }, (_, i) => log.append({ type: 'tool.call', actor: 'agent:r', data: { i, note: 'a\nb' } })),
+      );
+      let text = '';
+      const out = new Writable({
+        highWaterMark: 64,
+        write(chunk, _enc, cb) {
+          text += String(chunk);
+          setImmediate(cb); // slow consumer
+        },
+      });
+      const lines = await exportJsonl(store, out, { pageSize: 10 });
+      assert.equal(lines, 25);
+      const parsed = text.trimEnd().split('\n').map((l) => JSON.parse(l) as AuditEvent);
+      assert.deepEqual(parsed, appended);
+      for (const e of parsed) {
+        const { hash, ...body } = e;
+        assert.equal(hash, sha256Hex(canonicalJson(body)), 'each line can be checked on its own');
+      }
+      const tail = new PassThrough();
+      let tailText = '';
+      tail.on('data', (d) => (tailText += String(d)));
+      assert.equal(await exportJsonl(store, tail, { afterSeq: 23 }), 2);
+      assert.deepEqual(tailText.trimEnd().split('\n').map((l) => (JSON.parse(l) as AuditEvent).seq), [24, 25]);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  s.test('followAudit yields new events in order and stops on abort', async () => {
+    const { store, log, cleanup } = await fixture(s);
+    try {
+      await log.append({ type: 'old', actor: 'a' });
+      const ac = new AbortController();
+      const seen: number[] = [];
+      const follower = (async () => {
+        for await (const e of followAudit(store, { pollIntervalMs: 10, signal: ac.signal, filter: { type: 'new' } })) {
+          seen.push(e.seq);
+          if (seen.length === 3) ac.abort();
+        }
+      })();
+      await new Promise((r) => setTimeout(r, 30));
+      await log.append({ type: 'new', actor: 'a' });
+      await log.append({ type: 'other', actor: 'a' });
+      await Promise.all([log.append({ type: 'new', actor: 'a' }), log.append({ type: 'new', actor: 'a' })]);
+      await follower;
+      assert.deepEqual(seen, [2, 4, 5], 'only events after the head at start, matching the filter');
+    } finally {
+      await cleanup();
+    }
+  });
+}
+
+// The filter is refused before the store is asked: the same on every store.
 test('queryEvents validates its filter', async (t) => {
-  const { store, cleanup } = await fixture();
+  const dir = mkdtempSync(join(tmpdir(), 'cordon-query-'));
+  const store = await openStore({ kind: 'sqlite', path: join(dir, 'cordon.db') });
+  const cleanup = async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
   const cases: { name: string; filter: unknown; message: RegExp }[] = [
     { name: 'limit above the maximum', filter: { limit: 10_001 }, message: /limit/ },
     { name: 'negative afterSeq', filter: { afterSeq: -1 }, message: /afterSeq/ },

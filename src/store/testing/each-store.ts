@@ -1,0 +1,137 @@
+/**
+ * The stores a test of a layer above the store (the audit log) runs on:
+ * `[sqlite]`, a temporary file, and `[postgres]`, a fresh database on one
+ * throw-away server per test file (see postgres.ts; skipped, saying why,
+ * without PostgreSQL binaries). Each test gets its own file or database, so
+ * tests stay independent; a database is dropped when its test is done.
+ *
+ * @example
+ * for (const s of eachStore('cordon_log')) {
+ *   s.test('appends chain and verify', async () => {
+ *     await s.withStore(async ({ store, keyDir }) => { … });
+ *   });
+ * }
+ */
+import { test, type TestContext } from 'node:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import pg from 'pg';
+import { openStore } from '../index.js';
+import type { Database, Store, StoreOptions } from '../types.js';
+import type { StoreLocation } from './contract.js';
+import { usePostgresServer } from './postgres.js';
+
+/** One test's store: a file or a database that can be opened (again), and a private directory. */
+export interface TestStoreLocation extends StoreLocation {
+  /** What {@link StoreLocation.open} opens (the file's path, or the database's URL). */
+  readonly options: StoreOptions;
+  /** A private temporary directory (for key directories), removed by `cleanup()`. */
+  readonly dir: string;
+  /**
+   * Run `fn` on a connection of its own, outside the store, as someone with
+   * write access to the database would (better-sqlite3 on the file, or a
+   * node-postgres session); the connection is closed afterwards.
+   */
+  outside<T>(fn: (db: Kysely<Database>) => Promise<T>): Promise<T>;
+}
+
+/** What {@link StoreUnderTest.withStore} hands to its callback. */
+export interface OpenTestStore {
+  store: Store;
+  /** A key directory (not created yet) inside the location's directory. */
+  keyDir: string;
+  loc: TestStoreLocation;
+}
+
+export interface StoreUnderTest {
+  readonly kind: Store['kind'];
+  /** Why this store's tests skip here, or false. */
+  readonly skip: string | false;
+  /** A new, empty location. */
+  fresh(): Promise<TestStoreLocation>;
+  /** A fresh store, opened for `fn`, then closed and removed. */
+  withStore(fn: (f: OpenTestStore) => Promise<void>): Promise<void>;
+  /** Register `[kind] name` with node:test, skipped (saying why) where this store cannot run. */
+  test(name: string, fn: (t: TestContext) => Promise<void>): void;
+}
+
+/**
+ * The SQLite store and the PostgreSQL store, in that order. Call once, at the
+ * top level of a test file: it registers the file's `before`/`after` hooks
+ * that start and stop its PostgreSQL server.
+ * @param prefix names this file's databases, e.g. `cordon_log` (lower case, unique per file)
+ */
+export function eachStore(prefix: string): StoreUnderTest[] {
+  const server = usePostgresServer(prefix);
+  const tempDir = (): string => mkdtempSync(join(tmpdir(), `${prefix.replace(/_/g, '-')}-`));
+  return [
+    makeStoreUnderTest('sqlite', false, async () => {
+      const dir = tempDir();
+      const path = join(dir, 'cordon.db');
+      return {
+        options: { kind: 'sqlite', path },
+        dir,
+        open: () => openStore({ kind: 'sqlite', path }),
+        cleanup: async () => rmSync(dir, { recursive: true, force: true }),
+        async outside(fn) {
+          const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: new BetterSqlite3(path) }) });
+          try {
+            return await fn(db);
+          } finally {
+            await db.destroy();
+          }
+        },
+      };
+    }),
+    makeStoreUnderTest('postgres', server.skipReason ?? false, async () => {
+      const url = await server.freshUrl();
+      const name = new URL(url).pathname.slice(1);
+      const dir = tempDir();
+      return {
+        options: { kind: 'postgres', url },
+        dir,
+        open: () => openStore({ kind: 'postgres', url }),
+        async cleanup() {
+          rmSync(dir, { recursive: true, force: true });
+          // Ends what a failed test left connected; keeps the server's directory small over a file's tests.
+          await server.server().admin(`drop database if exists ${name} with (force)`);
+        },
+        async outside(fn) {
+          const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }) });
+          try {
+            return await fn(db);
+          } finally {
+            await db.destroy();
+          }
+        },
+      };
+    }),
+  ];
+}
+
+function makeStoreUnderTest(kind: Store['kind'], skip: string | false, fresh: () => Promise<TestStoreLocation>): StoreUnderTest {
+  return {
+    kind,
+    skip,
+    fresh,
+    async withStore(fn) {
+      const loc = await fresh();
+      try {
+        const store = await loc.open();
+        try {
+          await fn({ store, keyDir: join(loc.dir, 'keys'), loc });
+        } finally {
+          await store.close();
+        }
+      } finally {
+        await loc.cleanup();
+      }
+    },
+    test(name, fn) {
+      test(`[${kind}] ${name}`, { skip }, fn);
+    },
+  };
+}
