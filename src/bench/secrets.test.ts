@@ -5,20 +5,22 @@
  * derives itself: a substituted request carried the real value and no
  * placeholder, a refused one was refused as exfiltration and left unchanged,
  * a clean body came out byte for byte, a leaking one was failed before the
- * value.
+ * value. The memory of one sandbox's secret state is there, in the JSON and
+ * the text, and grows with the secrets (no timing is asserted).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { runInNewContext } from 'node:vm';
 import { EXFILTRATION_REASON, PLACEHOLDER_PATTERN, valuePatterns } from '../secrets/index.js';
 import {
-  benchBody, benchBoundHost, benchSandboxSecrets, benchSecretName, benchSecretValue, benchSecrets, formatSecretsText,
+  benchBody, benchBoundHost, benchSandboxSecrets, benchSecretName, benchSecretValue, benchSecrets, formatSecretsText, fullGc,
   SECRETS_ROWS, UNBOUND_HOST, type SecretsCall, type SecretsRow,
 } from './secrets.js';
 
 test('benchSecrets: every row measured per secret count, every call what its row claims', async () => {
   const calls = new Map<string, SecretsCall[]>();
   const r = await benchSecrets({
-    iterations: 12, warmup: 2, secretCounts: [1, 3],
+    iterations: 12, warmup: 2, secretCounts: [1, 3], memorySecretCounts: [1], memorySandboxes: 1,
     observe: (count, row, call) => {
       const key = `${count}:${row}`;
       calls.set(key, [...(calls.get(key) ?? []), call]);
@@ -81,6 +83,36 @@ test('benchSecrets: every row measured per secret count, every call what its row
   assert.match(text, /peers: none/);
 });
 
+test("benchSecrets: one sandbox's secret state weighed after GC, present in JSON and text, heavier with more secrets", async () => {
+  const r = await benchSecrets({ iterations: 1, warmup: 0, secretCounts: [1], memorySecretCounts: [1, 100], memorySandboxes: 3 });
+  const json = JSON.parse(JSON.stringify(r)) as typeof r;
+  assert.deepEqual(Object.keys(json.stateMemory), ['secrets1', 'secrets100']);
+  assert.deepEqual([json.setup.memorySecretCounts, json.setup.memorySandboxes], [[1, 100], 3]);
+  const one = json.stateMemory.secrets1!;
+  const hundred = json.stateMemory.secrets100!;
+  assert.ok(Number.isFinite(one.stateMiB) && one.stateMiB > 0, `1 secret: ${one.stateMiB} MiB`);
+  assert.ok(hundred.stateMiB > one.stateMiB, `100 secrets (${hundred.stateMiB} MiB) weigh more than 1 (${one.stateMiB} MiB)`);
+  const patternBytes = Array.from({ length: 100 }, (_, j) => valuePatterns(Buffer.from(benchSecretValue(j))))
+    .flat().reduce((n, p) => n + p.bytes.length, 0);
+  assert.equal(hundred.valuePatterns, Array.from({ length: 100 }, (_, j) => valuePatterns(Buffer.from(benchSecretValue(j))).length).reduce((a, b) => a + b, 0));
+  assert.ok(hundred.stateMiB * 1024 * 1024 >= patternBytes, `a kept state holds at least its own ${patternBytes} pattern bytes (${hundred.stateMiB} MiB)`);
+  const text = formatSecretsText(r);
+  assert.match(text, /memory of one sandbox's secret state, MiB/);
+  assert.ok(text.includes(hundred.stateMiB.toFixed(2)), 'the 100-secret figure is printed');
+  assert.match(text, /100 secrets/);
+});
+
+test('fullGc: a collector without --expose-gc, shown to free a dropped buffer', () => {
+  const startedWithFlag = typeof (globalThis as { gc?: unknown }).gc === 'function';
+  const gc = fullGc();
+  assert.equal(typeof gc, 'function');
+  if (!startedWithFlag) assert.equal(runInNewContext('typeof gc'), 'undefined', 'the flag was turned off again: later contexts get no gc');
+  const before = process.memoryUsage().arrayBuffers;
+  ((): void => void Buffer.alloc(16 * 1024 * 1024, 1).length)();
+  gc();
+  assert.ok(process.memoryUsage().arrayBuffers < before + 8 * 1024 * 1024, 'the 16 MiB buffer was freed');
+});
+
 test('bench inputs: fixed values and bodies; a fresh sandbox gets fresh placeholders', () => {
   assert.equal(benchSecretValue(7), benchSecretValue(7));
   assert.notEqual(benchSecretValue(7), benchSecretValue(8));
@@ -99,6 +131,9 @@ test('benchSecrets refuses bad sizes', async () => {
     ['no iterations', { iterations: 0 }],
     ['no secret counts', { secretCounts: [] }],
     ['a secret count of zero', { secretCounts: [0] }],
+    ['no memory secret counts', { memorySecretCounts: [] }],
+    ['a memory secret count above 500', { memorySecretCounts: [501] }],
+    ['no sandboxes to weigh', { memorySandboxes: 0 }],
   ] as const) {
     await assert.rejects(benchSecrets(opts), RangeError, name);
   }

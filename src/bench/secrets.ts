@@ -13,6 +13,12 @@
  * - `bodyLeak64KiB`: the same 64 KiB body with a real value, base64-encoded,
  *   near its end (the body is failed).
  *
+ * Then the memory of one sandbox's secret state (its placeholders, values and
+ * compiled matchers) at 1, 10, 50 and 500 secrets: heap used + array buffers
+ * after two full garbage collections, grown over a baseline while a few
+ * sandboxes' states are built and kept alive, divided by their number. The
+ * collector is called in process (see {@link fullGc}); the user passes no flag.
+ *
  * Each call is checked after it ran (the real value really in the header, the
  * refusal really a refusal, a clean body passed on byte for byte); a call that
  * did otherwise stops the run. Inputs are fixed (names, values, headers and
@@ -21,6 +27,8 @@
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { parseConfig } from '../config/index.js';
 import {
@@ -58,6 +66,10 @@ export interface SecretsBenchOptions {
   warmup?: number;
   /** Told of every timed call (for tests; slows the run). */
   observe?: (secretCount: number, row: SecretsRow, call: SecretsCall) => void;
+  /** Secret counts at which one sandbox's secret state is weighed. @default [1, 10, 50, 500] */
+  memorySecretCounts?: readonly number[];
+  /** Sandboxes' states built and kept alive for each weighing. @default 3 */
+  memorySandboxes?: number;
 }
 
 export type SecretsRunFigures = Record<SecretsRow, OpFigures> & {
@@ -67,10 +79,24 @@ export type SecretsRunFigures = Record<SecretsRow, OpFigures> & {
   holdBackBytes: number;
 };
 
+/** The memory of one sandbox's secret state at one secret count. */
+export interface SecretStateMemory {
+  /** Heap used + array buffers, after two full collections, grown per sandbox whose state was kept alive (MiB). */
+  stateMiB: number;
+  /** Byte patterns of the sandbox's real values (the matchers also hold one per placeholder). */
+  valuePatterns: number;
+}
+
 export interface SecretsBenchResult {
   /** Keyed `secrets1`, `secrets10`, … by the number of secrets bound. */
   cordon: Record<string, SecretsRunFigures>;
-  setup: MachineSetup & { iterations: number; warmup: number; secretCounts: number[]; bodyChunkBytes: number; peers: string; notMeasured: string };
+  /** One sandbox's secret state in memory, keyed `secrets1`, … `secrets500` by the number of secrets bound. */
+  stateMemory: Record<string, SecretStateMemory>;
+  setup: MachineSetup & {
+    iterations: number; warmup: number; secretCounts: number[]; bodyChunkBytes: number;
+    memorySecretCounts: number[]; memorySandboxes: number; memoryMethod: string;
+    peers: string; notMeasured: string;
+  };
 }
 
 /** Secret `j`'s name. */
@@ -236,26 +262,99 @@ async function runCount(count: number, iterations: number, warmup: number, obser
   return { clean, substitute, refuseUnboundHost, body1KiB, body64KiB, bodyLeak64KiB, valuePatterns: patterns, holdBackBytes: secrets.scanner.holdBackBytes };
 }
 
+const MiB = 1024 * 1024;
+/** Bytes the collector is shown to free before anything is weighed. */
+const GC_PROBE_BYTES = 8 * MiB;
+
+/** Heap used + array buffers of this process, bytes. */
+function heldBytes(): number {
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}
+
 /**
- * Run every row for each secret count.
+ * A function that runs a full garbage collection, without asking the user
+ * for `--expose-gc`: the global `gc` when node was started with it, else the
+ * one V8 puts in a context created while the flag is on (turned on for that
+ * one context, then off again, so no later context gets a `gc`).
+ * @throws Error when there is none, or when it does not free a dropped 8 MiB buffer (the weights would be noise)
+ */
+export function fullGc(): () => void {
+  let gc: unknown = (globalThis as { gc?: unknown }).gc;
+  if (typeof gc !== 'function') {
+    setFlagsFromString('--expose-gc');
+    try {
+      gc = runInNewContext('typeof gc === "function" ? gc : undefined');
+    } finally {
+      setFlagsFromString('--no-expose-gc');
+    }
+  }
+  if (typeof gc !== 'function') throw new Error('secrets bench: V8 gave no garbage collector to call; run node with --expose-gc');
+  const collect = gc as () => void;
+  const held = ((): number => {
+    const probe = Buffer.alloc(GC_PROBE_BYTES, 1);
+    const bytes = process.memoryUsage().arrayBuffers;
+    return probe.length > 0 ? bytes : 0; // the probe is read after, so it is alive while the figure is taken
+  })();
+  collect();
+  const freed = held - process.memoryUsage().arrayBuffers;
+  if (freed < GC_PROBE_BYTES / 2) throw new Error(`secrets bench: the garbage collector freed ${freed} bytes of a dropped ${GC_PROBE_BYTES}-byte buffer; memory figures would be noise`);
+  return collect;
+}
+
+/** Build `sandboxes` states of `count` secrets, keep them alive, and weigh one. */
+function weighState(count: number, sandboxes: number, gc: () => void): SecretStateMemory {
+  const kept: SandboxSecrets[] = [];
+  gc();
+  gc();
+  const base = heldBytes();
+  for (let i = 0; i < sandboxes; i++) kept.push(benchSandboxSecrets(count));
+  gc();
+  gc();
+  const grown = heldBytes() - base;
+  const distinct = new Set(kept.map((s) => s.placeholderOf(benchSecretName(count - 1))));
+  if (distinct.size !== sandboxes) throw new Error(`secrets bench (${count} secrets): the ${sandboxes} states weighed are not ${sandboxes} distinct sandboxes`);
+  kept.length = 0;
+  let patterns = 0;
+  for (let j = 0; j < count; j++) patterns += valuePatterns(Buffer.from(benchSecretValue(j))).length;
+  return { stateMiB: Math.round((grown / sandboxes / MiB) * 1000) / 1000, valuePatterns: patterns };
+}
+
+/**
+ * Run every row for each secret count, then weigh one sandbox's secret state at each memory count.
  * @throws Error when any call did not do what its row says (the figure would be meaningless)
  */
 export async function benchSecrets(opts: SecretsBenchOptions = {}): Promise<SecretsBenchResult> {
   const iterations = opts.iterations ?? 1000;
   const warmup = opts.warmup ?? 100;
   const secretCounts = [...(opts.secretCounts ?? [1, 10, 50])];
+  const memorySecretCounts = [...(opts.memorySecretCounts ?? [1, 10, 50, 500])];
+  const memorySandboxes = opts.memorySandboxes ?? 3;
   if (!Number.isInteger(iterations) || iterations < 1) throw new RangeError(`iterations ${iterations} must be a whole number ≥ 1`);
   if (!Number.isInteger(warmup) || warmup < 0) throw new RangeError(`warmup ${warmup} must be a whole number ≥ 0`);
-  if (secretCounts.length === 0 || secretCounts.some((n) => !Number.isInteger(n) || n < 1 || n > 500)) {
-    throw new RangeError(`secret counts ${secretCounts.join(',')} must be whole numbers from 1 to 500`);
+  for (const counts of [secretCounts, memorySecretCounts]) {
+    if (counts.length === 0 || counts.some((n) => !Number.isInteger(n) || n < 1 || n > 500)) {
+      throw new RangeError(`secret counts ${counts.join(',')} must be whole numbers from 1 to 500`);
+    }
   }
+  if (!Number.isInteger(memorySandboxes) || memorySandboxes < 1 || memorySandboxes > 10) {
+    throw new RangeError(`memory sandboxes ${memorySandboxes} must be a whole number from 1 to 10`);
+  }
+  const gc = fullGc();
   const machine = machineSetup();
   const cordon: Record<string, SecretsRunFigures> = {};
   for (const count of secretCounts) cordon[`secrets${count}`] = await runCount(count, iterations, warmup, opts.observe);
+  // One state built and dropped first, so code compiled on first use is not weighed with the first count.
+  benchSandboxSecrets(Math.min(...memorySecretCounts));
+  const stateMemory: Record<string, SecretStateMemory> = {};
+  for (const count of memorySecretCounts) stateMemory[`secrets${count}`] = weighState(count, memorySandboxes, gc);
   return {
     cordon,
+    stateMemory,
     setup: {
       ...machine.finish(), iterations, warmup, secretCounts, bodyChunkBytes: BODY_CHUNK_BYTES,
+      memorySecretCounts, memorySandboxes,
+      memoryMethod: 'heap used + array buffers after two full garbage collections (called in process), grown over a baseline while the states are kept alive, per sandbox',
       peers: 'none: no other system swaps per-sandbox placeholders and scans for exfiltration to compare with',
       notMeasured: 'TLS interception, the network, and the response side (masking values an upstream reflects)',
     },
@@ -271,7 +370,17 @@ const LABELS: Record<SecretsRow, string> = {
   bodyLeak64KiB: 'POST, 64 KiB body, value near its end (failed)',
 };
 
-/** One table per secret count, and the setup, for people. */
+/** One row, a column per secret count: the same layout as the timing tables. */
+function formatMemoryTable(r: SecretsBenchResult): string {
+  const counts = r.setup.memorySecretCounts;
+  const head = ['', ...counts.map((n) => `${n} secret${n === 1 ? '' : 's'}`)];
+  const row = ["memory of one sandbox's secret state, MiB", ...counts.map((n) => r.stateMemory[`secrets${n}`]!.stateMiB.toFixed(2))];
+  const widths = head.map((h, c) => Math.max(h.length, row[c]!.length));
+  const line = (cells: string[]): string => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), line(row)].join('\n');
+}
+
+/** One table per secret count, one of memory, and the setup, for people. */
 export function formatSecretsText(r: SecretsBenchResult): string {
   const s = r.setup;
   const parts: string[] = [];
@@ -281,6 +390,9 @@ export function formatSecretsText(r: SecretsBenchResult): string {
     parts.push(formatOpTable(SECRETS_ROWS.map((row) => [LABELS[row], f[row]] as const)), '');
   }
   parts.push(
+    `secret state in memory: heap used + array buffers after GC, grown while ${s.memorySandboxes} sandboxes' states were kept alive, per sandbox`,
+    formatMemoryTable(r),
+    '',
     'every call checked: real value in the bound header, refusals reported as exfiltration, clean bodies passed on byte for byte',
     `setup: ${s.iterations} calls per row after ${s.warmup} warm-up calls, one at a time, bodies in ${s.bodyChunkBytes / 1024} KiB chunks, ` +
       `node ${s.node}, ${s.cpus} cores, load average ${s.loadAverageStart.toFixed(1)} → ${s.loadAverageEnd.toFixed(1)}`,
