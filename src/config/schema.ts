@@ -343,7 +343,7 @@ export const IdentitySchema = z
 /** Settings of the egress proxy for every sandbox; the limits are the proxy's own schema (`egressLimitsSchema`). */
 export const EgressSettingsSchema = z
   .object({
-    limits: egressLimitsSchema.default({}).describe('Limits of each sandbox\'s egress door: sizes, timeouts, and the caps and rates that bound what one sandbox can send and cost the audit log'),
+    limits: egressLimitsSchema.default({}).describe('Limits of each sandbox\'s egress door: sizes, timeouts, and the caps and rates that bound what one sandbox can send and cost the audit log; agents.<name>.egressLimits overrides them field by field for one agent\'s sandboxes'),
   })
   .strict()
   .describe('The egress proxy, for every sandbox (what each agent may reach is agents.<name>.egress)');

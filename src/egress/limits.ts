@@ -71,10 +71,14 @@ export type EgressLimitsOverride = z.input<typeof egressLimitsOverrideSchema>;
 
 function invalidLimits(error: z.ZodError, prefix: string, fix: string): InvalidInputError {
   const issue = error.issues[0];
-  const unknown = issue?.code === z.ZodIssueCode.unrecognized_keys ? issue.keys.join(', ') : undefined;
-  const at = unknown ?? issue?.path.join('.') ?? '';
+  const unknown = issue?.code === z.ZodIssueCode.unrecognized_keys ? issue.keys : undefined;
+  if (unknown) {
+    // Each unknown key with its own path: `agents.a.egressLimits.x, agents.a.egressLimits.y`, never `…egressLimits.x, y`.
+    return new InvalidInputError(`invalid egress limit ${unknown.map((k) => `${prefix}${k}`).join(', ')}: ${unknown.length > 1 ? 'not limits' : 'not a limit'}`, { fix });
+  }
+  const at = issue?.path.join('.') ?? '';
   const where = at ? `${prefix}${at}` : prefix.replace(/[. ]$/, '') || '(limits)';
-  return new InvalidInputError(`invalid egress limit ${where}: ${unknown ? 'not a limit' : issue?.message ?? 'invalid'}`, { fix });
+  return new InvalidInputError(`invalid egress limit ${where}: ${issue?.message ?? 'invalid'}`, { fix });
 }
 
 /**
@@ -218,8 +222,8 @@ export interface RequestRate {
 export function requestRateRefusal(door: RequestRate): string | undefined {
   if (door.takeRequest()) return undefined;
   return `sandbox ${door.sandboxId} made more than ${door.limits.maxRequestsPerSecond} requests a second to the internet `
-    + `(bursts of ${door.limits.requestBurst}); slow down and retry, or raise egress.limits.maxRequestsPerSecond `
-    + `(or agents.${door.agent}.egressLimits.maxRequestsPerSecond) in cordon.yaml`;
+    + `(bursts of ${door.limits.requestBurst}); slow down and retry, or raise agents.${door.agent}.egressLimits.maxRequestsPerSecond `
+    + `in cordon.yaml (this agent's own rate, which wins over egress.limits.maxRequestsPerSecond, the rate of agents that set none)`;
 }
 
 /**

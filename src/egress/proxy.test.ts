@@ -606,7 +606,8 @@ test('an agent\'s own request rate (openDoor limits): its door refuses past a bu
   assert.deepEqual(await plainRequests(other.port, 6), Array(6).fill('200 - -'), 'the deployment\'s burst of 1000: nothing refused');
   const refused = await eventOf('sb-own-rate', 'egress.request', 3);
   assert.deepEqual([refused.decision, refused.reason], ['deny', 'request-rate-limit']);
-  assert.match(String(refused.data.problem), /more than 0\.001 requests a second to the internet \(bursts of 2\).*agents\.slow\.egressLimits\.maxRequestsPerSecond/);
+  // The fix names the setting that applies to this door: raising egress.limits alone would change nothing for an agent with its own rate.
+  assert.match(String(refused.data.problem), /more than 0\.001 requests a second to the internet \(bursts of 2\); slow down and retry, or raise agents\.slow\.egressLimits\.maxRequestsPerSecond /);
   await eventOf('sb-deployment-rate', 'egress.request', 6);
   const events = await queryEvents(store, { sandbox: 'sb-deployment-rate', type: 'egress.request' });
   assert.deepEqual(events.map((e) => e.reason), Array(6).fill('host-allowed'));
@@ -638,6 +639,8 @@ test('an invalid override opens no door: openDoor throws, naming the agent\'s fi
   proxies.push(proxy);
   const bad: Array<[name: string, limits: unknown, message: RegExp]> = [
     ['an unknown key', { maxRequestsPerSecnd: 500 }, /agents\.crawler\.egressLimits\.maxRequestsPerSecnd: not a limit/],
+    ['two unknown keys, each with its path', { maxRequestsPerSecnd: 500, maxConections: 2 },
+      /limit agents\.crawler\.egressLimits\.maxRequestsPerSecnd, agents\.crawler\.egressLimits\.maxConections: not limits$/],
     ['a rate of 0', { maxRequestsPerSecond: 0 }, /agents\.crawler\.egressLimits\.maxRequestsPerSecond:/],
     ['a connection cap of 0', { maxConnections: 0 }, /agents\.crawler\.egressLimits\.maxConnections:/],
     ['a fractional burst', { requestBurst: 1.5 }, /agents\.crawler\.egressLimits\.requestBurst:/],
