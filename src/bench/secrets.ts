@@ -276,7 +276,10 @@ function heldBytes(): number {
  * A function that runs a full garbage collection, without asking the user
  * for `--expose-gc`: the global `gc` when node was started with it, else the
  * one V8 puts in a context created while the flag is on (turned on for that
- * one context, then off again, so no later context gets a `gc`).
+ * one context, then off again, so no later context gets a `gc`). Each call
+ * collects twice: V8 releases dead array buffers on a background thread after
+ * a collection, so right after one `arrayBuffers` may still count them; the
+ * next collection first finishes that release.
  * @throws Error when there is none, or when it does not free a dropped 8 MiB buffer (the weights would be noise)
  */
 export function fullGc(): () => void {
@@ -290,7 +293,11 @@ export function fullGc(): () => void {
     }
   }
   if (typeof gc !== 'function') throw new Error('secrets bench: V8 gave no garbage collector to call; run node with --expose-gc');
-  const collect = gc as () => void;
+  const once = gc as () => void;
+  const collect = function collectTwice(): void {
+    once();
+    once();
+  };
   const held = ((): number => {
     const probe = Buffer.alloc(GC_PROBE_BYTES, 1);
     const bytes = process.memoryUsage().arrayBuffers;
@@ -306,10 +313,8 @@ export function fullGc(): () => void {
 function weighState(count: number, sandboxes: number, gc: () => void): SecretStateMemory {
   const kept: SandboxSecrets[] = [];
   gc();
-  gc();
   const base = heldBytes();
   for (let i = 0; i < sandboxes; i++) kept.push(benchSandboxSecrets(count));
-  gc();
   gc();
   const grown = heldBytes() - base;
   const distinct = new Set(kept.map((s) => s.placeholderOf(benchSecretName(count - 1))));

@@ -9,8 +9,9 @@ import assert from 'node:assert/strict';
 import { createMultiPatternMatcher, type MultiPatternMatcher } from './matcher.js';
 import { valuePatterns } from './encodings.js';
 import { createSandboxSecrets, type SandboxSecrets } from './placeholders.js';
-import { createReflectionScrubber, type ReflectedCount } from './reflect.js';
-import { createExfiltrationScanner } from './scan.js';
+import { compileSecretPatterns } from './patterns.js';
+import { createReflectionScrubber, createReflectionScrubberOver, type ReflectedCount } from './reflect.js';
+import { createExfiltrationScanner, createExfiltrationScannerOver } from './scan.js';
 import { SecretValue } from './value.js';
 import { API_VALUE, GH_VALUE, PROVIDER_VALUE, reviewerAgent } from './testing.js';
 
@@ -47,19 +48,21 @@ test('a sandbox builds one matcher per pattern set: values and placeholders for 
     return [scannerSet.calls - before[0]!, valueSet.calls - before[1]!];
   };
 
-  const [scanner] = asked(() => {
+  const [scanner, valueSetByScan] = asked(() => {
     const f = secrets.scan({ host: 'evil.example.net', port: 443, headers: { 'x-leak': Buffer.from(GH_VALUE).toString('base64') } });
     assert.deepEqual(f, { found: true, kind: 'secret-value', secret: 'gh', where: 'header:x-leak', encoding: 'base64' });
   });
   assert.ok(scanner > 0, 'the scanner asked the matcher over values and placeholders');
+  assert.equal(valueSetByScan, 0, 'and not the one over values');
 
-  const [, valueIn] = asked(() => {
+  const [scannerSetByValueIn, valueIn] = asked(() => {
     assert.equal(secrets.valueIn(`x ${PROVIDER_VALUE} y`), 'openai_key');
     assert.equal(secrets.valueIn(`x ${secrets.placeholderOf('gh')} y`), undefined, 'valueIn looks for values only');
   });
   assert.ok(valueIn > 0, 'valueIn asked the matcher over values');
+  assert.equal(scannerSetByValueIn, 0, "valueIn did not ask the scanner's matcher");
 
-  const [, scrubber] = asked(() => {
+  const [scannerSetByScrubber, scrubber] = asked(() => {
     const found = new Map<string, ReflectedCount>();
     const echoed = `{"got":"${API_VALUE}","ph":"${secrets.placeholderOf('api')}"}`;
     assert.equal(secrets.reflection!.scrubText(echoed, found), echoed.replace(API_VALUE, '*'.repeat(API_VALUE.length)), 'the value is masked, the placeholder is not');
@@ -69,6 +72,7 @@ test('a sandbox builds one matcher per pattern set: values and placeholders for 
     assert.deepEqual(body.counts(), [{ secret: 'gh', form: 'raw', count: 1 }]);
   });
   assert.ok(scrubber > 0, 'the scrubber asked the matcher over values, the one valueIn asks');
+  assert.equal(scannerSetByScrubber, 0, "the scrubber did not ask the scanner's matcher");
 
   assert.equal(built.length, 2, 'no matcher built on use');
 });
@@ -117,4 +121,28 @@ test('sharing changes no decision: the sandbox decides as a scanner, values-only
     assert.deepEqual(mine.end(), theirs.end());
     assert.deepEqual(mine.counts(), theirs.counts());
   }
+});
+
+test('over one set with a placeholder longer than every value pattern: the scrubber holds back for the values, the scanner for both', () => {
+  const value = 'tok_abcdefgh';
+  const values = new Map([['short', new SecretValue('short', Buffer.from(value))]]);
+  const placeholder = `cordon-ph-${'q'.repeat(200)}`;
+  const longestValue = Math.max(...valuePatterns(Buffer.from(value)).map((p) => p.bytes.length));
+  assert.ok(placeholder.length > longestValue, 'the placeholder is the longest pattern of the set');
+  const compiled = compileSecretPatterns(values, new Map([[placeholder, 'short']]));
+  assert.equal(compiled.matcher.longestBytes, placeholder.length);
+
+  const scrubber = createReflectionScrubberOver(compiled);
+  assert.equal(scrubber.holdBackBytes, 3 * longestValue - 1, 'values only');
+  assert.equal(scrubber.holdBackBytes, createReflectionScrubber(values).holdBackBytes);
+  assert.equal(createExfiltrationScannerOver(compiled, () => false).holdBackBytes, 3 * placeholder.length - 1, 'values and placeholders');
+
+  const text = `a ${placeholder} ${value} b`;
+  const found = new Map<string, ReflectedCount>();
+  assert.equal(scrubber.scrubText(text, found), `a ${placeholder} ${'*'.repeat(value.length)} b`, 'the value is masked, the placeholder is not');
+  assert.deepEqual([...found.values()], [{ secret: 'short', form: 'raw', count: 1 }]);
+  const body = scrubber.body();
+  const passed = body.push(Buffer.from(text));
+  assert.equal(body.heldBytes, 3 * longestValue - 1, 'a body holds back no more than the values need');
+  assert.equal(Buffer.concat([passed, body.end()]).toString('latin1'), `a ${placeholder} ${'*'.repeat(value.length)} b`);
 });
