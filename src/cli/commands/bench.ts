@@ -132,7 +132,7 @@ export function registerBench(program: Command): void {
       }
       if (part === 'secrets') {
         const iterations = wholeNumber(opts.iterations, '--iterations', MAX_SECRETS_ITERATIONS);
-        log(`bench secrets: the egress request hook, ${iterations} requests per row with 1, 10 and 50 bound secrets…`);
+        log(`bench secrets: the egress request hook, ${iterations} requests per row with 1, 10 and 50 bound secrets, then the memory of one sandbox's secret state at 1, 10, 50 and 500…`);
         const result = await benchSecrets({ iterations });
         if (opts.json) printJson(result);
         else process.stdout.write(formatSecretsText(result));
