@@ -50,6 +50,9 @@ interface CommitReader {
   close(): Promise<void>;
 }
 
+/** How long each commit into audit_events is held on PostgreSQL (see {@link commitReader}). */
+const HOLD_COMMIT_MS = 50;
+
 async function commitReader(options: StoreOptions): Promise<CommitReader> {
   if (options.kind === 'sqlite') {
     const reader = new BetterSqlite3(options.path, { readonly: true });
@@ -58,6 +61,20 @@ async function commitReader(options: StoreOptions): Promise<CommitReader> {
   }
   // A pool, as one node-postgres client must not be given a query while another is under way.
   const reader = new pg.Pool({ connectionString: options.url, max: 4 });
+  // The read is asynchronous, so an append that resolved just before its commit would be seen as
+  // committed all the same once the commit catches up: hold every commit into audit_events a while
+  // (a deferred trigger runs at commit, once per transaction), so such an append resolves, and is
+  // read, while its event is still invisible. Connected beforehand, the reads start at once.
+  await reader.query(`create function hold_commit() returns trigger language plpgsql as $$
+    begin
+      if coalesce(current_setting('cordon_test.held', true), '') = '' then
+        perform set_config('cordon_test.held', 'y', true);
+        perform pg_sleep(${HOLD_COMMIT_MS / 1000});
+      end if;
+      return null;
+    end $$`);
+  await reader.query('create constraint trigger hold_commit after insert on audit_events deferrable initially deferred for each row execute function hold_commit()');
+  await Promise.all(Array.from({ length: 4 }, () => reader.query('select 1')));
   return {
     committed: async (seq) => (await reader.query('select 1 from audit_events where seq = $1', [seq])).rowCount === 1,
     close: () => reader.end(),

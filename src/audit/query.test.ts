@@ -94,20 +94,38 @@ for (const s of eachStore('cordon_query')) {
   s.test('followAudit yields new events in order and stops on abort', async () => {
     const { store, log, cleanup } = await fixture(s);
     try {
-      await log.append({ type: 'old', actor: 'a' });
+      await log.append({ type: 'new', actor: 'a' }); // matches the filter, but is before the head at start
+      // The follower starts after the head it reads first: append only once that read has answered
+      // (a fixed pause loses the race on a loaded machine, where the read can take longer).
+      let headRead!: () => void;
+      const headWasRead = new Promise<void>((r) => (headRead = r));
+      const watched: Store = {
+        ...store,
+        audit: {
+          ...store.audit,
+          async head() {
+            const h = await store.audit.head();
+            headRead();
+            return h;
+          },
+        },
+      };
       const ac = new AbortController();
+      // A follower that misses an event must fail the test, not hold it until the runner's timeout.
+      const bound = setTimeout(() => ac.abort(), 10_000).unref();
       const seen: number[] = [];
       const follower = (async () => {
-        for await (const e of followAudit(store, { pollIntervalMs: 10, signal: ac.signal, filter: { type: 'new' } })) {
+        for await (const e of followAudit(watched, { pollIntervalMs: 10, signal: ac.signal, filter: { type: 'new' } })) {
           seen.push(e.seq);
           if (seen.length === 3) ac.abort();
         }
       })();
-      await new Promise((r) => setTimeout(r, 30));
+      await Promise.race([headWasRead, follower]); // a follower that failed first fails the test here
       await log.append({ type: 'new', actor: 'a' });
       await log.append({ type: 'other', actor: 'a' });
       await Promise.all([log.append({ type: 'new', actor: 'a' }), log.append({ type: 'new', actor: 'a' })]);
       await follower;
+      clearTimeout(bound);
       assert.deepEqual(seen, [2, 4, 5], 'only events after the head at start, matching the filter');
     } finally {
       await cleanup();

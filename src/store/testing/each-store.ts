@@ -3,7 +3,9 @@
  * `[sqlite]`, a temporary file, and `[postgres]`, a fresh database on one
  * throw-away server per test file (see postgres.ts; skipped, saying why,
  * without PostgreSQL binaries). Each test gets its own file or database, so
- * tests stay independent; a database is dropped when its test is done.
+ * tests stay independent; a database is dropped when its test is done. The
+ * server starts with the file's first `[postgres]` test, so a server that
+ * cannot start fails the `[postgres]` tests only, never the SQLite ones.
  *
  * @example
  * for (const s of eachStore('cordon_log')) {
@@ -12,7 +14,7 @@
  *   });
  * }
  */
-import { test, type TestContext } from 'node:test';
+import { after, test, type TestContext } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +24,7 @@ import pg from 'pg';
 import { openStore } from '../index.js';
 import type { Database, Store, StoreOptions } from '../types.js';
 import type { StoreLocation } from './contract.js';
-import { usePostgresServer } from './postgres.js';
+import { postgresSkipReason, startTestPostgres, type TestPostgres } from './postgres.js';
 
 /** One test's store: a file or a database that can be opened (again), and a private directory. */
 export interface TestStoreLocation extends StoreLocation {
@@ -59,13 +61,30 @@ export interface StoreUnderTest {
 }
 
 /**
+ * The file's PostgreSQL server, started by the first call of `server()` (a
+ * start that failed fails each later call the same way), stopped by an
+ * `after` hook of the file.
+ */
+function lazyPostgresServer(): { skipReason: string | undefined; server(): Promise<TestPostgres> } {
+  let starting: Promise<TestPostgres> | undefined;
+  after(async function stopTestPostgres() {
+    await (await starting?.catch(() => undefined))?.stop();
+  });
+  return {
+    skipReason: postgresSkipReason(),
+    server: () => (starting ??= startTestPostgres()),
+  };
+}
+
+/**
  * The SQLite store and the PostgreSQL store, in that order. Call once, at the
- * top level of a test file: it registers the file's `before`/`after` hooks
- * that start and stop its PostgreSQL server.
+ * top level of a test file: it registers the file's `after` hook that stops
+ * its PostgreSQL server.
  * @param prefix names this file's databases, e.g. `cordon_log` (lower case, unique per file)
  */
 export function eachStore(prefix: string): StoreUnderTest[] {
-  const server = usePostgresServer(prefix);
+  const pgServer = lazyPostgresServer();
+  let databases = 0;
   const tempDir = (): string => mkdtempSync(join(tmpdir(), `${prefix.replace(/_/g, '-')}-`));
   return [
     makeStoreUnderTest('sqlite', false, async () => {
@@ -86,8 +105,9 @@ export function eachStore(prefix: string): StoreUnderTest[] {
         },
       };
     }),
-    makeStoreUnderTest('postgres', server.skipReason ?? false, async () => {
-      const url = await server.freshUrl();
+    makeStoreUnderTest('postgres', pgServer.skipReason ?? false, async () => {
+      const server = await pgServer.server();
+      const url = await server.createDatabase(`${prefix}${++databases}`);
       const name = new URL(url).pathname.slice(1);
       const dir = tempDir();
       return {
@@ -97,7 +117,7 @@ export function eachStore(prefix: string): StoreUnderTest[] {
         async cleanup() {
           rmSync(dir, { recursive: true, force: true });
           // Ends what a failed test left connected; keeps the server's directory small over a file's tests.
-          await server.server().admin(`drop database if exists ${name} with (force)`);
+          await server.admin(`drop database if exists ${name} with (force)`);
         },
         async outside(fn) {
           const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }) });
