@@ -4,27 +4,30 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { openStore, type Store } from '../store/index.js';
-import { eachStore, type StoreUnderTest } from '../store/testing/each-store.js';
+import { sql } from 'kysely';
+import { cleanupAll, eachStore, undoOnThrow, type StoreUnderTest, type TestStoreLocation } from '../store/testing/each-store.js';
 import { canonicalJson } from '../util/index.js';
 import { AuditLog, exportJsonl, followAudit, queryEvents, type AuditEvent, type AuditEventInput } from './index.js';
 import { sha256Hex } from './event.js';
 
-/** An open log on a fresh store of this kind; `cleanup` closes and removes both. */
+/**
+ * An open log on a fresh store of this kind; `cleanup` closes and removes
+ * both. When opening the store or the log throws, what was made is closed
+ * and removed before the error is rethrown.
+ */
 async function fixture(s: StoreUnderTest): Promise<{ store: Store; log: AuditLog; cleanup(): Promise<void> }> {
   const loc = await s.fresh();
-  const store = await loc.open();
-  const log = await AuditLog.open({ store, keyDir: join(loc.dir, 'keys') });
-  const cleanup = async () => {
-    await log.close();
-    await store.close();
-    await loc.cleanup();
-  };
-  return { store, log, cleanup };
+  return undoOnThrow(async () => {
+    const store = await loc.open();
+    const log = await undoOnThrow(() => AuditLog.open({ store, keyDir: join(loc.dir, 'keys') }), () => store.close());
+    const cleanup = () => cleanupAll(() => log.close(), () => store.close(), () => loc.cleanup());
+    return { store, log, cleanup };
+  }, () => loc.cleanup());
 }
 
 const event = (i: number): AuditEventInput => ({
@@ -37,6 +40,40 @@ const event = (i: number): AuditEventInput => ({
 });
 
 for (const s of eachStore('cordon_query')) {
+  // The fixture itself: a store or a log that cannot be opened leaves no directory, no database and no open store.
+  const breakages: { name: string; breakLoc(loc: TestStoreLocation): TestStoreLocation; refusal: RegExp }[] = [
+    { name: 'the store cannot be opened', breakLoc: (loc) => ({ ...loc, open: () => Promise.reject(new Error('store refused')) }), refusal: /store refused/ },
+    {
+      name: 'the audit log cannot be opened (its key directory is a file)',
+      breakLoc(loc) {
+        writeFileSync(join(loc.dir, 'keys'), 'not a directory');
+        return loc;
+      },
+      refusal: /cannot create the key directory/,
+    },
+  ];
+  for (const b of breakages) {
+    s.test(`the fixture removes what it made when ${b.name}`, async () => {
+      let made: TestStoreLocation | undefined;
+      let opened = 0;
+      let closed = 0;
+      const counted = (loc: TestStoreLocation): TestStoreLocation => ({
+        ...loc,
+        async open() {
+          const store = await loc.open();
+          opened++;
+          return { ...store, close: async () => { closed++; await store.close(); } };
+        },
+      });
+      const broken: StoreUnderTest = { ...s, fresh: async () => b.breakLoc(counted((made = await s.fresh()))) };
+      await assert.rejects(fixture(broken), b.refusal);
+      assert.ok(made !== undefined);
+      assert.equal(closed, opened, 'every store opened was closed');
+      assert.equal(existsSync(made.dir), false, 'the directory is removed');
+      await assert.rejects(made.outside((db) => sql`select 1`.execute(db)), /does not exist/, 'the file or database is gone');
+    });
+  }
+
   s.test('queryEvents filters and orders', async () => {
     const { store, log, cleanup } = await fixture(s);
     try {

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { AuditError, KeyError } from '../errors/index.js';
 import { sql } from 'kysely';
 import type { Store } from '../store/index.js';
-import { eachStore, type StoreUnderTest, type TestStoreLocation } from '../store/testing/each-store.js';
+import { cleanupAll, eachStore, undoOnThrow, type StoreUnderTest, type TestStoreLocation } from '../store/testing/each-store.js';
 import { canonicalJson } from '../util/index.js';
 import { signCheckpoint } from './checkpoint.js';
 import { sha256Hex } from './event.js';
@@ -40,18 +40,16 @@ interface Fixture {
   cleanup(): Promise<void>;
 }
 
+/** A fresh store of this kind, open; when opening it throws, the location is removed before the error is rethrown. */
 async function fixture(s: StoreUnderTest): Promise<Fixture> {
   const loc = await s.fresh();
-  const store = await loc.open();
+  const store = await undoOnThrow(() => loc.open(), () => loc.cleanup());
   return {
     dir: loc.dir,
     keyDir: join(loc.dir, 'keys'),
     store,
     loc,
-    async cleanup() {
-      await store.close();
-      await loc.cleanup();
-    },
+    cleanup: () => cleanupAll(() => store.close(), () => loc.cleanup()),
   };
 }
 
@@ -94,6 +92,18 @@ const stores = eachStore('cordon_rotate');
 const sqlite = stores[0]!;
 
 for (const s of stores) {
+  s.test('the fixture removes its directory and database when the store cannot be opened', async () => {
+    let made: TestStoreLocation | undefined;
+    const broken: StoreUnderTest = {
+      ...s,
+      fresh: async () => ({ ...(made = await s.fresh()), open: () => Promise.reject(new Error('store refused')) }),
+    };
+    await assert.rejects(fixture(broken), /store refused/);
+    assert.ok(made !== undefined);
+    assert.equal(existsSync(made.dir), false, 'the directory is removed');
+    await assert.rejects(made.outside((db) => sql`select 1`.execute(db)), /does not exist/, 'the file or database is gone');
+  });
+
   s.test('rotation seals the old key, records audit.key-rotated, and the whole log verifies with both keys', async () => {
     const f = await fixture(s);
     try {

@@ -5,7 +5,10 @@
  * without PostgreSQL binaries). Each test gets its own file or database, so
  * tests stay independent; a database is dropped when its test is done. The
  * server starts with the file's first `[postgres]` test, so a server that
- * cannot start fails the `[postgres]` tests only, never the SQLite ones.
+ * cannot start fails the `[postgres]` tests only, never the SQLite ones,
+ * and so does a server older than PostgreSQL 13 (the drop needs `with (force)`).
+ * An error of a test's cleanup never hides the test's own error
+ * (see {@link runThenCleanup}).
  *
  * @example
  * for (const s of eachStore('cordon_log')) {
@@ -24,7 +27,10 @@ import pg from 'pg';
 import { openStore } from '../index.js';
 import type { Database, Store, StoreOptions } from '../types.js';
 import type { StoreLocation } from './contract.js';
-import { postgresSkipReason, startTestPostgres, type TestPostgres } from './postgres.js';
+import { findPostgresBin, postgresSkipReason, postgresVersion, startTestPostgres, type TestPostgres } from './postgres.js';
+
+/** `drop database … with (force)`, which ends a failed test's sessions, came with PostgreSQL 13. */
+export const MIN_POSTGRES_MAJOR = 13;
 
 /** One test's store: a file or a database that can be opened (again), and a private directory. */
 export interface TestStoreLocation extends StoreLocation {
@@ -72,8 +78,84 @@ function lazyPostgresServer(): { skipReason: string | undefined; server(): Promi
   });
   return {
     skipReason: postgresSkipReason(),
-    server: () => (starting ??= startTestPostgres()),
+    server: () => (starting ??= startFixturePostgres()),
   };
+}
+
+/** {@link startTestPostgres}, after refusing (saying why) a server older than {@link MIN_POSTGRES_MAJOR}. */
+async function startFixturePostgres(): Promise<TestPostgres> {
+  const bin = findPostgresBin();
+  if (bin === undefined) throw new Error(postgresSkipReason());
+  const version = await postgresVersion(bin);
+  if (version.major < MIN_POSTGRES_MAJOR) {
+    throw new Error(
+      `PostgreSQL ${version.text} (${join(bin, 'postgres')}) is too old: the [postgres] test fixture drops each test's database ` +
+        `with "drop database … with (force)", which needs PostgreSQL ${MIN_POSTGRES_MAJOR} or newer; point CORDON_TEST_PG_BIN at a newer install`,
+    );
+  }
+  return startTestPostgres();
+}
+
+const describe = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/**
+ * Run `body`, then `cleanup`, whether or not `body` threw. A cleanup error
+ * never hides the body's: when both throw, the result is an `AggregateError`
+ * of the two (the body's first); when only the cleanup throws, an error that
+ * says the body passed, with the cleanup's error as its `cause`.
+ */
+export async function runThenCleanup<T>(body: () => Promise<T>, cleanup: () => Promise<void>): Promise<T> {
+  let result: T;
+  try {
+    result = await body();
+  } catch (err) {
+    await undoAfter(err, cleanup);
+  }
+  try {
+    await cleanup();
+  } catch (cleanupErr) {
+    throw new Error(`the test passed, but its cleanup failed: ${describe(cleanupErr)}`, { cause: cleanupErr });
+  }
+  return result!;
+}
+
+/**
+ * Run `open`; when it throws, run `undo` (remove what was made before it)
+ * and rethrow the error of `open`, or an `AggregateError` of both when `undo`
+ * throws too. For fixtures that make several things one after the other.
+ */
+export async function undoOnThrow<T>(open: () => Promise<T>, undo: () => Promise<void>): Promise<T> {
+  try {
+    return await open();
+  } catch (err) {
+    return undoAfter(err, undo);
+  }
+}
+
+/**
+ * Run every step, in order, even after one throws; then throw the one error,
+ * or an `AggregateError` of all of them. For a fixture's `cleanup()`.
+ */
+export async function cleanupAll(...steps: (() => Promise<void>)[]): Promise<void> {
+  const errors: unknown[] = [];
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new AggregateError(errors, `${errors.length} cleanup steps failed: ${errors.map(describe).join('; ')}`);
+}
+
+async function undoAfter(err: unknown, undo: () => Promise<void>): Promise<never> {
+  try {
+    await undo();
+  } catch (undoErr) {
+    throw new AggregateError([err, undoErr], `${describe(err)}; and then the cleanup failed too: ${describe(undoErr)}`);
+  }
+  throw err;
 }
 
 /**
@@ -139,16 +221,10 @@ function makeStoreUnderTest(kind: Store['kind'], skip: string | false, fresh: ()
     fresh,
     async withStore(fn) {
       const loc = await fresh();
-      try {
+      await runThenCleanup(async () => {
         const store = await loc.open();
-        try {
-          await fn({ store, keyDir: join(loc.dir, 'keys'), loc });
-        } finally {
-          await store.close();
-        }
-      } finally {
-        await loc.cleanup();
-      }
+        await runThenCleanup(() => fn({ store, keyDir: join(loc.dir, 'keys'), loc }), () => store.close());
+      }, () => loc.cleanup());
     },
     test(name, fn) {
       test(`[${kind}] ${name}`, { skip }, fn);

@@ -11,7 +11,7 @@
  * after(() => server?.stop());
  * const url = await server!.createDatabase('t1'); // owned by a non-superuser role
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -70,6 +70,23 @@ export function postgresSkipReason(): string | undefined {
   }
   if (process.getuid?.() === 0 && serverUser() === undefined) return 'running as root and no unprivileged user (postgres or nobody) to run PostgreSQL as';
   return undefined;
+}
+
+/**
+ * The version of the server binary in `bin`, from `postgres --version`
+ * (e.g. `postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)` gives major 15, text `15.8`).
+ * @throws when the binary does not run or does not say its version
+ */
+export function postgresVersion(bin: string): Promise<{ major: number; text: string }> {
+  const postgres = join(bin, 'postgres');
+  return new Promise((resolve, reject) => {
+    execFile(postgres, ['--version'], { env: serverEnv(), timeout: 10_000 }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`${postgres} --version failed: ${err.message.trim()} ${String(stderr).trim()}`.trim()));
+      const m = /\(PostgreSQL\)\s+((\d+)(?:\.\d+)*)/.exec(String(stdout));
+      if (!m) return reject(new Error(`${postgres} --version did not say its version: ${JSON.stringify(String(stdout).trim())}`));
+      resolve({ major: Number(m[2]), text: m[1]! });
+    });
+  });
 }
 
 /** uid/gid to run the server as when we are root (PostgreSQL refuses root). */
