@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { openStore, type Store } from '../store/index.js';
 import { sql } from 'kysely';
-import { cleanupAll, eachStore, undoOnThrow, type StoreUnderTest, type TestStoreLocation } from '../store/testing/each-store.js';
+import { cleanupAll, eachStore, undoOnThrow, withFixture, type StoreUnderTest, type TestStoreLocation } from '../store/testing/each-store.js';
 import { canonicalJson } from '../util/index.js';
 import { AuditLog, exportJsonl, followAudit, queryEvents, type AuditEvent, type AuditEventInput } from './index.js';
 import { sha256Hex } from './event.js';
@@ -38,6 +38,9 @@ const event = (i: number): AuditEventInput => ({
   decision: i % 4 === 0 ? 'deny' : 'allow',
   data: { n: i, text: 'quote " backslash \\ brace { é' },
 });
+
+/** Run `fn` on a fresh fixture, then clean up (a cleanup error never hides `fn`'s own). */
+const withStoreFixture = (s: StoreUnderTest, fn: (f: { store: Store; log: AuditLog }) => Promise<void>): Promise<void> => withFixture(() => fixture(s), fn);
 
 for (const s of eachStore('cordon_query')) {
   // The fixture itself: a store or a log that cannot be opened leaves no directory, no database and no open store.
@@ -75,8 +78,7 @@ for (const s of eachStore('cordon_query')) {
   }
 
   s.test('queryEvents filters and orders', async () => {
-    const { store, log, cleanup } = await fixture(s);
-    try {
+    await withStoreFixture(s, async ({ store, log }) => {
       await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(event(i + 1))));
       const cases: { name: string; filter: Parameters<typeof queryEvents>[1]; seqs: number[] }[] = [
         { name: 'agent, limited', filter: { agent: 'a0', limit: 4 }, seqs: [3, 6, 9, 12] },
@@ -91,14 +93,11 @@ for (const s of eachStore('cordon_query')) {
       }
       const [one] = await queryEvents(store, { afterSeq: 6, limit: 1 });
       assert.deepEqual(one?.data, event(7).data, 'the event body round-trips');
-    } finally {
-      await cleanup();
-    }
+    });
   });
 
   s.test('exportJsonl writes one event per line, each with its hash, honouring back-pressure', async () => {
-    const { store, log, cleanup } = await fixture(s);
-    try {
+    await withStoreFixture(s, async ({ store, log }) => {
       const appended = await Promise.all(
         Array.from({ length: 25 }, (_, i) => log.append({ type: 'tool.call', actor: 'agent:r', data: { i, note: 'a\nb' } })),
       );
@@ -123,14 +122,11 @@ for (const s of eachStore('cordon_query')) {
       tail.on('data', (d) => (tailText += String(d)));
       assert.equal(await exportJsonl(store, tail, { afterSeq: 23 }), 2);
       assert.deepEqual(tailText.trimEnd().split('\n').map((l) => (JSON.parse(l) as AuditEvent).seq), [24, 25]);
-    } finally {
-      await cleanup();
-    }
+    });
   });
 
   s.test('followAudit yields new events in order and stops on abort', async () => {
-    const { store, log, cleanup } = await fixture(s);
-    try {
+    await withStoreFixture(s, async ({ store, log }) => {
       await log.append({ type: 'new', actor: 'a' }); // matches the filter, but is before the head at start
       // The follower starts after the head it reads first: append only once that read has answered
       // (a fixed pause loses the race on a loaded machine, where the read can take longer).
@@ -164,9 +160,7 @@ for (const s of eachStore('cordon_query')) {
       await follower;
       clearTimeout(bound);
       assert.deepEqual(seen, [2, 4, 5], 'only events after the head at start, matching the filter');
-    } finally {
-      await cleanup();
-    }
+    });
   });
 }
 

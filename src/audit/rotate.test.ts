@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { AuditError, KeyError } from '../errors/index.js';
 import { sql } from 'kysely';
 import type { Store } from '../store/index.js';
-import { cleanupAll, eachStore, undoOnThrow, type StoreUnderTest, type TestStoreLocation } from '../store/testing/each-store.js';
+import { cleanupAll, eachStore, undoOnThrow, withFixture, type StoreUnderTest, type TestStoreLocation } from '../store/testing/each-store.js';
 import { canonicalJson } from '../util/index.js';
 import { signCheckpoint } from './checkpoint.js';
 import { sha256Hex } from './event.js';
@@ -52,6 +52,9 @@ async function fixture(s: StoreUnderTest): Promise<Fixture> {
     cleanup: () => cleanupAll(() => store.close(), () => loc.cleanup()),
   };
 }
+
+/** Run `fn` on a fresh fixture, then clean up (a cleanup error never hides `fn`'s own). */
+const withStoreFixture = (s: StoreUnderTest, fn: (f: Fixture) => Promise<void>): Promise<void> => withFixture(() => fixture(s), fn);
 
 /** Append `n` events through a log that is closed (sealed) afterwards; returns its keyId. */
 async function appendClosed(f: Fixture, n: number, type = 'test.event'): Promise<string> {
@@ -105,8 +108,7 @@ for (const s of stores) {
   });
 
   s.test('rotation seals the old key, records audit.key-rotated, and the whole log verifies with both keys', async () => {
-    const f = await fixture(s);
-    try {
+    await withStoreFixture(s, async (f) => {
       // A log left open (as by a crash) with 7 unsealed events: the rotation must seal them with the old key.
       const crashed = await AuditLog.open({ store: f.store, keyDir: f.keyDir, checkpointEvery: 10_000, checkpointIntervalMs: 2_000_000_000 });
       for (let i = 0; i < 7; i++) await crashed.append({ type: 'test.before', actor: 'system', data: { i } });
@@ -150,14 +152,11 @@ for (const s of stores) {
       assert.equal(loadOrCreateSigningKey(f.keyDir, { create: false }).keyId, r.newKeyId);
       assert.deepEqual([...loadPublicKeys(f.keyDir).keys()].sort(), [oldKeyId, r.newKeyId].sort());
       assert.deepEqual(readdirSync(f.keyDir).filter((n) => n.endsWith('.tmp')), [], 'no temp file is left');
-    } finally {
-      await f.cleanup();
-    }
+    });
   });
 
   s.test('after a rotation, verification still fails for a third key and for a missing retired key', async (t) => {
-    const f = await fixture(s);
-    try {
+    await withStoreFixture(s, async (f) => {
       await appendClosed(f, 4);
       const r = await rotateAuditKey({ store: f.store, keyDir: f.keyDir });
       await appendClosed(f, 3);
@@ -175,8 +174,7 @@ for (const s of stores) {
       });
 
       await t.test('without the retired .pub, the old key is an unknown key', async () => {
-        const fresh = await fixture(s);
-        try {
+        await withStoreFixture(s, async (fresh) => {
           await appendClosed(fresh, 2);
           const again = await rotateAuditKey({ store: fresh.store, keyDir: fresh.keyDir });
           unlinkSync(again.retiredPublicKeyPath);
@@ -185,19 +183,14 @@ for (const s of stores) {
           assert.equal(report.problem, 'forged-checkpoint');
           assert.equal(report.firstBadSeq, 2, 'the checkpoint the old key signed');
           assert.match(report.message, new RegExp(`unknown key ${again.oldKeyId}`));
-        } finally {
-          await fresh.cleanup();
-        }
+        });
       });
       assert.ok(r.newKeyId);
-    } finally {
-      await f.cleanup();
-    }
+    });
   });
 
   s.test('rotating twice keeps both retired keys and every checkpoint verifies', async () => {
-    const f = await fixture(s);
-    try {
+    await withStoreFixture(s, async (f) => {
       const first = await appendClosed(f, 3);
       const a = await rotateAuditKey({ store: f.store, keyDir: f.keyDir });
       await appendClosed(f, 2);
@@ -211,9 +204,7 @@ for (const s of stores) {
       const report = await verifyAudit(f.store, { keyDir: f.keyDir });
       assert.equal(report.ok, true, report.message);
       assert.equal(report.events, 9, '7 events and 2 rotation events');
-    } finally {
-      await f.cleanup();
-    }
+    });
   });
 
   s.test('the key directories a crash can leave load, verify and open; the one with the new key warns that the rotation is unfinished', async (t) => {
@@ -235,8 +226,7 @@ for (const s of stores) {
     ];
     for (const c of cases) {
       await t.test(c.name, async () => {
-        const f = await fixture(s);
-        try {
+        await withStoreFixture(s, async (f) => {
           const oldKeyId = await appendClosed(f, 3);
           c.leave(f.keyDir, oldKeyId);
           assert.deepEqual([...loadPublicKeys(f.keyDir).keys()], [oldKeyId], 'verify reads the old key');
@@ -271,16 +261,13 @@ for (const s of stores) {
           const final = await verifyAudit(f.store, { keyDir: f.keyDir });
           assert.equal(final.ok, true, `a rotation from this state completes: ${final.message}`);
           assert.ok(loadPublicKeys(f.keyDir).has(oldKeyId) && loadPublicKeys(f.keyDir).has(r.newKeyId));
-        } finally {
-          await f.cleanup();
-        }
+        });
       });
     }
   });
 
   s.test('a log whose unsealed tail does not chain is not sealed, and its key is not rotated', async () => {
-    const f = await fixture(s);
-    try {
+    await withStoreFixture(s, async (f) => {
       await appendClosed(f, 2);
       const head = (await f.store.audit.head())!;
       const ts = new Date().toISOString();
@@ -297,14 +284,11 @@ for (const s of stores) {
       });
       assert.deepEqual(snapshot(f.keyDir), files, 'the key is not rotated');
       assert.deepEqual((await f.store.audit.listCheckpoints()).map((c) => c.seq), [2], 'the spliced event is not sealed');
-    } finally {
-      await f.cleanup();
-    }
+    });
   });
 
   s.test('a private key swapped without a rotation is still reported as a changed key', async () => {
-    const f = await fixture(s);
-    try {
+    await withStoreFixture(s, async (f) => {
       await appendClosed(f, 2);
       const pem = generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
       writeFileSync(join(f.keyDir, PRIVATE_KEY_FILE), pem, { mode: 0o600 });
@@ -314,14 +298,11 @@ for (const s of stores) {
       });
       assert.equal(warnings.length, 1, 'the stale .pub filed away on load does not count as a rotation');
       assert.match(warnings[0]!, /^CORDON_AUDIT_KEY_CHANGED: /);
-    } finally {
-      await f.cleanup();
-    }
+    });
   });
 
   s.test('a retired key signs nothing from its rotation on: a checkpoint it signs later is reported as forged', async () => {
-    const f = await fixture(s);
-    try {
+    await withStoreFixture(s, async (f) => {
       await appendClosed(f, 3);
       const old = loadOrCreateSigningKey(f.keyDir); // what a thief of the old key holds
       const rotation = await rotateAuditKey({ store: f.store, keyDir: f.keyDir });
@@ -340,9 +321,7 @@ for (const s of stores) {
       assert.equal(report.problem, 'forged-checkpoint');
       assert.equal(report.firstBadSeq, forgedEvent.seq);
       assert.match(report.message, new RegExp(`signed by key ${rotation.oldKeyId}, which the ${KEY_ROTATED_EVENT.replace('.', '\\.')} event at seq ${rotation.eventSeq} retired`));
-    } finally {
-      await f.cleanup();
-    }
+    });
   });
 
   s.test('a rotation interrupted before its event was recorded can be run again at once, and records the missing retirement', async (t) => {
@@ -362,8 +341,7 @@ for (const s of stores) {
     ];
     for (const c of cases) {
       await t.test(c.name, async () => {
-        const f = await fixture(s);
-        try {
+        await withStoreFixture(s, async (f) => {
           const oldKeyId = await appendClosed(f, 3);
           const old = loadOrCreateSigningKey(f.keyDir); // what a thief of the old key holds
           await c.interrupt(f, oldKeyId);
@@ -385,16 +363,13 @@ for (const s of stores) {
           const report = await verifyAudit(f.store, { keyDir: f.keyDir });
           assert.equal(report.ok, false);
           assert.equal(report.problem, 'forged-checkpoint');
-        } finally {
-          await f.cleanup();
-        }
+        });
       });
     }
   });
 
   s.test('a log cut back past its rotation and extended with the retired key fails: the newest seal must be the current key', async () => {
-    const f = await fixture(s);
-    try {
+    await withStoreFixture(s, async (f) => {
       await appendClosed(f, 3);
       const old = loadOrCreateSigningKey(f.keyDir);
       const rotation = await rotateAuditKey({ store: f.store, keyDir: f.keyDir });
@@ -419,9 +394,7 @@ for (const s of stores) {
       // Given only the public keys (no key directory, so no notion of "current"), the rule does not apply.
       const pems = [...loadPublicKeys(f.keyDir).values()].map((k) => k.export({ type: 'spki', format: 'pem' }) as string);
       assert.equal((await verifyAudit(f.store, { publicKeyPem: pems })).ok, true);
-    } finally {
-      await f.cleanup();
-    }
+    });
   });
 }
 
@@ -480,8 +453,7 @@ test('unusable key directories are refused with a fix and left untouched', async
   ];
   for (const c of cases) {
     await t.test(c.name, async () => {
-      const f = await fixture(sqlite);
-      try {
+      await withStoreFixture(sqlite, async (f) => {
         await c.prepare(f);
         const files = snapshot(f.keyDir);
         const checkpoints = await f.store.audit.listCheckpoints();
@@ -496,9 +468,7 @@ test('unusable key directories are refused with a fix and left untouched', async
         }
         assert.deepEqual(snapshot(f.keyDir), files, 'the key directory is unchanged');
         assert.deepEqual(await f.store.audit.listCheckpoints(), checkpoints, 'nothing was signed');
-      } finally {
-        await f.cleanup();
-      }
+      });
     });
   }
 });

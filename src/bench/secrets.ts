@@ -257,9 +257,14 @@ async function runCount(count: number, iterations: number, warmup: number, obser
   const body1KiB = await bodyRow('body1KiB', 1024);
   const body64KiB = await bodyRow('body64KiB', 64 * 1024);
   const bodyLeak64KiB = await bodyRow('bodyLeak64KiB', 64 * 1024, (j) => Buffer.from(benchSecretValue(j)).toString('base64'));
+  return { clean, substitute, refuseUnboundHost, body1KiB, body64KiB, bodyLeak64KiB, valuePatterns: valuePatternCount(count), holdBackBytes: secrets.scanner.holdBackBytes };
+}
+
+/** Byte patterns of the real values of a bench sandbox with `count` secrets. */
+function valuePatternCount(count: number): number {
   let patterns = 0;
   for (let j = 0; j < count; j++) patterns += valuePatterns(Buffer.from(benchSecretValue(j))).length;
-  return { clean, substitute, refuseUnboundHost, body1KiB, body64KiB, bodyLeak64KiB, valuePatterns: patterns, holdBackBytes: secrets.scanner.holdBackBytes };
+  return patterns;
 }
 
 const MiB = 1024 * 1024;
@@ -320,9 +325,7 @@ function weighState(count: number, sandboxes: number, gc: () => void): SecretSta
   const distinct = new Set(kept.map((s) => s.placeholderOf(benchSecretName(count - 1))));
   if (distinct.size !== sandboxes) throw new Error(`secrets bench (${count} secrets): the ${sandboxes} states weighed are not ${sandboxes} distinct sandboxes`);
   kept.length = 0;
-  let patterns = 0;
-  for (let j = 0; j < count; j++) patterns += valuePatterns(Buffer.from(benchSecretValue(j))).length;
-  return { stateMiB: Math.round((grown / sandboxes / MiB) * 1000) / 1000, valuePatterns: patterns };
+  return { stateMiB: Math.round((grown / sandboxes / MiB) * 1000) / 1000, valuePatterns: valuePatternCount(count) };
 }
 
 /**

@@ -352,15 +352,21 @@ async function stored(url: string): Promise<{ events: number[]; checkpoints: num
   return { events: await read('audit_events'), checkpoints: await read('audit_checkpoints') };
 }
 
+/** A store on a fresh database, reached through a relay that can be silenced; writes time out after 300 ms (plus the grace). */
+async function storeBehindRelay(): Promise<{ url: string; relay: Awaited<ReturnType<typeof silencingRelay>>; store: Store }> {
+  const url = await freshUrl();
+  const relay = await silencingRelay(pg().port);
+  const store = await openStore({ kind: 'postgres', url: url.replace(`:${pg().port}/`, `:${relay.port}/`), writeTimeoutMs: 300 });
+  return { url, relay, store };
+}
+
 /** A write's outcome within `ms`: 'written', its error, or a note that it is still waiting. */
 async function settledWithin(p: Promise<unknown>, ms: number): Promise<unknown> {
   return Promise.race([p.then(() => 'written', (err: unknown) => err), new Promise((resolve) => setTimeout(() => resolve(`still waiting after ${ms} ms`), ms))]);
 }
 
 test('an audit write to a server that stops answering (dead network) fails after writeTimeoutMs plus a grace, drops the session, and close() returns', opts, async () => {
-  const url = await freshUrl();
-  const relay = await silencingRelay(pg().port);
-  const store = await openStore({ kind: 'postgres', url: url.replace(`:${pg().port}/`, `:${relay.port}/`), writeTimeoutMs: 300 });
+  const { url, relay, store } = await storeBehindRelay();
   try {
     await store.audit.insertEvents([row(1)]);
     relay.silence('both');
@@ -383,9 +389,7 @@ test('an audit write to a server that stops answering (dead network) fails after
 });
 
 test('a query through the pool to a server that stops answering fails with store-timeout after writeTimeoutMs plus a grace; the pool then opens a new connection', opts, async () => {
-  const url = await freshUrl();
-  const relay = await silencingRelay(pg().port);
-  const store = await openStore({ kind: 'postgres', url: url.replace(`:${pg().port}/`, `:${relay.port}/`), writeTimeoutMs: 300 });
+  const { relay, store } = await storeBehindRelay();
   try {
     await store.setMeta('k', 'v1');
     relay.silence('both');
@@ -408,9 +412,7 @@ test('an audit write the server committed but whose reply was lost succeeds once
   ];
   for (const c of cases) {
     await t.test(c.name, async () => {
-      const url = await freshUrl();
-      const relay = await silencingRelay(pg().port);
-      const store = await openStore({ kind: 'postgres', url: url.replace(`:${pg().port}/`, `:${relay.port}/`), writeTimeoutMs: 300 });
+      const { url, relay, store } = await storeBehindRelay();
       try {
         await store.audit.insertEvents([row(1)]);
         relay.silence('replies');

@@ -120,6 +120,15 @@ export async function runThenCleanup<T>(body: () => Promise<T>, cleanup: () => P
 }
 
 /**
+ * Make a fixture, run `fn` on it, then its `cleanup()`, through
+ * {@link runThenCleanup}: a cleanup error never hides `fn`'s own.
+ */
+export async function withFixture<F extends { cleanup(): Promise<void> }>(make: () => Promise<F>, fn: (f: F) => Promise<void>): Promise<void> {
+  const f = await make();
+  await runThenCleanup(() => fn(f), () => f.cleanup());
+}
+
+/**
  * Run `open`; when it throws, run `undo` (remove what was made before it)
  * and rethrow the error of `open`, or an `AggregateError` of both when `undo`
  * throws too. For fixtures that make several things one after the other.
